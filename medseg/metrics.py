@@ -1,0 +1,86 @@
+"""Segmentation metrics with explicit rules for empty masks; the definitions are the product.
+
+Per-image and per-case overlap scores are written out here because the empty-mask rule must be a
+parameter; MONAI computes HD95 and scikit-learn the PR curve and average precision.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from monai.metrics import compute_hausdorff_distance
+from sklearn.metrics import average_precision_score, precision_recall_curve
+
+EMPTY_RULES = {
+    "one": "an image with empty ground truth scores 1 if the prediction is empty too, else 0",
+    "nan": "images with empty ground truth are left out of the mean",
+    "zero": "an image with empty ground truth scores 0",
+}
+
+
+def global_dice(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Micro Dice over all pixels of all images (1.0 when both are empty everywhere)."""
+    inter = np.logical_and(pred, gt).sum()
+    total = pred.sum() + gt.sum()
+    return 1.0 if total == 0 else float(2 * inter / total)
+
+
+def global_iou(pred: np.ndarray, gt: np.ndarray) -> float:
+    union = np.logical_or(pred, gt).sum()
+    return 1.0 if union == 0 else float(np.logical_and(pred, gt).sum() / union)
+
+
+def overlap_scores(pred: np.ndarray, gt: np.ndarray, empty: str) -> dict[str, float]:
+    """Dice, IoU, precision, recall of one binary image or volume under the empty-GT rule."""
+    tp = float(np.logical_and(pred, gt).sum())
+    fp = float(np.logical_and(pred, ~gt).sum())
+    fn = float(np.logical_and(~pred, gt).sum())
+    if tp + fn == 0:  # empty ground truth
+        value = {"one": 1.0 if fp == 0 else 0.0, "nan": np.nan, "zero": 0.0}[empty]
+        return {"dice": value, "iou": value, "precision": value, "recall": value}
+    return {
+        "dice": 2 * tp / (2 * tp + fp + fn),
+        "iou": tp / (tp + fp + fn),
+        "precision": tp / (tp + fp) if tp + fp else 0.0,
+        "recall": tp / (tp + fn),
+    }
+
+
+def hd95(pred: np.ndarray, gt: np.ndarray, spacing: tuple[float, ...] | None = None) -> float:
+    """95th-percentile Hausdorff distance (MONAI), in pixels or in mm with `spacing`; NaN if either is empty."""
+    if not pred.any() or not gt.any():
+        return float("nan")
+    p = torch.from_numpy(pred[None, None].astype(np.float32))
+    g = torch.from_numpy(gt[None, None].astype(np.float32))
+    value = compute_hausdorff_distance(p, g, percentile=95, spacing=list(spacing) if spacing else None)
+    return float(value.item())
+
+
+def pixel_pr(probs: np.ndarray, gt: np.ndarray, max_pixels: int, seed: int) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """Average precision and a PR curve over at most `max_pixels` pixels (uniform subsample).
+
+    Returns (ap, precision, recall, thresholds); NaN AP when no pixel is positive.
+    """
+    p, g = probs.ravel(), gt.ravel().astype(bool)
+    if p.size > max_pixels:
+        idx = np.random.default_rng(seed).choice(p.size, max_pixels, replace=False)
+        p, g = p[idx], g[idx]
+    if not g.any():
+        return float("nan"), np.array([1.0]), np.array([0.0]), np.array([])
+    precision, recall, thresholds = precision_recall_curve(g, p, drop_intermediate=True)
+    return float(average_precision_score(g, p)), precision, recall, thresholds
+
+
+def best_f1_threshold(precision: np.ndarray, recall: np.ndarray, thresholds: np.ndarray) -> float:
+    """The PR-curve threshold with the highest F1 (pixel Dice)."""
+    if thresholds.size == 0:
+        return 0.5
+    f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
+    return float(thresholds[int(np.argmax(f1))])
+
+
+def thin_curve(precision: np.ndarray, recall: np.ndarray, points: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """At most `points` points of a PR curve, evenly spaced in recall, for plotting."""
+    if len(recall) <= points:
+        return precision, recall
+    idx = np.unique(np.linspace(0, len(recall) - 1, points).round().astype(int))
+    return precision[idx], recall[idx]

@@ -1,0 +1,61 @@
+"""Patient/volume-level train/val/test split, stratified by whether a group has any foreground.
+
+Hand-written: scikit-learn's StratifiedGroupKFold gives k equal folds, not three arbitrary
+fractions, and does not guarantee every split a positive group.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from medseg.errors import MedsegError
+
+SPLITS = ("train", "val", "test")
+
+
+def _allocate(n: int, fractions: dict[str, float]) -> dict[str, int]:
+    """Split n items by fractions (largest remainder), giving val/test one each when n allows."""
+    raw = {k: n * fractions[k] for k in SPLITS}
+    counts = {k: int(np.floor(v)) for k, v in raw.items()}
+    for k in sorted(SPLITS, key=lambda k: raw[k] - counts[k], reverse=True)[: n - sum(counts.values())]:
+        counts[k] += 1
+    for k in ("test", "val"):
+        if counts[k] == 0 and fractions[k] > 0 and counts["train"] > 1:
+            counts[k], counts["train"] = 1, counts["train"] - 1
+    return counts
+
+
+def split_groups(manifest: pd.DataFrame, fractions: dict[str, float], seed: int) -> pd.DataFrame:
+    """Return slice_id -> split, assigning whole groups; positive and empty groups split separately."""
+    positive = manifest.groupby("group")["fg_pixels"].sum() > 0
+    rng = np.random.default_rng(seed)
+    assignment: dict[str, str] = {}
+    for has_fg in (True, False):
+        groups = np.array(sorted(positive.index[positive == has_fg]))
+        rng.shuffle(groups)
+        counts = _allocate(len(groups), fractions)
+        start = 0
+        for name in SPLITS:
+            for g in groups[start: start + counts[name]]:
+                assignment[str(g)] = name
+            start += counts[name]
+    for name in SPLITS:
+        if fractions[name] > 0 and not any(
+            split == name and positive[g] for g, split in assignment.items()
+        ):
+            raise MedsegError(
+                f"split: no group with foreground lands in '{name}' "
+                f"({int(positive.sum())} positive groups of {len(positive)}); add cases or change split.fractions"
+            )
+    out = pd.DataFrame({"slice_id": manifest["slice_id"], "group": manifest["group"]})
+    out["split"] = out["group"].map(assignment)
+    check_group_integrity(out)
+    return out[["slice_id", "split", "group"]]
+
+
+def check_group_integrity(split: pd.DataFrame) -> None:
+    """Fail loudly if any group appears in more than one split."""
+    per_group = split.groupby("group")["split"].nunique()
+    leaked = per_group[per_group > 1]
+    if len(leaked):
+        raise MedsegError(f"split: group {leaked.index[0]!r} appears in more than one split")

@@ -1,0 +1,182 @@
+"""One training loop for every model: schedule, AMP, accumulation, clipping, early stopping on
+val Dice, best/last checkpoints, and exact resume from last.pt."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from dvclive import Live
+from torch import nn
+from torch.utils.data import DataLoader
+
+from medseg.augment import build_augmentation
+from medseg.checkpoints import load_checkpoint, save_checkpoint
+from medseg.hardware import pick_amp_dtype, pick_device
+from medseg.inference import autocast, predict_probs
+from medseg.losses import build_loss
+from medseg.metrics import global_dice
+from medseg.torchdata import SliceDataset
+
+log = logging.getLogger("medseg.train")
+
+
+@dataclass
+class TrainData:
+    """Decoded arrays: train images/masks with per-slice repeats, and the val set."""
+
+    train_images: np.ndarray
+    train_masks: np.ndarray
+    repeats: np.ndarray
+    val_images: np.ndarray
+    val_masks: np.ndarray
+
+    def fingerprint(self, config: dict[str, Any]) -> str:
+        """Hash of the config and every array, so a resume never mixes two different runs."""
+        h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+        for array in (self.train_images, self.train_masks, self.repeats, self.val_images, self.val_masks):
+            h.update(np.ascontiguousarray(array).data)
+        return h.hexdigest()
+
+
+def lr_factor(epoch: int, cfg: dict[str, Any]) -> float:
+    """Multiplier of train.lr at `epoch`: linear warmup, then cosine down to train.min_lr."""
+    if cfg["scheduler"] == "none":
+        return 1.0
+    warm = cfg["warmup_epochs"]
+    if epoch < warm:
+        return (epoch + 1) / (warm + 1)
+    progress = (epoch - warm) / max(cfg["epochs"] - warm, 1)
+    floor = cfg["min_lr"] / cfg["lr"]
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _optimizer(model: nn.Module, cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    if cfg["optimizer"] == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=0.9,
+                               weight_decay=cfg["weight_decay"], nesterov=True)
+    kind = torch.optim.AdamW if cfg["optimizer"] == "adamw" else torch.optim.Adam
+    return kind(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class RunState:
+    epoch: int = 0
+    best_dice: float = -1.0
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    finished: bool = False
+
+
+def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, cfg: dict[str, Any],
+          loss_cfg: dict[str, Any], aug_cfg: dict[str, Any], ckpt_dir: Path, live_dir: Path) -> RunState:
+    """Train `model`; `header` (model name, params, channels) goes into every checkpoint."""
+    device = pick_device(cfg["device"])
+    amp_dtype = pick_amp_dtype(cfg["amp"], device)
+    memory_format = torch.channels_last if cfg["channels_last"] else torch.preserve_format
+    model = model.to(device=device, memory_format=memory_format)
+    optimizer = _optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, cfg))
+    criterion = build_loss(loss_cfg).to(device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    fingerprint = data.fingerprint({"model": header, "train": cfg, "loss": loss_cfg, "augment": aug_cfg})
+    state = RunState()
+    last, best = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
+    resume = False
+    if last.exists():
+        ckpt = load_checkpoint(last)
+        if ckpt.get("fingerprint") == fingerprint and not ckpt["train_state"]["finished"] and best.exists():
+            model.load_state_dict(ckpt["state_dict"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            scaler.load_state_dict(ckpt["scaler"])
+            state = RunState(**ckpt["train_state"])
+            resume = True
+            log.info("resuming %s from %s after epoch %d", name, last, state.epoch)
+    log.info("%s on %s, amp=%s, %d train draws/epoch, %d val slices", name, device,
+             amp_dtype, int(data.repeats.sum()), len(data.val_images))
+    order = np.repeat(np.arange(len(data.train_images)), data.repeats)
+    with Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, resume=resume, report=None) as live:
+        while state.epoch < cfg["epochs"] and not state.finished:
+            epoch_seed = cfg["seed"] * 100_003 + state.epoch
+            seed_everything(epoch_seed)
+            dataset = SliceDataset(data.train_images, data.train_masks, order,
+                                   build_augmentation(aug_cfg, epoch_seed))
+            loader = DataLoader(dataset, batch_size=cfg["batch_size"], shuffle=True,
+                                drop_last=len(dataset) > cfg["batch_size"], num_workers=cfg["workers"],
+                                generator=torch.Generator().manual_seed(epoch_seed),
+                                pin_memory=device.type == "cuda", persistent_workers=False)
+            train_loss = _train_epoch(model, loader, criterion, optimizer, scaler, cfg, device,
+                                      amp_dtype, memory_format)
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            val_loss, val_dice = _validate(model, data, criterion, cfg, device, amp_dtype)
+            state.epoch += 1
+            if val_dice > state.best_dice:
+                state.best_dice, state.best_epoch, state.bad_epochs = val_dice, state.epoch, 0
+                save_checkpoint(best, {**header, "state_dict": model.state_dict(), "epoch": state.epoch,
+                                       "val_dice": val_dice, "threshold": cfg["threshold"]})
+            else:
+                state.bad_epochs += 1
+            if cfg["patience"] and state.bad_epochs >= cfg["patience"]:
+                state.finished = True
+                log.info("early stop after epoch %d (best val Dice %.4f at epoch %d)",
+                         state.epoch, state.best_dice, state.best_epoch)
+            state.finished |= state.epoch >= cfg["epochs"]
+            for key, value in (("train_loss", train_loss), ("val_loss", val_loss), ("val_dice", val_dice),
+                               ("lr", lr)):
+                live.log_metric(key, value)
+            live.log_metric("best_val_dice", state.best_dice, plot=False)
+            save_checkpoint(last, {**header, "state_dict": model.state_dict(),
+                                   "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                   "scaler": scaler.state_dict(), "fingerprint": fingerprint,
+                                   "train_state": vars(state).copy()})
+            log.info("epoch %d/%d train_loss %.4f val_loss %.4f val_dice %.4f", state.epoch,
+                     cfg["epochs"], train_loss, val_loss, val_dice)
+            live.next_step()
+    return state
+
+
+def _train_epoch(model, loader, criterion, optimizer, scaler, cfg, device, amp_dtype, memory_format) -> float:
+    model.train()
+    total, count = 0.0, 0
+    optimizer.zero_grad(set_to_none=True)
+    for step, (x, y) in enumerate(loader, start=1):
+        x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        y = y.to(device, non_blocking=True)
+        with autocast(device, amp_dtype):
+            logits = model(x)
+        loss = criterion(logits.float(), y)
+        scaler.scale(loss / cfg["grad_accum"]).backward()
+        if step % cfg["grad_accum"] == 0 or step == len(loader):
+            if cfg["grad_clip"] > 0:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+        total += loss.item() * len(x)
+        count += len(x)
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def _validate(model, data: TrainData, criterion, cfg, device, amp_dtype) -> tuple[float, float]:
+    probs = predict_probs(model, data.val_images, device, cfg["batch_size"], amp_dtype)
+    logits = torch.logit(torch.from_numpy(probs).clamp(1e-6, 1 - 1e-6))[:, None]
+    target = torch.from_numpy(data.val_masks[:, None]).float()
+    loss = float(criterion(logits.to(device), target.to(device)))
+    return loss, global_dice(probs >= cfg["threshold"], data.val_masks.astype(bool))

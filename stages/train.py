@@ -1,0 +1,53 @@
+"""Stage `train_<model>`: train one of the four models on the balanced train split.
+
+Usage: python -m stages.train MODEL   (MODEL in unet, attn_unet, deeplab, upernet)
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from medseg.cli import run_stage
+from medseg.params import MODEL_NAMES, load_section
+from medseg.slices import dataset_info, load_arrays
+from medseg.training import TrainData, train
+from models import build_model
+
+log = logging.getLogger("medseg.train")
+SLICES = Path("data/slices")
+
+
+def load_train_data(channels: int) -> TrainData:
+    split = pd.read_csv("data/split.csv", dtype={"slice_id": str, "group": str})
+    sampling = pd.read_csv("data/train_sampling.csv", dtype={"slice_id": str})
+    sampling = sampling[sampling["repeats"] > 0]
+    val_ids = split.loc[split["split"] == "val", "slice_id"].tolist()
+    train_images, train_masks = load_arrays(SLICES, sampling["slice_id"].tolist(), channels)
+    val_images, val_masks = load_arrays(SLICES, val_ids, channels)
+    return TrainData(train_images, train_masks, sampling["repeats"].to_numpy(np.int64), val_images, val_masks)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("model", choices=MODEL_NAMES)
+    name = parser.parse_args().model
+    cfg, loss_cfg = load_section("train"), load_section("loss")
+    aug_cfg, model_cfg = load_section("augment"), load_section(f"models.{name}")
+    torch.set_num_threads(max(torch.get_num_threads(), 1))
+    channels = dataset_info(SLICES)["channels"]
+    data = load_train_data(channels)
+    torch.manual_seed(cfg["seed"])
+    model = build_model(name, channels, **model_cfg)
+    header = {"model": name, "model_params": model_cfg, "in_channels": channels}
+    state = train(model, name, header, data, cfg, loss_cfg, aug_cfg,
+                  Path("data/models") / name, Path("results/train") / name)
+    log.info("%s: best val Dice %.4f at epoch %d", name, state.best_dice, state.best_epoch)
+
+
+if __name__ == "__main__":
+    run_stage(main)
