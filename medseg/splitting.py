@@ -30,10 +30,16 @@ def split_groups(manifest: pd.DataFrame, fractions: dict[str, float], seed: int)
     positive = manifest.groupby("group")["fg_pixels"].sum() > 0
     rng = np.random.default_rng(seed)
     assignment: dict[str, str] = {}
-    for has_fg in (True, False):
+    total = _allocate(len(positive), fractions)
+    pos_counts = _allocate(int(positive.sum()), fractions)
+    neg_counts = {k: total[k] - pos_counts[k] for k in SPLITS}
+    while min(neg_counts.values()) < 0:  # a split got more positive groups than its total share
+        short = min(neg_counts, key=neg_counts.get)
+        neg_counts[short] += 1
+        neg_counts[max(neg_counts, key=neg_counts.get)] -= 1
+    for has_fg, counts in ((True, pos_counts), (False, neg_counts)):
         groups = np.array(sorted(positive.index[positive == has_fg]))
         rng.shuffle(groups)
-        counts = _allocate(len(groups), fractions)
         start = 0
         for name in SPLITS:
             for g in groups[start: start + counts[name]]:

@@ -1,0 +1,21 @@
+# Two entry points: `make repro` runs the whole pipeline, `make test` runs the tests.
+# Each creates .venv (python3 -m venv) when missing and installs requirements.txt into it.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.requirements-installed
+export DVC_NO_ANALYTICS := 1
+export NO_ALBUMENTATIONS_UPDATE := 1
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: repro test
+
+$(STAMP): requirements.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $(STAMP)
+
+repro: $(STAMP)
+	dvc repro
+
+test: $(STAMP)
+	$(PY) -m pytest

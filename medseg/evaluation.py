@@ -1,0 +1,89 @@
+"""Scores of one model's test predictions: per image, global, per case (re-stacked volumes), PR."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medseg.metrics import EMPTY_RULES, global_dice, global_iou, hd95, overlap_scores, pixel_pr, thin_curve
+
+
+def parse_spacing(text: str) -> tuple[float, float, float] | None:
+    """'row x col x slice' mm from the manifest, or None when unknown."""
+    if not text:
+        return None
+    row, col, depth = (float(v) for v in text.split("x"))
+    return row, col, depth
+
+
+def per_image_table(slices: pd.DataFrame, pred: np.ndarray, gt: np.ndarray, empty: str) -> pd.DataFrame:
+    rows = [overlap_scores(p, g, empty) for p, g in zip(pred, gt)]
+    table = pd.DataFrame(rows)
+    table.insert(0, "slice_id", slices["slice_id"].to_numpy())
+    table.insert(1, "group", slices["group"].to_numpy())
+    table["gt_pixels"] = gt.reshape(len(gt), -1).sum(1)
+    table["pred_pixels"] = pred.reshape(len(pred), -1).sum(1)
+    return table
+
+
+def per_case_table(slices: pd.DataFrame, pred: np.ndarray, gt: np.ndarray, empty: str) -> pd.DataFrame:
+    """3D scores of each group, its slices re-stacked in `index` order."""
+    rows = []
+    for group, part in slices.reset_index(drop=True).groupby("group", sort=True):
+        order = part.sort_values("index").index.to_numpy()
+        p, g = pred[order], gt[order]
+        spacing = parse_spacing(part["spacing"].iloc[0])
+        scores = overlap_scores(p, g, empty)
+        scores["hd95_px"] = hd95(p, g)
+        scores["hd95_mm"] = hd95(p, g, (spacing[2], spacing[0], spacing[1])) if spacing else math.nan
+        rows.append({"group": group, "slices": len(order), "gt_voxels": int(g.sum()),
+                     "pred_voxels": int(p.sum()), **scores})
+    return pd.DataFrame(rows)
+
+
+def _mean(values: pd.Series) -> float | None:
+    value = float(np.nanmean(values)) if values.notna().any() else math.nan
+    return None if math.isnan(value) else value
+
+
+def summarize(images: pd.DataFrame, cases: pd.DataFrame, pred: np.ndarray, gt: np.ndarray,
+              probs: np.ndarray, threshold: float, cfg: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame]:
+    """metrics.json content and the thinned PR curve of one model."""
+    ap, precision, recall, _ = pixel_pr(probs, gt, cfg["pr_max_pixels"], cfg["seed"])
+    metrics = {
+        "dice": _mean(cases["dice"]), "iou": _mean(cases["iou"]),
+        "ap": None if math.isnan(ap) else ap,
+        "hd95_px": _mean(cases["hd95_px"]), "hd95_mm": _mean(cases["hd95_mm"]),
+        "image_dice": _mean(images["dice"]), "image_iou": _mean(images["iou"]),
+        "image_precision": _mean(images["precision"]), "image_recall": _mean(images["recall"]),
+        "global_dice": global_dice(pred, gt), "global_iou": global_iou(pred, gt),
+        "threshold": threshold, "cases": int(len(cases)), "images": int(len(images)),
+        "empty_rule": cfg["empty"],
+    }
+    p, r = thin_curve(precision, recall)
+    return metrics, pd.DataFrame({"recall": r, "precision": p})
+
+
+METRIC_NOTES = {
+    "dice": "mean over test cases of the 3D Dice of the re-stacked volume",
+    "iou": "mean over test cases of the 3D IoU",
+    "ap": "pixel average precision (scikit-learn) over a uniform pixel subsample",
+    "hd95": "mean over cases of the 95th-percentile Hausdorff distance (MONAI); cases with an empty side left out",
+    "image_dice": "mean per-image Dice",
+    "global_dice": "Dice of all test pixels pooled",
+}
+
+
+def summary_markdown(metrics: dict[str, dict[str, Any]], empty: str) -> str:
+    """One table of every model, with the metric definitions and the empty-mask rule."""
+    cols = ["dice", "iou", "ap", "hd95_px", "image_dice", "global_dice", "threshold"]
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, m in metrics.items():
+        lines.append(f"| {name} | " + " | ".join(fmt(m.get(c)) for c in cols) + " |")
+    notes = [f"- `{k}`: {v}" for k, v in METRIC_NOTES.items()]
+    return "\n".join(["# Test-split results", "", *lines, "",
+                      f"Empty ground truth rule (`evaluate.empty: {empty}`): {EMPTY_RULES[empty]}.", "",
+                      *notes, ""])

@@ -1,0 +1,62 @@
+"""Static figures (matplotlib) that a person reads: overlays, per-case Dice, curves."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+TP, FP, FN = (0, 200, 0), (230, 0, 0), (0, 90, 255)
+
+
+def overlay(image: np.ndarray, gt: np.ndarray, pred: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    """RGB uint8: the image in grey with true positives green, false positives red, false negatives blue."""
+    grey = image.mean(axis=2) if image.ndim == 3 else image
+    rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
+    for region, colour in ((gt & pred, TP), (~gt & pred, FP), (gt & ~pred, FN)):
+        rgb[region] = (1 - alpha) * rgb[region] + alpha * np.array(colour, np.float32)
+    return rgb.round().astype(np.uint8)
+
+
+def overlay_grid(panels: list[tuple[str, np.ndarray]], title: str, path: Path, columns: int = 4) -> None:
+    rows = int(np.ceil(len(panels) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.2 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (label, rgb) in zip(axes.ravel(), panels):
+        ax.imshow(rgb, interpolation="nearest")
+        ax.set_title(label, fontsize=8)
+    fig.suptitle(f"{title}  (green TP, red FP, blue FN)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def dice_boxplot(per_case: dict[str, pd.Series], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    names = list(per_case)
+    ax.boxplot([per_case[n].dropna().to_numpy() for n in names], tick_labels=names, showmeans=True)
+    ax.set_ylabel("per-case 3D Dice (test)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def line_chart(series: dict[str, pd.DataFrame], x: str, y: str, xlabel: str, ylabel: str, path: Path) -> None:
+    """One line per model (e.g. training curves, PR curves) on one chart."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, frame in series.items():
+        ax.plot(frame[x], frame[y], label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,24 @@
+import pytest
+
+from medseg.outputs import staged_dir, write_atomic
+
+
+def test_staged_dir_replaces_only_on_success(tmp_path):
+    final = tmp_path / "out"
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with staged_dir(final) as tmp:
+            (tmp / "half.txt").write_text("half")
+            raise RuntimeError("killed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert (final / "old.txt").read_text() == "old"
+    with staged_dir(final) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert sorted(p.name for p in final.iterdir()) == ["new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_write_atomic_leaves_no_temp(tmp_path):
+    write_atomic(tmp_path / "a" / "f.json", "{}")
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["f.json"]

@@ -1,0 +1,61 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from medseg.errors import MedsegError
+from medseg.params import SCHEMA, load_section
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write_params(tmp_path: Path, edit) -> Path:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    edit(params)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+@pytest.mark.parametrize("section", [s for s in SCHEMA if s != "models"] + [f"models.{m}" for m in SCHEMA["models"]])
+def test_shipped_params_are_valid(section):
+    assert isinstance(load_section(section, REPO / "params.yaml"), dict)
+
+
+def test_bad_choice_names_key_and_allowed_values(tmp_path):
+    path = write_params(tmp_path, lambda p: p["loss"].update(type="nonsense"))
+    with pytest.raises(MedsegError, match=r"loss\.type='nonsense'.*dice_bce"):
+        load_section("loss", path)
+
+
+def test_unknown_key_is_named(tmp_path):
+    path = write_params(tmp_path, lambda p: p["train"].update(epochz=3))
+    with pytest.raises(MedsegError, match=r"unknown key train\.epochz"):
+        load_section("train", path)
+
+
+def test_wrong_type_and_range(tmp_path):
+    path = write_params(tmp_path, lambda p: p["train"].update(epochs="ten"))
+    with pytest.raises(MedsegError, match=r"train\.epochs='ten' has the wrong type"):
+        load_section("train", path)
+    path = write_params(tmp_path, lambda p: p["balance"].update(neg_keep=1.5))
+    with pytest.raises(MedsegError, match=r"balance\.neg_keep=1\.5 is out of range"):
+        load_section("balance", path)
+
+
+def test_bool_is_not_an_int(tmp_path):
+    path = write_params(tmp_path, lambda p: p["train"].update(epochs=True))
+    with pytest.raises(MedsegError, match="wrong type"):
+        load_section("train", path)
+
+
+def test_split_fractions_must_sum_to_one(tmp_path):
+    path = write_params(tmp_path, lambda p: p["split"]["fractions"].update(train=0.9))
+    with pytest.raises(MedsegError, match="sum to 1"):
+        load_section("split", path)
+
+
+def test_missing_key_is_named(tmp_path):
+    path = write_params(tmp_path, lambda p: p["models"]["unet"].pop("width"))
+    with pytest.raises(MedsegError, match=r"missing key models\.unet\.width"):
+        load_section("models.unet", path)

@@ -1,0 +1,64 @@
+"""The phantom is written in the MSD layout and read back by the real NIfTI converter."""
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medseg.datasets.msd import list_cases, read_case
+from medseg.datasets.phantom import write_phantom_msd
+from medseg.errors import MedsegError
+
+CFG = {"window_level": -600, "window_width": 1500}
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    root = tmp_path_factory.mktemp("raw") / "phantom"
+    write_phantom_msd(root, cases=6, depth=16, size=48, seed=3)
+    return root
+
+
+def test_layout_and_dataset_json(phantom):
+    meta = json.loads((phantom / "dataset.json").read_text())
+    assert meta["modality"] == {"0": "CT"} and meta["numTraining"] == 6
+    cases = list_cases(phantom)
+    assert [c.case_id for c in cases] == [f"phantom_{i:03d}" for i in range(6)]
+    img = nib.load(cases[0].image)
+    assert nib.aff2axcodes(img.affine) == ("L", "P", "S")  # stored like DICOM-derived CT
+    assert img.get_data_dtype() == np.int16
+
+
+def test_deterministic_by_seed(tmp_path):
+    write_phantom_msd(tmp_path / "a", 3, 8, 32, seed=7)
+    write_phantom_msd(tmp_path / "b", 3, 8, 32, seed=7)
+    for name in ("imagesTr/phantom_002.nii.gz", "labelsTr/phantom_002.nii.gz"):
+        a = np.asarray(nib.load(tmp_path / "a" / name).dataobj)
+        b = np.asarray(nib.load(tmp_path / "b" / name).dataobj)
+        assert np.array_equal(a, b)
+
+
+def test_slices_upright_and_labels_aligned(phantom):
+    slices = [s for c in list_cases(phantom) for s in read_case(c, CFG)]
+    mid = slices[8]
+    h, w = mid.mask.shape
+    column = mid.image[:, w // 2, 0]
+    spine_row = int(np.argmax(column))  # bone is the brightest tissue: posterior, bottom half
+    assert spine_row > h // 2
+    lesion = np.concatenate([s.image[..., 0][s.mask] for s in slices])
+    lung = np.concatenate([s.image[..., 0][(s.image[..., 0] < 0.25) & (s.image[..., 0] > 0.1)] for s in slices])
+    assert lesion.size > 0 and lesion.mean() > lung.mean() + 0.3  # label sits on bright tumour
+    positives = sum(s.mask.any() for s in slices)
+    assert 0 < positives < len(slices) / 2  # most slices are lesion-free
+    assert mid.spacing[2] == pytest.approx(2.5)
+
+
+def test_missing_label_is_reported(phantom, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(phantom, copy)
+    (copy / "labelsTr" / "phantom_001.nii.gz").unlink()
+    (copy / "imagesTr" / "._phantom_000.nii.gz").write_bytes(b"mac")
+    with pytest.raises(MedsegError, match=r"phantom_001\.nii\.gz: no label file"):
+        list_cases(copy)

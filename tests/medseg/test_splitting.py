@@ -1,0 +1,42 @@
+import pandas as pd
+import pytest
+
+from medseg.errors import MedsegError
+from medseg.splitting import check_group_integrity, split_groups
+
+FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
+
+
+def manifest(groups: int, positive: set[int], per_group: int = 5) -> pd.DataFrame:
+    rows = [{"slice_id": f"g{g}_{i}", "group": f"g{g}", "fg_pixels": 3 if g in positive and i == 2 else 0}
+            for g in range(groups) for i in range(per_group)]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_whole_groups_and_every_split_has_a_positive_group(seed):
+    m = manifest(20, positive={0, 3, 5, 8, 11, 12, 17})
+    split = split_groups(m, FRACTIONS, seed)
+    assert (split.groupby("group")["split"].nunique() == 1).all()
+    counts = split.drop_duplicates("group")["split"].value_counts()
+    assert counts.to_dict() == {"train": 12, "val": 4, "test": 4}
+    merged = split.merge(m, on=["slice_id", "group"])
+    pos_groups = merged[merged.fg_pixels > 0].drop_duplicates("group")["split"].value_counts()
+    assert set(pos_groups.index) == {"train", "val", "test"}
+
+
+def test_deterministic_by_seed():
+    m = manifest(15, positive={1, 2, 3, 4})
+    assert split_groups(m, FRACTIONS, 1).equals(split_groups(m, FRACTIONS, 1))
+    assert not split_groups(m, FRACTIONS, 1).equals(split_groups(m, FRACTIONS, 2))
+
+
+def test_too_few_positive_groups_fails_loudly():
+    with pytest.raises(MedsegError, match="no group with foreground lands in"):
+        split_groups(manifest(10, positive={4}), FRACTIONS, 0)
+
+
+def test_integrity_check_catches_a_leak():
+    leaked = pd.DataFrame({"slice_id": ["a", "b"], "group": ["p1", "p1"], "split": ["train", "test"]})
+    with pytest.raises(MedsegError, match="'p1' appears in more than one split"):
+        check_group_integrity(leaked)

@@ -1,0 +1,107 @@
+"""End to end: `dvc repro` on a tiny phantom config in a temporary copy of the repository."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = ("unet", "attn_unet", "deeplab", "upernet")
+
+
+def tiny_params() -> dict:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["dataset"]["phantom"].update(cases=8, depth=12, size=32, seed=0)
+    params["convert"].update(size=32, workers=1)
+    params["train"].update(epochs=3, batch_size=8, patience=0)
+    params["models"]["unet"]["width"] = 8
+    params["models"]["attn_unet"]["width"] = 8
+    params["models"]["deeplab"]["decoder_channels"] = 32
+    params["models"]["upernet"]["decoder_channels"] = 32
+    params["evaluate"]["pr_max_pixels"] = 100_000
+    return params
+
+
+def run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def repo_copy(tmp_path_factory) -> tuple[Path, dict]:
+    dest = tmp_path_factory.mktemp("e2e") / "repo"
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                            cwd=REPO, capture_output=True, text=True, check=True).stdout.split("\n")
+    for rel in filter(None, listed):
+        src = REPO / rel
+        if src.is_file() and not rel.startswith(("data/", "results/")) and rel != "dvc.lock":
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    (dest / "data").mkdir(exist_ok=True)
+    shutil.copy2(REPO / "data/.gitignore", dest / "data/.gitignore")
+    (dest / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "DVC_NO_ANALYTICS": "1", "NO_ALBUMENTATIONS_UPDATE": "1",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    run(["git", "init", "-q"], dest, env)
+    run(["git", "add", "-A"], dest, env)
+    run(["git", "commit", "-qm", "copy"], dest, env)
+    run(["dvc", "repro"], dest, env)
+    return dest, env
+
+
+@pytest.mark.e2e
+def test_outputs_exist_and_metrics_are_sane(repo_copy):
+    dest, env = repo_copy
+    manifest = pd.read_csv(dest / "data/slices/manifest.csv")
+    assert {"slice_id", "group", "source", "fg_pixels"} <= set(manifest.columns)
+    split = pd.read_csv(dest / "data/split.csv")
+    assert set(split["split"]) == {"train", "val", "test"}
+    assert (split.groupby("group")["split"].nunique() == 1).all()
+    test_ids = set(split.loc[split.split == "test", "slice_id"])
+    test_fg = manifest[manifest.slice_id.isin(test_ids)]
+    prevalence = test_fg.fg_pixels.sum() / (len(test_fg) * 32 * 32)
+    for name in MODELS:
+        assert (dest / f"data/models/{name}/best.pt").exists()
+        assert (dest / f"data/models/{name}/last.pt").exists()
+        m = json.loads((dest / f"results/evaluate/{name}/metrics.json").read_text())
+        for key in ("dice", "iou", "ap"):
+            assert m[key] is not None and 0.0 <= m[key] <= 1.0 and math.isfinite(m[key]), (name, key, m)
+        assert m["iou"] <= m["dice"] + 1e-9
+        assert m["ap"] > 2 * prevalence, (name, m["ap"], prevalence)  # better than chance ranking
+        log = pd.read_csv(dest / f"results/train/{name}/plots/metrics/train_loss.tsv", sep="\t")
+        assert len(log) == 3 and log["train_loss"].iloc[-1] < log["train_loss"].iloc[0]
+        assert (dest / f"results/plots/overlays/{name}.png").stat().st_size > 1000
+    assert (dest / "results/evaluate/summary.md").read_text().count("| unet |") == 1
+
+
+@pytest.mark.e2e
+def test_repro_leaves_everything_up_to_date(repo_copy):
+    dest, env = repo_copy
+    status = run(["dvc", "status"], dest, env).stdout
+    assert "up to date" in status, status
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], dest, env).stdout)
+    text = json.dumps(shown)
+    for name in MODELS:
+        assert f"results/evaluate/{name}/metrics.json" in text
+
+
+@pytest.mark.e2e
+def test_plots_page_renders_offline(repo_copy):
+    dest, env = repo_copy
+    run(["dvc", "plots", "show", "-o", "plots_page"], dest, env)
+    page = (dest / "plots_page/index.html").read_text()
+    assert "cdn.jsdelivr" not in page and "<script src=" not in page
+    for name in MODELS:
+        assert f"results/train/{name}/plots/metrics/train_loss.tsv" in page
+        assert f"results/evaluate/{name}/pr.csv" in page
