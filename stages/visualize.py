@@ -62,7 +62,7 @@ def main() -> None:
         (out / "overlays").mkdir()
         for name in MODEL_NAMES:
             panels = case_panels(name, cases[name], test, cfg["cases"], channels)
-            overlay_grid(panels, name, out / "overlays" / f"{name}.png")
+            overlay_grid(panels, name, out / "overlays" / f"{name}.png", columns=min(len(panels), 4))
     log.info("wrote figures to results/plots")
 
 

@@ -1,0 +1,87 @@
+"""The training loop: schedule, learning on real phantom slices, exact resume from last.pt."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import medseg.training as training
+from medseg.checkpoints import load_checkpoint
+from medseg.datasets.msd import list_cases, read_case
+from medseg.datasets.phantom import write_phantom_msd
+from medseg.training import TrainData, lr_factor, train
+from models import build_model
+
+REPO = Path(__file__).resolve().parents[2]
+PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def test_lr_schedule_warmup_cosine_floor():
+    cfg = {"scheduler": "cosine", "warmup_epochs": 2, "epochs": 12, "lr": 1e-2, "min_lr": 1e-4}
+    factors = [lr_factor(e, cfg) for e in range(12)]
+    assert factors[0] == pytest.approx(1 / 3) and factors[1] == pytest.approx(2 / 3)
+    assert factors[2] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[2:], factors[3:]))
+    assert factors[-1] > 1e-2 and lr_factor(12, cfg) == pytest.approx(1e-2)
+    assert lr_factor(5, {**cfg, "scheduler": "none"}) == 1.0
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> TrainData:
+    root = tmp_path_factory.mktemp("raw") / "phantom"
+    write_phantom_msd(root, cases=4, depth=12, size=32, seed=1)
+    slices = [s for c in list_cases(root) for s in read_case(c, PARAMS["convert"])]
+    images = np.stack([np.round(s.image * 255).astype(np.uint8) for s in slices])
+    masks = np.stack([s.mask.astype(np.uint8) for s in slices])
+    positive = masks.reshape(len(masks), -1).any(1)
+    train_idx = np.flatnonzero(positive)[:12]
+    return TrainData(images[train_idx], masks[train_idx], np.ones(len(train_idx), np.int64),
+                     images[train_idx], masks[train_idx])
+
+
+def config(epochs: int) -> dict:
+    return {**PARAMS["train"], "epochs": epochs, "batch_size": 4, "patience": 0, "lr": 0.01,
+            "warmup_epochs": 0, "device": "cpu", "amp": "off"}
+
+
+def run(tmp: Path, data: TrainData, epochs: int, hflip: float = 0.5):
+    torch.manual_seed(0)
+    model = build_model("unet", 1, width=8)
+    header = {"model": "unet", "model_params": {"width": 8}, "in_channels": 1}
+    aug = {k: 0.0 for k in PARAMS["augment"]} | {"hflip": hflip}
+    state = train(model, "unet", header, data, config(epochs), PARAMS["loss"], aug,
+                  tmp / "models", tmp / "live")
+    return state, load_checkpoint(tmp / "models" / "last.pt")
+
+
+def test_learns_on_phantom_slices(tmp_path, data):
+    state, last = run(tmp_path, data, epochs=20, hflip=0.0)
+    losses = np.loadtxt(tmp_path / "live/plots/metrics/train_loss.tsv", skiprows=1, usecols=1)
+    assert losses[-1] < 0.6 * losses[0]
+    assert state.best_dice > 0.7
+    best = load_checkpoint(tmp_path / "models" / "best.pt")
+    assert best["model"] == "unet" and best["val_dice"] == pytest.approx(state.best_dice)
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path, data, monkeypatch):
+    _, reference = run(tmp_path / "a", data, epochs=3)
+    real_validate, calls = training._validate, []
+
+    def dies_in_epoch_three(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # killed after two checkpoints
+        return real_validate(*args, **kwargs)
+
+    monkeypatch.setattr(training, "_validate", dies_in_epoch_three)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", data, epochs=3)
+    assert load_checkpoint(tmp_path / "b/models/last.pt")["train_state"]["epoch"] == 2
+    monkeypatch.setattr(training, "_validate", real_validate)
+    state, resumed = run(tmp_path / "b", data, epochs=3)
+    assert state.epoch == 3 and state.finished
+    for key, tensor in reference["state_dict"].items():
+        assert torch.equal(tensor, resumed["state_dict"][key]), key
+    steps = np.loadtxt(tmp_path / "b/live/plots/metrics/val_dice.tsv", skiprows=1, usecols=0)
+    assert list(steps) == [0, 1, 2]
