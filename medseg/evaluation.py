@@ -10,6 +10,9 @@ import pandas as pd
 from medseg.metrics import EMPTY_RULES, global_dice, global_iou, hd95, overlap_scores, pixel_pr, thin_curve
 
 
+ISIC_JACCARD_FLOOR = 0.65  # ISIC 2018 Task 1: a per-image Jaccard below 0.65 counts as 0
+
+
 def parse_spacing(text: str) -> tuple[float, float, float] | None:
     """'row x col x slice' mm from the manifest, or None when unknown."""
     if not text:
@@ -23,6 +26,9 @@ def per_image_table(slices: pd.DataFrame, pred: np.ndarray, gt: np.ndarray, empt
     table = pd.DataFrame(rows)
     table.insert(0, "slice_id", slices["slice_id"].to_numpy())
     table.insert(1, "group", slices["group"].to_numpy())
+    one_rule = pd.DataFrame([overlap_scores(p, g, "one") for p, g in zip(pred, gt)])
+    table["siim_dice"] = one_rule["dice"].to_numpy()  # SIIM-ACR: empty truth scores 1 only if predicted empty
+    table["isic_jaccard"] = np.where(one_rule["iou"] >= ISIC_JACCARD_FLOOR, one_rule["iou"], 0.0)
     table["gt_pixels"] = gt.reshape(len(gt), -1).sum(1)
     table["pred_pixels"] = pred.reshape(len(pred), -1).sum(1)
     return table
@@ -59,6 +65,7 @@ def summarize(images: pd.DataFrame, cases: pd.DataFrame, pred: np.ndarray, gt: n
         "image_dice": _mean(images["dice"]), "image_iou": _mean(images["iou"]),
         "image_precision": _mean(images["precision"]), "image_recall": _mean(images["recall"]),
         "global_dice": global_dice(pred, gt), "global_iou": global_iou(pred, gt),
+        "siim_dice": _mean(images["siim_dice"]), "isic_jaccard": _mean(images["isic_jaccard"]),
         "threshold": threshold, "cases": int(len(cases)), "images": int(len(images)),
         "empty_rule": cfg["empty"],
     }
@@ -73,12 +80,14 @@ METRIC_NOTES = {
     "hd95": "mean over cases of the 95th-percentile Hausdorff distance (MONAI); cases with an empty side left out",
     "image_dice": "mean per-image Dice",
     "global_dice": "Dice of all test pixels pooled",
+    "siim_dice": "SIIM-ACR challenge metric: mean per-image Dice, an empty truth scoring 1 only when predicted empty",
+    "isic_jaccard": "ISIC 2018 Task 1 metric: mean per-image Jaccard, values below 0.65 counted as 0",
 }
 
 
 def summary_markdown(metrics: dict[str, dict[str, Any]], empty: str) -> str:
     """One table of every model, with the metric definitions and the empty-mask rule."""
-    cols = ["dice", "iou", "ap", "hd95_px", "image_dice", "global_dice", "threshold"]
+    cols = ["dice", "iou", "ap", "hd95_px", "image_dice", "global_dice", "siim_dice", "isic_jaccard", "threshold"]
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
     lines = ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, m in metrics.items():

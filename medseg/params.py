@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from medseg.datasets import DATASETS
 from medseg.errors import MedsegError
 
 PARAMS_FILE = Path("params.yaml")
@@ -59,11 +60,10 @@ MODEL_NAMES = ("unet", "attn_unet", "deeplab", "upernet")
 LOSS_TYPES = (
     "dice", "bce", "dice_bce", "balanced_ce", "weighted_ce", "focal", "tversky", "focal_tversky"
 )
-DATASETS = ("phantom",)
 
 SCHEMA: dict[str, Any] = {
     "dataset": {
-        "name": Spec(str, DATASETS),
+        "name": Spec(str, tuple(DATASETS)),
         "source": Spec(str),
         "phantom": {
             "cases": _int(3, 10_000),
@@ -107,6 +107,7 @@ SCHEMA: dict[str, Any] = {
         "amp": Spec(str, ("auto", "bf16", "fp16", "off")),
         "channels_last": Spec(bool),
         "patience": _int(0, 100_000),
+        "ema": _num(0, 0.99999),
         "seed": _int(0),
         "device": Spec(str, ("auto", "cpu", "cuda")),
         "workers": _int(0, 256),
@@ -136,6 +137,9 @@ SCHEMA: dict[str, Any] = {
     "evaluate": {
         "empty": Spec(str, ("one", "nan", "zero")),
         "threshold": Spec((float, str)),
+        "tta": Spec(bool),
+        "min_area": _int(0, 1_000_000),
+        "largest_component": Spec(bool),
         "pr_max_pixels": _int(1_000, 100_000_000),
         "seed": _int(0),
     },

@@ -1,6 +1,7 @@
 """The converted slice store, data/slices/: images/ and masks/ PNGs plus manifest.csv."""
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 from concurrent.futures import ProcessPoolExecutor
@@ -15,7 +16,8 @@ from tqdm import tqdm
 from medseg.datasets import CaseRef, Slice
 from medseg.errors import MedsegError
 
-MANIFEST_COLUMNS = ["slice_id", "group", "source", "index", "fg_pixels", "spacing", "height", "width"]
+MANIFEST_COLUMNS = ["slice_id", "group", "source", "index", "fg_pixels", "spacing", "height", "width",
+                    "pixel_hash"]
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
@@ -39,6 +41,14 @@ def _resized(sl: Slice, size: int) -> tuple[np.ndarray, np.ndarray]:
     return image, mask
 
 
+def pixel_hash(pixels: np.ndarray) -> str:
+    """Content hash of a slice, so images stored twice under two ids share a split group;
+    empty for constant slices (blank slices of different patients must not be merged)."""
+    if pixels.min() == pixels.max():
+        return ""
+    return hashlib.sha256(pixels.tobytes()).hexdigest()[:20]
+
+
 def convert_case(fmt_name: str, case: CaseRef, cfg: dict[str, Any], raw: Path, out: Path) -> list[dict]:
     """Read one case with its format module, write its slices, return its manifest rows."""
     fmt = importlib.import_module(fmt_name)
@@ -47,7 +57,8 @@ def convert_case(fmt_name: str, case: CaseRef, cfg: dict[str, Any], raw: Path, o
     for sl in fmt.read_case(case, cfg):
         image, mask = _resized(sl, size)
         slice_id = f"{case.case_id}_{sl.index:04d}"
-        _write_png(out / "images" / f"{slice_id}.png", _to_uint8(image))
+        pixels = _to_uint8(image)
+        _write_png(out / "images" / f"{slice_id}.png", pixels)
         _write_png(out / "masks" / f"{slice_id}.png", mask * 255)
         spacing = ""
         if sl.spacing is not None:
@@ -57,6 +68,7 @@ def convert_case(fmt_name: str, case: CaseRef, cfg: dict[str, Any], raw: Path, o
             "slice_id": slice_id, "group": case.group, "source": str(case.image.relative_to(raw)),
             "index": sl.index, "fg_pixels": int(mask.sum()), "spacing": spacing,
             "height": sl.mask.shape[0], "width": sl.mask.shape[1], "channels": image.shape[2],
+            "pixel_hash": pixel_hash(pixels),
         })
     return rows
 
@@ -91,7 +103,8 @@ def read_manifest(slices: Path) -> pd.DataFrame:
     path = slices / "manifest.csv"
     if not path.exists():
         raise MedsegError(f"{path}: missing; run the convert stage first")
-    return pd.read_csv(path, dtype={"slice_id": str, "group": str, "spacing": str}, keep_default_na=False)
+    return pd.read_csv(path, dtype={"slice_id": str, "group": str, "spacing": str, "pixel_hash": str},
+                       keep_default_na=False)
 
 
 def dataset_info(slices: Path) -> dict[str, Any]:

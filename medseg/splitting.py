@@ -25,8 +25,30 @@ def _allocate(n: int, fractions: dict[str, float]) -> dict[str, int]:
     return counts
 
 
+def merged_groups(manifest: pd.DataFrame) -> pd.Series:
+    """Per slice, its group merged with every group that holds an identical slice (union-find on
+    `pixel_hash`), so the same image stored under two ids never lands in two splits."""
+    parent = {g: g for g in manifest["group"].unique()}
+
+    def root(g: str) -> str:
+        while parent[g] != g:
+            parent[g] = parent[parent[g]]
+            g = parent[g]
+        return g
+
+    if "pixel_hash" in manifest:
+        hashed = manifest[manifest["pixel_hash"].astype(str) != ""]
+        for _, groups in hashed.groupby("pixel_hash")["group"]:
+            first = root(groups.iloc[0])
+            for g in groups.iloc[1:]:
+                parent[root(g)] = first
+    return manifest["group"].map(root)
+
+
 def split_groups(manifest: pd.DataFrame, fractions: dict[str, float], seed: int) -> pd.DataFrame:
     """Return slice_id -> split, assigning whole groups; positive and empty groups split separately."""
+    original = manifest
+    manifest = manifest.assign(group=merged_groups(manifest))
     positive = manifest.groupby("group")["fg_pixels"].sum() > 0
     rng = np.random.default_rng(seed)
     assignment: dict[str, str] = {}
@@ -53,8 +75,8 @@ def split_groups(manifest: pd.DataFrame, fractions: dict[str, float], seed: int)
                 f"split: no group with foreground lands in '{name}' "
                 f"({int(positive.sum())} positive groups of {len(positive)}); add cases or change split.fractions"
             )
-    out = pd.DataFrame({"slice_id": manifest["slice_id"], "group": manifest["group"]})
-    out["split"] = out["group"].map(assignment)
+    out = pd.DataFrame({"slice_id": original["slice_id"], "group": original["group"]})
+    out["split"] = manifest["group"].map(assignment)
     check_group_integrity(out)
     return out[["slice_id", "split", "group"]]
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from dvclive import Live
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 from medseg.augment import build_augmentation
@@ -22,7 +23,7 @@ from medseg.checkpoints import load_checkpoint, save_checkpoint
 from medseg.hardware import pick_amp_dtype, pick_device
 from medseg.inference import autocast, predict_probs
 from medseg.losses import build_loss
-from medseg.metrics import global_dice
+from medseg.metrics import best_f1_threshold, global_dice, pixel_pr
 from medseg.torchdata import SliceDataset
 
 log = logging.getLogger("medseg.train")
@@ -92,6 +93,8 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, cfg))
     criterion = build_loss(loss_cfg).to(device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg["ema"]), use_buffers=True)
+           if cfg["ema"] > 0 else None)
     fingerprint = data.fingerprint({"model": header, "train": cfg, "loss": loss_cfg, "augment": aug_cfg})
     state = RunState()
     last, best = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
@@ -103,6 +106,8 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
             scaler.load_state_dict(ckpt["scaler"])
+            if ema is not None:
+                ema.load_state_dict(ckpt["ema"])
             state = RunState(**ckpt["train_state"])
             resume = True
             log.info("resuming %s from %s after epoch %d", name, last, state.epoch)
@@ -120,14 +125,15 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
                                 generator=torch.Generator().manual_seed(epoch_seed),
                                 pin_memory=device.type == "cuda", persistent_workers=False)
             train_loss = _train_epoch(model, loader, criterion, optimizer, scaler, cfg, device,
-                                      amp_dtype, memory_format)
+                                      amp_dtype, memory_format, ema)
+            scored = model if ema is None else ema.module  # with EMA, the average is what we keep
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
-            val_loss, val_dice = _validate(model, data, criterion, cfg, device, amp_dtype)
+            val_loss, val_dice = _validate(scored, data, criterion, cfg, device, amp_dtype)
             state.epoch += 1
             if val_dice > state.best_dice:
                 state.best_dice, state.best_epoch, state.bad_epochs = val_dice, state.epoch, 0
-                save_checkpoint(best, {**header, "state_dict": model.state_dict(), "epoch": state.epoch,
+                save_checkpoint(best, {**header, "state_dict": scored.state_dict(), "epoch": state.epoch,
                                        "val_dice": val_dice, "threshold": cfg["threshold"]})
             else:
                 state.bad_epochs += 1
@@ -143,14 +149,33 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
             save_checkpoint(last, {**header, "state_dict": model.state_dict(),
                                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                                    "scaler": scaler.state_dict(), "fingerprint": fingerprint,
+                                   "ema": ema.state_dict() if ema is not None else {},
                                    "train_state": vars(state).copy()})
             log.info("epoch %d/%d train_loss %.4f val_loss %.4f val_dice %.4f", state.epoch,
                      cfg["epochs"], train_loss, val_loss, val_dice)
             live.next_step()
+    if state.finished and best.exists():
+        _store_val_threshold(best, data, cfg, device, amp_dtype)
     return state
 
 
-def _train_epoch(model, loader, criterion, optimizer, scaler, cfg, device, amp_dtype, memory_format) -> float:
+def _store_val_threshold(best: Path, data: TrainData, cfg: dict[str, Any], device: torch.device,
+                         amp_dtype: torch.dtype | None) -> None:
+    """Put the val best-F1 threshold into best.pt, so the checkpoint alone is enough to predict."""
+    from medseg.checkpoints import model_from_checkpoint
+
+    ckpt = load_checkpoint(best)
+    model = model_from_checkpoint(ckpt, best).to(device)
+    probs = predict_probs(model, data.val_images, device, cfg["batch_size"], amp_dtype)
+    _, precision, recall, thresholds = pixel_pr(probs, data.val_masks, 1_000_000, cfg["seed"])
+    ckpt["threshold"] = best_f1_threshold(precision, recall, thresholds)
+    ckpt["threshold_source"] = "best pixel F1 on the val split"
+    save_checkpoint(best, {k: v for k, v in ckpt.items() if k != "format"})
+    log.info("val best-F1 threshold %.3f stored in %s", ckpt["threshold"], best)
+
+
+def _train_epoch(model, loader, criterion, optimizer, scaler, cfg, device, amp_dtype, memory_format,
+                 ema: AveragedModel | None) -> float:
     model.train()
     total, count = 0.0, 0
     optimizer.zero_grad(set_to_none=True)
@@ -168,6 +193,8 @@ def _train_epoch(model, loader, criterion, optimizer, scaler, cfg, device, amp_d
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update_parameters(model)
         total += loss.item() * len(x)
         count += len(x)
     return total / max(count, 1)

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
 from pathlib import Path
+from types import ModuleType
 
 from medseg.cli import run_stage
-from medseg.datasets import format_for
+from medseg.datasets import CaseRef, format_for, phantom_writer
 from medseg.outputs import staged_dir, write_json
 from medseg.params import load_section
 from medseg.slices import MANIFEST_COLUMNS, convert_all
@@ -16,22 +18,39 @@ RAW = Path("data/raw")
 SLICES = Path("data/slices")
 
 
+def warn_on_count_mismatch(fmt: ModuleType, cases: list[CaseRef], raw: Path) -> None:
+    """Real datasets only: say so when the files found differ from the published counts."""
+    found = fmt.count_summary(cases)
+    for key, expected in fmt.EXPECTED.items():
+        if found.get(key) != expected:
+            log.warning("%s: found %s %s, the full dataset has %d (partial or different download?)",
+                        raw, found.get(key), key, expected)
+
+
 def main() -> None:
     argparse.ArgumentParser(description=__doc__).parse_args()
     dataset = load_section("dataset")
     cfg = load_section("convert")
     raw = RAW / dataset["name"]
     fmt = format_for(dataset["name"])
+    started = time.perf_counter()
     cases = fmt.list_cases(raw)
+    if phantom_writer(dataset["name"]) is None:
+        warn_on_count_mismatch(fmt, cases, raw)
     with staged_dir(SLICES) as tmp:
         manifest = convert_all(fmt.__name__, cases, cfg, raw, tmp)
-        channels = int(manifest["channels"].iloc[0])
         manifest[MANIFEST_COLUMNS].to_csv(tmp / "manifest.csv", index=False)
-        write_json(tmp / "info.json", {"dataset": dataset["name"], "channels": channels,
-                                       "size": cfg["size"]})
+        write_json(tmp / "info.json", {"dataset": dataset["name"], "channels": fmt.CHANNELS,
+                                       "size": cfg["size"], "window_level": cfg["window_level"],
+                                       "window_width": cfg["window_width"]})
+    seconds = time.perf_counter() - started
     positive = int((manifest["fg_pixels"] > 0).sum())
-    log.info("%d cases -> %d slices (%d with foreground) in %s",
-             len(cases), len(manifest), positive, SLICES)
+    write_json(Path("results/convert/metrics.json"), {
+        "cases": len(cases), "groups": int(manifest["group"].nunique()), "slices": len(manifest),
+        "positive_slices": positive, "seconds": round(seconds, 2),
+        "slices_per_s": round(len(manifest) / seconds, 1)})
+    log.info("%d cases -> %d slices (%d with foreground) in %s, %.1f s",
+             len(cases), len(manifest), positive, SLICES, seconds)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Stage `download`: put the raw dataset under data/raw/<name>/ as it ships.
 
-The default `phantom` is generated here, deterministic by seed, in the MSD NIfTI layout.
+Phantom datasets (`phantom`, `phantom_<format>`) are generated here, deterministic by seed, in the
+raw layout of the format they mimic; real datasets come from Kaggle or a local folder.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import logging
 from pathlib import Path
 
 from medseg.cli import run_stage
-from medseg.datasets.phantom import write_phantom_msd
+from medseg.datasets import format_for, phantom_writer
 from medseg.outputs import staged_dir
 from medseg.params import load_section
 
@@ -20,10 +21,20 @@ RAW = Path("data/raw")
 def main() -> None:
     argparse.ArgumentParser(description=__doc__).parse_args()
     cfg = load_section("dataset")
+    format_for(cfg["name"])  # rejects unknown names before anything is written
+    writer = phantom_writer(cfg["name"])
     with staged_dir(RAW) as tmp:
-        ph = cfg["phantom"]
-        write_phantom_msd(tmp / cfg["name"], ph["cases"], ph["depth"], ph["size"], ph["seed"])
-    log.info("wrote %d phantom volumes to %s", ph["cases"], RAW / cfg["name"])
+        target = tmp / cfg["name"]
+        if writer is not None:
+            ph = cfg["phantom"]
+            target.mkdir()
+            writer.write(target, ph["cases"], ph["depth"], ph["size"], ph["seed"])
+            log.info("wrote %d phantom cases (%s) to %s", ph["cases"], cfg["name"], RAW / cfg["name"])
+        else:
+            from medseg.fetch import fetch_dataset
+
+            fetch_dataset(cfg["name"], cfg["source"], target)
+            log.info("%s is in %s", cfg["name"], RAW / cfg["name"])
 
 
 if __name__ == "__main__":

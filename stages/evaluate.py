@@ -20,6 +20,7 @@ from medseg.inference import predict_probs
 from medseg.metrics import best_f1_threshold, pixel_pr
 from medseg.outputs import staged_dir, write_atomic, write_json
 from medseg.params import MODEL_NAMES, load_section
+from medseg.postprocess import clean_stack
 from medseg.slices import dataset_info, load_arrays, read_manifest
 
 log = logging.getLogger("medseg.evaluate")
@@ -45,11 +46,11 @@ def main() -> None:
             model = model_from_checkpoint(load_checkpoint(path), path).to(device)
             threshold = cfg["threshold"]
             if threshold == "auto":
-                val_probs = predict_probs(model, val_images, device)
+                val_probs = predict_probs(model, val_images, device, tta=cfg["tta"])
                 _, prec, rec, thr = pixel_pr(val_probs, val_masks, cfg["pr_max_pixels"], cfg["seed"])
                 threshold = best_f1_threshold(prec, rec, thr)
-            probs = predict_probs(model, test_images, device)
-            pred = probs >= threshold
+            probs = predict_probs(model, test_images, device, tta=cfg["tta"])
+            pred = clean_stack(probs >= threshold, cfg["min_area"], cfg["largest_component"])
             images = per_image_table(test, pred, gt, cfg["empty"])
             cases = per_case_table(test, pred, gt, cfg["empty"])
             metrics, pr = summarize(images, cases, pred, gt, probs, float(threshold), cfg)

@@ -39,11 +39,12 @@ def main() -> None:
     cfg, loss_cfg = load_section("train"), load_section("loss")
     aug_cfg, model_cfg = load_section("augment"), load_section(f"models.{name}")
     torch.set_num_threads(max(torch.get_num_threads(), 1))
-    channels = dataset_info(SLICES)["channels"]
+    info = dataset_info(SLICES)
+    channels = info["channels"]
     data = load_train_data(channels)
     torch.manual_seed(cfg["seed"])
     model = build_model(name, channels, **model_cfg)
-    header = {"model": name, "model_params": model_cfg, "in_channels": channels}
+    header = {"model": name, "model_params": model_cfg, "in_channels": channels, "preprocess": info}
     state = train(model, name, header, data, cfg, loss_cfg, aug_cfg,
                   Path("data/models") / name, Path("results/train") / name)
     log.info("%s: best val Dice %.4f at epoch %d", name, state.best_dice, state.best_epoch)

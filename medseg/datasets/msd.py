@@ -13,6 +13,12 @@ from medseg.datasets import CaseRef, Slice
 from medseg.errors import MedsegError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+CHANNELS = 1
+EXPECTED = {"cases": 63}  # MSD Task06_Lung training cases
+
+
+def count_summary(cases: list[CaseRef]) -> dict[str, int]:
+    return {"cases": len(cases)}
 
 
 def _case_id(path: Path) -> str:
@@ -48,17 +54,21 @@ def list_cases(raw: Path) -> list[CaseRef]:
     return cases
 
 
-def modality(image: Path) -> str:
-    """'CT' or 'MR' from dataset.json beside imagesTr/ (CT when the file says nothing)."""
+def modality(image: Path, volume: np.ndarray) -> str:
+    """'CT' or 'MR' from dataset.json beside imagesTr/; without one, CT when air reads as HU."""
     meta_file = image.parent.parent / "dataset.json"
     if meta_file.exists():
-        meta = json.loads(meta_file.read_text())
-        first = str(next(iter(meta.get("modality", {}).values()), "CT"))
-        return "CT" if first.upper() == "CT" else "MR"
-    return "CT"
+        try:
+            meta = json.loads(meta_file.read_text())
+        except (OSError, ValueError) as err:
+            raise MedsegError(f"{meta_file}: not valid JSON ({err})") from err
+        found = meta.get("modality") or meta.get("channel_names") or {}
+        if found:
+            return "CT" if str(next(iter(found.values()))).upper() == "CT" else "MR"
+    return "CT" if np.percentile(volume, 1) < -500 else "MR"
 
 
-def _load_canonical(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
+def load_canonical(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
     try:
         img = nib.as_closest_canonical(nib.load(str(path)))
         data = np.asarray(img.dataobj, dtype=np.float32)
@@ -85,13 +95,13 @@ def upright(volume_slice: np.ndarray) -> np.ndarray:
 
 
 def read_case(case: CaseRef, cfg: dict[str, Any]) -> Iterator[Slice]:
-    volume, zooms = _load_canonical(case.image)
-    label, _ = _load_canonical(case.label)
+    volume, zooms = load_canonical(case.image)
+    label, _ = load_canonical(case.label)
     if volume.ndim == 4:
         volume = volume[..., 0]  # first modality
     if volume.shape[:3] != label.shape[:3]:
         raise MedsegError(f"{case.label}: shape {label.shape} differs from image {volume.shape}")
-    volume = normalise(volume, modality(case.image), cfg)
+    volume = normalise(volume, modality(case.image, volume), cfg)
     spacing = (zooms[1], zooms[0], zooms[2])
     for k in range(volume.shape[2]):
         image = np.ascontiguousarray(upright(volume[:, :, k]))[..., None]

@@ -83,3 +83,18 @@ def test_pixel_pr_and_threshold():
     assert 0.5 < t < 0.7  # positives sit in [0.6, 1.1], negatives in [0, 0.5]
     ap_sub, *_ = pixel_pr(probs, gt, 2000, 0)
     assert abs(ap_sub - ap) < 0.05
+
+
+def test_challenge_metrics_siim_and_isic():
+    gt = np.zeros((3, 10, 10), bool)
+    pred = np.zeros_like(gt)
+    gt[0, 0:4, 0:4] = True
+    pred[0, 0:4, 0:3] = True  # IoU 12/16 = 0.75 -> kept
+    gt[1, 0:4, 0:4] = True
+    pred[1, 0:4, 0:2] = True  # IoU 0.5 -> counted 0 by ISIC
+    pred[2, 5, 5] = True      # empty truth, one false pixel -> SIIM 0
+    slices = pd.DataFrame({"slice_id": ["a", "b", "c"], "group": ["a", "b", "c"]})
+    table = per_image_table(slices, pred, gt, "nan")
+    assert table["isic_jaccard"].tolist() == pytest.approx([0.75, 0.0, 0.0])
+    assert table["siim_dice"].tolist() == pytest.approx([24 / 28, 16 / 24, 0.0])
+    assert np.isnan(table["dice"].iloc[2])  # the configured rule still governs `dice`

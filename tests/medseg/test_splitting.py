@@ -40,3 +40,15 @@ def test_integrity_check_catches_a_leak():
     leaked = pd.DataFrame({"slice_id": ["a", "b"], "group": ["p1", "p1"], "split": ["train", "test"]})
     with pytest.raises(MedsegError, match="'p1' appears in more than one split"):
         check_group_integrity(leaked)
+
+
+def test_groups_sharing_an_identical_image_stay_together():
+    m = manifest(20, positive={0, 3, 5, 8, 11, 12, 17})
+    m["pixel_hash"] = ""
+    m.loc[m.slice_id == "g1_0", "pixel_hash"] = "abc"  # the same image stored for g1, g2 and g9
+    m.loc[m.slice_id == "g2_4", "pixel_hash"] = "abc"
+    m.loc[m.slice_id == "g9_3", "pixel_hash"] = "abc"
+    for seed in range(10):
+        split = split_groups(m, FRACTIONS, seed).drop_duplicates("group").set_index("group")["split"]
+        assert split["g1"] == split["g2"] == split["g9"]
+        assert split.index.nunique() == 20

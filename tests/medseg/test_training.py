@@ -9,7 +9,7 @@ import yaml
 import medseg.training as training
 from medseg.checkpoints import load_checkpoint
 from medseg.datasets.msd import list_cases, read_case
-from medseg.datasets.phantom import write_phantom_msd
+from medseg.datasets.phantom_msd import write as write_phantom_msd
 from medseg.training import TrainData, lr_factor, train
 from models import build_model
 
@@ -40,17 +40,17 @@ def data(tmp_path_factory) -> TrainData:
                      images[train_idx], masks[train_idx])
 
 
-def config(epochs: int) -> dict:
-    return {**PARAMS["train"], "epochs": epochs, "batch_size": 4, "patience": 0, "lr": 0.01,
+def config(epochs: int, ema: float = 0.0) -> dict:
+    return {**PARAMS["train"], "epochs": epochs, "ema": ema, "batch_size": 4, "patience": 0, "lr": 0.01,
             "warmup_epochs": 0, "device": "cpu", "amp": "off"}
 
 
-def run(tmp: Path, data: TrainData, epochs: int, hflip: float = 0.5):
+def run(tmp: Path, data: TrainData, epochs: int, hflip: float = 0.5, ema: float = 0.0):
     torch.manual_seed(0)
     model = build_model("unet", 1, width=8)
     header = {"model": "unet", "model_params": {"width": 8}, "in_channels": 1}
     aug = {k: 0.0 for k in PARAMS["augment"]} | {"hflip": hflip}
-    state = train(model, "unet", header, data, config(epochs), PARAMS["loss"], aug,
+    state = train(model, "unet", header, data, config(epochs, ema), PARAMS["loss"], aug,
                   tmp / "models", tmp / "live")
     return state, load_checkpoint(tmp / "models" / "last.pt")
 
@@ -85,3 +85,12 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, data, monkeypatch
         assert torch.equal(tensor, resumed["state_dict"][key]), key
     steps = np.loadtxt(tmp_path / "b/live/plots/metrics/val_dice.tsv", skiprows=1, usecols=0)
     assert list(steps) == [0, 1, 2]
+
+
+def test_ema_keeps_the_average_as_the_best_model(tmp_path, data):
+    state, last = run(tmp_path, data, epochs=2, ema=0.9)
+    best = load_checkpoint(tmp_path / "models" / "best.pt")
+    key = next(k for k in best["state_dict"] if k.endswith("weight"))
+    assert last["ema"] and not torch.equal(best["state_dict"][key], last["state_dict"][key])
+    model = build_model("unet", 1, width=8)
+    model.load_state_dict(best["state_dict"])  # the averaged weights load into a plain model

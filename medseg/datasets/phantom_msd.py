@@ -63,7 +63,7 @@ def phantom_volume(rng: np.random.Generator, size: int, depth: int) -> tuple[np.
     return image.astype(np.float32), mask
 
 
-def write_phantom_msd(root: Path, cases: int, depth: int, size: int, seed: int) -> None:
+def write(root: Path, cases: int, depth: int, size: int, seed: int) -> None:
     """Write `cases` volumes as imagesTr/labelsTr NIfTI files plus dataset.json under `root`."""
     rng = np.random.default_rng(seed)
     (root / "imagesTr").mkdir(parents=True)

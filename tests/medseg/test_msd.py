@@ -1,12 +1,13 @@
 """The phantom is written in the MSD layout and read back by the real NIfTI converter."""
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
 from medseg.datasets.msd import list_cases, read_case
-from medseg.datasets.phantom import write_phantom_msd
+from medseg.datasets.phantom_msd import write as write_phantom_msd
 from medseg.errors import MedsegError
 
 CFG = {"window_level": -600, "window_width": 1500}
@@ -62,3 +63,26 @@ def test_missing_label_is_reported(phantom, tmp_path):
     (copy / "imagesTr" / "._phantom_000.nii.gz").write_bytes(b"mac")
     with pytest.raises(MedsegError, match=r"phantom_001\.nii\.gz: no label file"):
         list_cases(copy)
+
+
+REALDATA = Path(__file__).resolve().parents[3] / "shared" / "realdata"
+BRATS = REALDATA / "msd" / "Task98_BraTS2021Edema"
+
+
+@pytest.mark.skipif(not BRATS.exists(), reason="../shared/realdata not present")
+def test_real_brats_volume_in_msd_layout():
+    cases = list_cases(BRATS.parent)
+    assert [c.case_id for c in cases] == ["BraTS2021_01646"]
+    slices = list(read_case(cases[0], CFG))
+    assert len(slices) == 104 and slices[0].image.shape == (160, 160, 1)
+    label = nib.as_closest_canonical(nib.load(cases[0].label)).get_fdata() > 0
+    assert sum(int(s.mask.sum()) for s in slices) == int(label.sum())
+    big = max(slices, key=lambda s: s.mask.sum())
+    image = big.image[..., 0]
+    # MR (no dataset.json, no HU air) -> percentile normalisation; edema is bright on FLAIR
+    assert image.max() == pytest.approx(1.0) and image.min() == 0.0
+    brain = image > 0.05
+    assert image[big.mask].mean() > image[brain & ~big.mask].mean() + 0.1
+    # upright axial slice: the head is longer front-to-back (rows) than side-to-side (columns)
+    rows, cols = np.nonzero(brain)
+    assert np.ptp(rows) > 1.1 * np.ptp(cols)
