@@ -63,10 +63,26 @@ def fetch_dataset(name: str, source: str, target: Path) -> None:
     target.mkdir(parents=True, exist_ok=True)
     if source == "kaggle":
         _from_kaggle(name, target)
-    else:
-        _from_local(Path(source).expanduser(), target)
+        _finish_layout(name, target)
+        return
+    local = Path(source).expanduser()
+    try:
+        _from_local(local, target)
+        _finish_layout(name, target)
+    except MedsegError as err:
+        raise _named_by_source(err, local, target) from err
+
+
+def _finish_layout(name: str, target: Path) -> None:
     _note_duplicate_copies(target)
     _convert_task_layout(name, target)
+
+
+def _named_by_source(err: MedsegError, source: Path, target: Path) -> MedsegError:
+    """The error with files named where the user has them: `target` is the download stage's temp
+    folder, removed on failure. A folder's copy mirrors it; an archive's members read archive.zip/member."""
+    text = str(err).replace(str(target / ARCHIVE_DIR / source.name), str(source))
+    return MedsegError(text.replace(f"{target}/", f"{source}/"))
 
 
 # ---------------------------------------------------------------- local folder or archive

@@ -77,6 +77,7 @@ SCHEMA: dict[str, Any] = {
         "window_level": _num(),
         "window_width": _num(1),
         "workers": _int(0, 256),
+        "on_error": Spec(str, ("fail", "skip")),
     },
     "split": {
         "fractions": {"train": _num(0, 1), "val": _num(0, 1), "test": _num(0, 1)},

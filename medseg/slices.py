@@ -1,4 +1,8 @@
-"""The converted slice store, data/slices/: images/ and masks/ PNGs plus manifest.csv."""
+"""The converted slice store, data/slices/: images/ and masks/ PNGs plus manifest.csv.
+
+A case is converted all or nothing: with `convert.on_error: skip` an unreadable case is left out
+whole (no slice of it written) and reported, instead of stopping the stage.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -18,6 +22,7 @@ from medseg.errors import MedsegError
 
 MANIFEST_COLUMNS = ["slice_id", "group", "source", "index", "fg_pixels", "spacing", "height", "width",
                     "pixel_hash"]
+SKIPPED_COLUMNS = ["case_id", "source", "error"]
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
@@ -50,53 +55,99 @@ def pixel_hash(pixels: np.ndarray) -> str:
 
 
 def convert_case(fmt_name: str, case: CaseRef, cfg: dict[str, Any], raw: Path, out: Path) -> list[dict]:
-    """Read one case with its format module, write its slices, return its manifest rows."""
+    """Read one case with its format module, write its slices, return its manifest rows.
+
+    All or nothing: when reading fails part-way, the slices already written are removed again,
+    so a skipped case leaves no file behind."""
     fmt = importlib.import_module(fmt_name)
-    rows = []
-    size = cfg["size"]
-    for sl in fmt.read_case(case, cfg):
-        image, mask = _resized(sl, size)
-        slice_id = f"{case.case_id}_{sl.index:04d}"
-        pixels = _to_uint8(image)
-        _write_png(out / "images" / f"{slice_id}.png", pixels)
-        _write_png(out / "masks" / f"{slice_id}.png", mask * 255)
-        spacing = ""
-        if sl.spacing is not None:
-            h, w = sl.mask.shape
-            spacing = f"{sl.spacing[0] * h / size:.4f}x{sl.spacing[1] * w / size:.4f}x{sl.spacing[2]:.4f}"
-        rows.append({
-            "slice_id": slice_id, "group": case.group, "source": str(case.image.relative_to(raw)),
-            "index": sl.index, "fg_pixels": int(mask.sum()), "spacing": spacing,
-            "height": sl.mask.shape[0], "width": sl.mask.shape[1], "channels": image.shape[2],
-            "pixel_hash": pixel_hash(pixels),
-        })
+    rows: list[dict] = []
+    written: list[Path] = []
+    try:
+        for sl in fmt.read_case(case, cfg):
+            rows.append(_write_slice(case, sl, cfg["size"], raw, out, written))
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
     return rows
 
 
-def convert_all(fmt_name: str, cases: list[CaseRef], cfg: dict[str, Any], raw: Path, out: Path) -> pd.DataFrame:
-    """Convert every case (in `cfg['workers']` processes) into `out`; return the manifest."""
+def _write_slice(case: CaseRef, sl: Slice, size: int, raw: Path, out: Path, written: list[Path]) -> dict:
+    """Write one slice's image and mask PNGs (appending their paths to `written`); its manifest row."""
+    image, mask = _resized(sl, size)
+    slice_id = f"{case.case_id}_{sl.index:04d}"
+    pixels = _to_uint8(image)
+    for folder, array in (("images", pixels), ("masks", mask * 255)):
+        path = out / folder / f"{slice_id}.png"
+        written.append(path)
+        _write_png(path, array)
+    spacing = ""
+    if sl.spacing is not None:
+        h, w = sl.mask.shape
+        spacing = f"{sl.spacing[0] * h / size:.4f}x{sl.spacing[1] * w / size:.4f}x{sl.spacing[2]:.4f}"
+    return {
+        "slice_id": slice_id, "group": case.group, "source": str(case.image.relative_to(raw)),
+        "index": sl.index, "fg_pixels": int(mask.sum()), "spacing": spacing,
+        "height": sl.mask.shape[0], "width": sl.mask.shape[1], "channels": image.shape[2],
+        "pixel_hash": pixel_hash(pixels),
+    }
+
+
+def convert_or_skip(fmt_name: str, case: CaseRef, cfg: dict[str, Any], raw: Path,
+                    out: Path) -> tuple[list[dict], dict[str, str] | None]:
+    """(rows, None) for a converted case; ([], skipped-row) for an unreadable one when
+    `cfg['on_error']` is 'skip'. With 'fail' the MedsegError propagates."""
+    try:
+        return convert_case(fmt_name, case, cfg, raw, out), None
+    except MedsegError as err:
+        if cfg["on_error"] != "skip":
+            raise
+        return [], {"case_id": case.case_id, "source": str(case.image.relative_to(raw)), "error": str(err)}
+
+
+def _convert_in_pool(fmt_name: str, cases: list[CaseRef], cfg: dict[str, Any], raw: Path, out: Path,
+                     bar: tqdm) -> list[tuple[list[dict], dict[str, str] | None]]:
+    """convert_or_skip over `cases` in worker processes, results in case order. On the first
+    error the queued cases are cancelled and the running ones finish before it propagates, so
+    no worker still writes into `out` when the caller removes it."""
+    results = []
+    with ProcessPoolExecutor(max_workers=cfg["workers"]) as pool:
+        futures = [pool.submit(convert_or_skip, fmt_name, c, cfg, raw, out) for c in cases]
+        try:
+            for fut in futures:
+                results.append(fut.result())
+                bar.update()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return results
+
+
+def convert_all(fmt_name: str, cases: list[CaseRef], cfg: dict[str, Any], raw: Path,
+                out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Convert every case (in `cfg['workers']` processes) into `out`; return the manifest and
+    the skipped cases (case_id, source, error; empty unless `cfg['on_error']` is 'skip')."""
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(exist_ok=True)
-    rows: list[dict] = []
-    bar = tqdm(total=len(cases), desc="convert", unit="case")
-    if cfg["workers"] <= 1:
-        for case in cases:
-            rows += convert_case(fmt_name, case, cfg, raw, out)
-            bar.update()
-    else:
-        with ProcessPoolExecutor(max_workers=cfg["workers"]) as pool:
-            futures = [pool.submit(convert_case, fmt_name, c, cfg, raw, out) for c in cases]
-            for fut in futures:
-                rows += fut.result()
+    with tqdm(total=len(cases), desc="convert", unit="case") as bar:  # closed before an error line prints
+        if cfg["workers"] <= 1:
+            results = []
+            for case in cases:
+                results.append(convert_or_skip(fmt_name, case, cfg, raw, out))
                 bar.update()
-    bar.close()
+        else:
+            results = _convert_in_pool(fmt_name, cases, cfg, raw, out, bar)
+    rows = [row for case_rows, _ in results for row in case_rows]
+    skipped = pd.DataFrame([s for _, s in results if s is not None], columns=SKIPPED_COLUMNS)
+    if cases and len(skipped) == len(cases):
+        raise MedsegError(f"{raw}: no readable cases ({len(cases)} skipped; first: {skipped['error'].iloc[0]})")
     if not rows:
         raise MedsegError(f"{raw}: the dataset holds no slices")
     manifest = pd.DataFrame(rows)
     dupes = manifest["slice_id"][manifest["slice_id"].duplicated()]
     if len(dupes):
         raise MedsegError(f"{raw}: duplicate slice id {dupes.iloc[0]!r}")
-    return manifest
+    return manifest, skipped
 
 
 def read_manifest(slices: Path) -> pd.DataFrame:

@@ -1,7 +1,8 @@
 """One training loop for every model: schedule, AMP, accumulation, clipping, early stopping on
-val Dice, best/last checkpoints, and exact resume from last.pt."""
+val Dice, best/last checkpoints, exact resume from last.pt, and DDP when launched by torchrun."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -16,10 +17,12 @@ import torch
 from dvclive import Live
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from medseg.augment import build_augmentation
 from medseg.checkpoints import load_checkpoint, save_checkpoint
+from medseg.distributed import (DistInfo, barrier, broadcast_from_main, current, gradient_sync,
+                                local_device, mean_over_ranks, unwrap, wrap)
 from medseg.hardware import pick_amp_dtype, pick_device
 from medseg.inference import autocast, predict_probs
 from medseg.losses import build_loss
@@ -84,8 +87,13 @@ class RunState:
 
 def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, cfg: dict[str, Any],
           loss_cfg: dict[str, Any], aug_cfg: dict[str, Any], ckpt_dir: Path, live_dir: Path) -> RunState:
-    """Train `model`; `header` (model name, params, channels) goes into every checkpoint."""
-    device = pick_device(cfg["device"])
+    """Train `model`; `header` (model name, params, channels) goes into every checkpoint.
+
+    Under torchrun every rank runs this loop on its share of each epoch; rank 0 alone writes
+    `ckpt_dir` and `live_dir`, and every rank takes the same early-stopping decision.
+    """
+    info = current()
+    device = local_device(pick_device(cfg["device"]), info)
     amp_dtype = pick_amp_dtype(cfg["amp"], device)
     memory_format = torch.channels_last if cfg["channels_last"] else torch.preserve_format
     model = model.to(device=device, memory_format=memory_format)
@@ -95,7 +103,10 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg["ema"]), use_buffers=True)
            if cfg["ema"] > 0 else None)
-    fingerprint = data.fingerprint({"model": header, "train": cfg, "loss": loss_cfg, "augment": aug_cfg})
+    run_config = {"model": header, "train": cfg, "loss": loss_cfg, "augment": aug_cfg}
+    if info.world_size > 1:  # another world size is another effective batch: not the same run
+        run_config["world_size"] = info.world_size
+    fingerprint = data.fingerprint(run_config)
     state = RunState()
     last, best = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
     resume = False
@@ -111,30 +122,37 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
             state = RunState(**ckpt["train_state"])
             resume = True
             log.info("resuming %s from %s after epoch %d", name, last, state.epoch)
-    log.info("%s on %s, amp=%s, %d train draws/epoch, %d val slices", name, device,
-             amp_dtype, int(data.repeats.sum()), len(data.val_images))
+    barrier()  # every rank has read last.pt before rank 0 may overwrite it
+    log.info("%s on %s, amp=%s, %d train draws/epoch, %d val slices, %d process(es)", name, device,
+             amp_dtype, int(data.repeats.sum()), len(data.val_images), info.world_size)
+    core, model = model, wrap(model, device, info)  # core: the plain module, for eval and saving
     order = np.repeat(np.arange(len(data.train_images)), data.repeats)
-    with Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, resume=resume, report=None) as live:
+    opened = (Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, resume=resume, report=None)
+              if info.is_main else contextlib.nullcontext())
+    with opened as live:
         while state.epoch < cfg["epochs"] and not state.finished:
             epoch_seed = cfg["seed"] * 100_003 + state.epoch
             seed_everything(epoch_seed)
+            # each rank its own augmentation draws; rank 0 (and a single process) keeps epoch_seed
             dataset = SliceDataset(data.train_images, data.train_masks, order,
-                                   build_augmentation(aug_cfg, epoch_seed))
-            loader = DataLoader(dataset, batch_size=cfg["batch_size"], shuffle=True,
-                                drop_last=len(dataset) > cfg["batch_size"], num_workers=cfg["workers"],
-                                generator=torch.Generator().manual_seed(epoch_seed),
-                                pin_memory=device.type == "cuda", persistent_workers=False)
+                                   build_augmentation(aug_cfg, epoch_seed + 1_000_003 * info.rank))
+            loader = _loader(dataset, cfg, state.epoch, epoch_seed, device, info)
             train_loss = _train_epoch(model, loader, criterion, optimizer, scaler, cfg, device,
                                       amp_dtype, memory_format, ema)
-            scored = model if ema is None else ema.module  # with EMA, the average is what we keep
+            train_loss = mean_over_ranks(train_loss, device)
+            scored = core if ema is None else ema.module  # with EMA, the average is what we keep
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
-            val_loss, val_dice = _validate(scored, data, criterion, cfg, device, amp_dtype)
+            # rank 0 scores; the others take its numbers, so all agree on best epoch and stopping
+            val_loss, val_dice = broadcast_from_main(
+                _validate(scored, data, criterion, cfg, device, amp_dtype) if info.is_main else (0.0, 0.0),
+                device)
             state.epoch += 1
             if val_dice > state.best_dice:
                 state.best_dice, state.best_epoch, state.bad_epochs = val_dice, state.epoch, 0
-                save_checkpoint(best, {**header, "state_dict": scored.state_dict(), "epoch": state.epoch,
-                                       "val_dice": val_dice, "threshold": cfg["threshold"]})
+                if info.is_main:
+                    save_checkpoint(best, {**header, "state_dict": scored.state_dict(), "epoch": state.epoch,
+                                           "val_dice": val_dice, "threshold": cfg["threshold"]})
             else:
                 state.bad_epochs += 1
             if cfg["patience"] and state.bad_epochs >= cfg["patience"]:
@@ -142,11 +160,13 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
                 log.info("early stop after epoch %d (best val Dice %.4f at epoch %d)",
                          state.epoch, state.best_dice, state.best_epoch)
             state.finished |= state.epoch >= cfg["epochs"]
+            if not info.is_main:
+                continue
             for key, value in (("train_loss", train_loss), ("val_loss", val_loss), ("val_dice", val_dice),
                                ("lr", lr)):
                 live.log_metric(key, value)
             live.log_metric("best_val_dice", state.best_dice, plot=False)
-            save_checkpoint(last, {**header, "state_dict": model.state_dict(),
+            save_checkpoint(last, {**header, "state_dict": core.state_dict(),
                                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                                    "scaler": scaler.state_dict(), "fingerprint": fingerprint,
                                    "ema": ema.state_dict() if ema is not None else {},
@@ -154,9 +174,25 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
             log.info("epoch %d/%d train_loss %.4f val_loss %.4f val_dice %.4f", state.epoch,
                      cfg["epochs"], train_loss, val_loss, val_dice)
             live.next_step()
-    if state.finished and best.exists():
+    if info.is_main and state.finished and best.exists():
         _store_val_threshold(best, data, cfg, device, amp_dtype)
+    barrier()  # no rank returns (and reads best.pt) before rank 0 has written it
     return state
+
+
+def _loader(dataset: SliceDataset, cfg: dict[str, Any], epoch: int, epoch_seed: int, device: torch.device,
+            info: DistInfo) -> DataLoader:
+    """A shuffled loader over the epoch; under DDP over this rank's share (equal on every rank)."""
+    sampler = None
+    if info.world_size > 1:
+        sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True,
+                                     seed=cfg["seed"])
+        sampler.set_epoch(epoch)
+    per_rank = len(dataset) if sampler is None else len(sampler)
+    return DataLoader(dataset, batch_size=cfg["batch_size"], shuffle=sampler is None, sampler=sampler,
+                      drop_last=per_rank > cfg["batch_size"], num_workers=cfg["workers"],
+                      generator=torch.Generator().manual_seed(epoch_seed),
+                      pin_memory=device.type == "cuda", persistent_workers=False)
 
 
 def _store_val_threshold(best: Path, data: TrainData, cfg: dict[str, Any], device: torch.device,
@@ -182,11 +218,13 @@ def _train_epoch(model, loader, criterion, optimizer, scaler, cfg, device, amp_d
     for step, (x, y) in enumerate(loader, start=1):
         x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
         y = y.to(device, non_blocking=True)
-        with autocast(device, amp_dtype):
-            logits = model(x)
-        loss = criterion(logits.float(), y)
-        scaler.scale(loss / cfg["grad_accum"]).backward()
-        if step % cfg["grad_accum"] == 0 or step == len(loader):
+        steps = step % cfg["grad_accum"] == 0 or step == len(loader)
+        with gradient_sync(model, steps):
+            with autocast(device, amp_dtype):
+                logits = model(x)
+            loss = criterion(logits.float(), y)
+            scaler.scale(loss / cfg["grad_accum"]).backward()
+        if steps:
             if cfg["grad_clip"] > 0:
                 scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
@@ -194,7 +232,7 @@ def _train_epoch(model, loader, criterion, optimizer, scaler, cfg, device, amp_d
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             if ema is not None:
-                ema.update_parameters(model)
+                ema.update_parameters(unwrap(model))
         total += loss.item() * len(x)
         count += len(x)
     return total / max(count, 1)

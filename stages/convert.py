@@ -1,4 +1,9 @@
-"""Stage `convert`: raw dataset -> 2D PNG slices in data/slices/ with manifest.csv and info.json."""
+"""Stage `convert`: raw dataset -> 2D PNG slices in data/slices/ with manifest.csv and info.json.
+
+With `convert.on_error: skip` an unreadable case is left out and listed in
+results/convert/skipped.csv rather than stopping the stage; with `fail` (default) the first one
+stops it and data/slices stays as it was.
+"""
 from __future__ import annotations
 
 import argparse
@@ -9,13 +14,14 @@ from types import ModuleType
 
 from medseg.cli import run_stage
 from medseg.datasets import CaseRef, format_for, phantom_writer
-from medseg.outputs import staged_dir, write_json
+from medseg.outputs import staged_dir, write_atomic, write_json
 from medseg.params import load_section
 from medseg.slices import MANIFEST_COLUMNS, convert_all
 
 log = logging.getLogger("medseg.convert")
 RAW = Path("data/raw")
 SLICES = Path("data/slices")
+RESULTS = Path("results/convert")
 
 
 def warn_on_count_mismatch(fmt: ModuleType, cases: list[CaseRef], raw: Path) -> None:
@@ -38,19 +44,24 @@ def main() -> None:
     if phantom_writer(dataset["name"]) is None:
         warn_on_count_mismatch(fmt, cases, raw)
     with staged_dir(SLICES) as tmp:
-        manifest = convert_all(fmt.__name__, cases, cfg, raw, tmp)
+        manifest, skipped = convert_all(fmt.__name__, cases, cfg, raw, tmp)
         manifest[MANIFEST_COLUMNS].to_csv(tmp / "manifest.csv", index=False)
         write_json(tmp / "info.json", {"dataset": dataset["name"], "channels": fmt.CHANNELS,
                                        "size": cfg["size"], "window_level": cfg["window_level"],
                                        "window_width": cfg["window_width"]})
     seconds = time.perf_counter() - started
     positive = int((manifest["fg_pixels"] > 0).sum())
-    write_json(Path("results/convert/metrics.json"), {
-        "cases": len(cases), "groups": int(manifest["group"].nunique()), "slices": len(manifest),
+    write_atomic(RESULTS / "skipped.csv", skipped.to_csv(index=False))
+    write_json(RESULTS / "metrics.json", {
+        "cases": len(cases) - len(skipped), "skipped_cases": len(skipped),
+        "groups": int(manifest["group"].nunique()), "slices": len(manifest),
         "positive_slices": positive, "seconds": round(seconds, 2),
         "slices_per_s": round(len(manifest) / seconds, 1)})
-    log.info("%d cases -> %d slices (%d with foreground) in %s, %.1f s",
-             len(cases), len(manifest), positive, SLICES, seconds)
+    for case_id, error in zip(skipped["case_id"], skipped["error"]):
+        log.warning("skipped case %s: %s", case_id, error)
+    log.info("%d cases -> %d slices (%d with foreground) in %s, %.1f s%s",
+             len(cases) - len(skipped), len(manifest), positive, SLICES, seconds,
+             f"; {len(skipped)} unreadable cases skipped, see {RESULTS / 'skipped.csv'}" if len(skipped) else "")
 
 
 if __name__ == "__main__":

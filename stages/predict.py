@@ -16,13 +16,14 @@ from pathlib import Path
 import cv2
 import nibabel as nib
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from medseg.checkpoints import load_checkpoint, model_from_checkpoint
 from medseg.cli import run_stage
 from medseg.errors import MedsegError
 from medseg.hardware import pick_device
-from medseg.outputs import write_atomic
+from medseg.outputs import staged_files, write_atomic
 from medseg.plots import overlay
 from medseg.prediction import kind_of, list_sources, predict_2d, predict_nifti
 
@@ -47,6 +48,23 @@ def _encode_png(path: Path, array: np.ndarray) -> bytes:
     return data.tobytes()
 
 
+def predict_one(path: Path, model: torch.nn.Module, ckpt: dict, device: torch.device, threshold: float,
+                args: argparse.Namespace, out: Path) -> None:
+    """Write the mask (and optional overlay) of one source file into `out`."""
+    stem = path.name.split(".")[0]
+    if kind_of(path) == "nifti":
+        volume = predict_nifti(path, model, ckpt["preprocess"], device, threshold, args.tta)
+        write_atomic(out / f"{stem}_mask.nii.gz", _gzip(volume))
+        return
+    image, mask = predict_2d(path, model, ckpt["preprocess"], device, threshold, args.tta)
+    target = out / f"{stem}_mask.png"
+    write_atomic(target, _encode_png(target, mask.astype(np.uint8) * 255))
+    if args.overlay:
+        rgb = overlay(np.round(image * 255).astype(np.uint8), np.zeros_like(mask), mask)
+        shown = out / f"{stem}_overlay.png"
+        write_atomic(shown, _encode_png(shown, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)))
+
+
 def main() -> None:
     args = parse_args()
     if args.threshold is not None and not 0 < args.threshold < 1:
@@ -58,21 +76,10 @@ def main() -> None:
     model = model_from_checkpoint(ckpt, args.model).to(device)
     threshold = args.threshold if args.threshold is not None else float(ckpt.get("threshold", 0.5))
     sources = list_sources(args.source)
-    args.out.mkdir(parents=True, exist_ok=True)
-    for path in tqdm(sources, desc="predict", unit="file", disable=len(sources) == 1):
-        stem = path.name.split(".")[0]
-        if kind_of(path) == "nifti":
-            volume = predict_nifti(path, model, ckpt["preprocess"], device, threshold, args.tta)
-            target = args.out / f"{stem}_mask.nii.gz"
-            write_atomic(target, volume.to_bytes() if target.suffix != ".gz" else _gzip(volume))
-            continue
-        image, mask = predict_2d(path, model, ckpt["preprocess"], device, threshold, args.tta)
-        target = args.out / f"{stem}_mask.png"
-        write_atomic(target, _encode_png(target, mask.astype(np.uint8) * 255))
-        if args.overlay:
-            rgb = overlay(np.round(image * 255).astype(np.uint8), np.zeros_like(mask), mask)
-            shown = args.out / f"{stem}_overlay.png"
-            write_atomic(shown, _encode_png(shown, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)))
+    # all masks or none: a bad file midway leaves --out as it was; the bar closes before the error line
+    with staged_files(args.out) as tmp, tqdm(sources, desc="predict", unit="file", disable=len(sources) == 1) as bar:
+        for path in bar:
+            predict_one(path, model, ckpt, device, threshold, args, tmp)
     log.info("%d file(s) -> %s (threshold %.3f)", len(sources), args.out, threshold)
 
 

@@ -1,21 +1,24 @@
 """Stage `train_<model>`: train one of the four models on the balanced train split.
 
 Usage: python -m stages.train MODEL   (MODEL in unet, attn_unet, deeplab, upernet)
+       torchrun --nproc_per_node=N -m stages.train MODEL   (DDP on N GPUs; rank 0 logs and writes)
 """
 from __future__ import annotations
 
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
 from medseg.cli import run_stage
+from medseg.distributed import cleanup, init_distributed
 from medseg.params import MODEL_NAMES, load_section
 from medseg.slices import dataset_info, load_arrays
-from medseg.training import TrainData, train
+from medseg.training import RunState, TrainData, train
 from models import build_model
 
 log = logging.getLogger("medseg.train")
@@ -32,6 +35,18 @@ def load_train_data(channels: int) -> TrainData:
     return TrainData(train_images, train_masks, sampling["repeats"].to_numpy(np.int64), val_images, val_masks)
 
 
+def train_model(name: str, cfg: dict[str, Any], loss_cfg: dict[str, Any], aug_cfg: dict[str, Any],
+                model_cfg: dict[str, Any]) -> RunState:
+    info = dataset_info(SLICES)
+    channels = info["channels"]
+    data = load_train_data(channels)
+    torch.manual_seed(cfg["seed"])
+    model = build_model(name, channels, **model_cfg)
+    header = {"model": name, "model_params": model_cfg, "in_channels": channels, "preprocess": info}
+    return train(model, name, header, data, cfg, loss_cfg, aug_cfg,
+                 Path("data/models") / name, Path("results/train") / name)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("model", choices=MODEL_NAMES)
@@ -39,15 +54,15 @@ def main() -> None:
     cfg, loss_cfg = load_section("train"), load_section("loss")
     aug_cfg, model_cfg = load_section("augment"), load_section(f"models.{name}")
     torch.set_num_threads(max(torch.get_num_threads(), 1))
-    info = dataset_info(SLICES)
-    channels = info["channels"]
-    data = load_train_data(channels)
-    torch.manual_seed(cfg["seed"])
-    model = build_model(name, channels, **model_cfg)
-    header = {"model": name, "model_params": model_cfg, "in_channels": channels, "preprocess": info}
-    state = train(model, name, header, data, cfg, loss_cfg, aug_cfg,
-                  Path("data/models") / name, Path("results/train") / name)
-    log.info("%s: best val Dice %.4f at epoch %d", name, state.best_dice, state.best_epoch)
+    dist_info = init_distributed(cfg["device"])
+    if not dist_info.is_main:  # under torchrun one process reports; the others only warn
+        logging.getLogger("medseg").setLevel(logging.WARNING)
+    try:
+        state = train_model(name, cfg, loss_cfg, aug_cfg, model_cfg)
+    finally:
+        cleanup()
+    if dist_info.is_main:
+        log.info("%s: best val Dice %.4f at epoch %d", name, state.best_dice, state.best_epoch)
 
 
 if __name__ == "__main__":

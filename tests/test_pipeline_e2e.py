@@ -19,9 +19,10 @@ MODELS = ("unet", "attn_unet", "deeplab", "upernet")
 
 def tiny_params() -> dict:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["dataset"]["phantom"].update(cases=8, depth=12, size=32, seed=0)
-    params["convert"].update(size=32, workers=1)
-    params["train"].update(epochs=3, batch_size=8, patience=0)
+    params["dataset"]["phantom"].update(cases=8, depth=12, size=48, seed=0)
+    params["convert"].update(size=48, workers=1)
+    params["train"].update(epochs=5, batch_size=8, patience=0, lr=0.01)
+    params["balance"].update(pos_repeat=4.0)
     params["models"]["unet"]["width"] = 8
     params["models"]["attn_unet"]["width"] = 8
     params["models"]["deeplab"]["decoder_channels"] = 32
@@ -70,7 +71,7 @@ def test_outputs_exist_and_metrics_are_sane(repo_copy):
     assert (split.groupby("group")["split"].nunique() == 1).all()
     test_ids = set(split.loc[split.split == "test", "slice_id"])
     test_fg = manifest[manifest.slice_id.isin(test_ids)]
-    prevalence = test_fg.fg_pixels.sum() / (len(test_fg) * 32 * 32)
+    prevalence = test_fg.fg_pixels.sum() / (len(test_fg) * 48 * 48)
     for name in MODELS:
         assert (dest / f"data/models/{name}/best.pt").exists()
         assert (dest / f"data/models/{name}/last.pt").exists()
@@ -80,7 +81,7 @@ def test_outputs_exist_and_metrics_are_sane(repo_copy):
         assert m["iou"] <= m["dice"] + 1e-9
         assert m["ap"] > 2 * prevalence, (name, m["ap"], prevalence)  # better than chance ranking
         log = pd.read_csv(dest / f"results/train/{name}/plots/metrics/train_loss.tsv", sep="\t")
-        assert len(log) == 3 and log["train_loss"].iloc[-1] < log["train_loss"].iloc[0]
+        assert len(log) == 5 and log["train_loss"].iloc[-1] < log["train_loss"].iloc[0]
         assert (dest / f"results/plots/overlays/{name}.png").stat().st_size > 1000
     assert (dest / "results/evaluate/summary.md").read_text().count("| unet |") == 1
 
@@ -102,6 +103,9 @@ def test_plots_page_renders_offline(repo_copy):
     run(["dvc", "plots", "show", "-o", "plots_page"], dest, env)
     page = (dest / "plots_page/index.html").read_text()
     assert "cdn.jsdelivr" not in page and "<script src=" not in page
-    for name in MODELS:
-        assert f"results/train/{name}/plots/metrics/train_loss.tsv" in page
-        assert f"results/evaluate/{name}/pr.csv" in page
+    for chart in ("train_loss", "val_dice", "pr_curves"):
+        assert f'<div id = "{chart}"' in page
+    for name in MODELS:  # one line per model in the training-curve and PR charts
+        assert f'"filename": "{name}/plots/metrics/train_loss.tsv"' in page
+        assert f'"filename": "{name}/pr.csv"' in page
+        assert (dest / f"plots_page/static/workspace_results_plots_overlays_{name}.png").exists()

@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 
 CLUTTER_NAMES = {"__MACOSX", ".keepkaggle", ".DS_Store"}
 JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
+MASK_VALUES = {0, 1, 255}
 JPEG_TAIL = 1024  # the end marker must sit in the last bytes (tolerates a little trailing padding)
 
 
@@ -65,10 +66,22 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def read_binary_mask(path: Path, shape: tuple[int, ...]) -> np.ndarray:
-    """A 0/255 mask file as bool (> 127), which must have the image's height and width."""
+    """A 0/255 (or 0/1) mask file as bool (nonzero), which must have the image's height and width.
+
+    Any other value (a grey edge from resampling, a multi-class label, a 16-bit mask) is refused
+    rather than thresholded, since no threshold is right for all of them."""
     array = read_image(path)
     if array.ndim == 3:
         array = array[..., 0]
     if array.shape != shape:
         raise MedsegError(f"{path}: mask size {array.shape} differs from image size {shape}")
-    return array > 127
+    values = np.unique(array)
+    if not set(values.tolist()) <= MASK_VALUES:
+        raise MedsegError(f"{path}: mask values {_listed(values)} are not binary (expected 0/255 or 0/1)")
+    return array > 0
+
+
+def _listed(values: np.ndarray, most: int = 8) -> str:
+    """'0, 3, 255' or '0, 1, 2, ... (300 distinct)' for a message."""
+    shown = ", ".join(str(v) for v in values[:most].tolist())
+    return shown if len(values) <= most else f"{shown}, ... ({len(values)} distinct)"

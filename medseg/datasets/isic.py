@@ -52,12 +52,17 @@ def find_root(raw: Path) -> Path:
 
 
 def _by_id(folder: Path, pattern: re.Pattern[str]) -> dict[str, Path]:
-    """{ISIC id: file} for the files in `folder` matching `pattern` (LICENSE, ATTRIBUTION skipped)."""
-    found = {}
+    """{ISIC id: file} for the files in `folder` matching `pattern` (LICENSE, ATTRIBUTION skipped);
+    two files with one id (ISIC_1.jpg and ISIC_1.JPG or .jpeg) are an error, not a silent pick."""
+    found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         match = pattern.fullmatch(path.name)
-        if match and not is_clutter(path.name):
-            found[match.group(1)] = path
+        if not match or is_clutter(path.name):
+            continue
+        if match.group(1) in found:
+            raise MedsegError(f"{path}: duplicate id {match.group(1)} (also {found[match.group(1)].name}); "
+                              "keep one file per id")
+        found[match.group(1)] = path
     return found
 
 

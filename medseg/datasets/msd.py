@@ -94,6 +94,15 @@ def upright(volume_slice: np.ndarray) -> np.ndarray:
     return volume_slice.T[::-1, ::-1]
 
 
+def check_binary_label(path: Path, label: np.ndarray) -> None:
+    """Refuse a multi-label volume (BraTS 0..4, organ + tumour): which labels make the foreground
+    is a choice, and thresholding at > 0 would make it silently."""
+    if ((label != 0) & (label != 1)).any():
+        found = ", ".join(f"{v:g}" for v in np.unique(label)[:12].tolist())
+        raise MedsegError(f"{path}: labels {found} found; only 0/1 labels are supported "
+                          "(a label mapping is not supported yet)")
+
+
 def read_case(case: CaseRef, cfg: dict[str, Any]) -> Iterator[Slice]:
     volume, zooms = load_canonical(case.image)
     label, _ = load_canonical(case.label)
@@ -101,6 +110,7 @@ def read_case(case: CaseRef, cfg: dict[str, Any]) -> Iterator[Slice]:
         volume = volume[..., 0]  # first modality
     if volume.shape[:3] != label.shape[:3]:
         raise MedsegError(f"{case.label}: shape {label.shape} differs from image {volume.shape}")
+    check_binary_label(case.label, label)
     volume = normalise(volume, modality(case.image, volume), cfg)
     spacing = (zooms[1], zooms[0], zooms[2])
     for k in range(volume.shape[2]):

@@ -1,6 +1,6 @@
 import pytest
 
-from medseg.outputs import staged_dir, write_atomic
+from medseg.outputs import staged_dir, staged_files, write_atomic
 
 
 def test_staged_dir_replaces_only_on_success(tmp_path):
@@ -22,3 +22,19 @@ def test_staged_dir_replaces_only_on_success(tmp_path):
 def test_write_atomic_leaves_no_temp(tmp_path):
     write_atomic(tmp_path / "a" / "f.json", "{}")
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["f.json"]
+
+
+def test_staged_files_adds_all_or_nothing_and_keeps_other_files(tmp_path):
+    final = tmp_path / "out"
+    final.mkdir()
+    (final / "mine.txt").write_text("the user's")
+    with pytest.raises(RuntimeError):
+        with staged_files(final) as tmp:
+            (tmp / "a_mask.png").write_text("half")
+            raise RuntimeError("bad file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in final.iterdir()) == ["mine.txt"]
+    with staged_files(final) as tmp:
+        (tmp / "a_mask.png").write_text("new")
+    assert sorted(p.name for p in final.iterdir()) == ["a_mask.png", "mine.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -57,3 +57,21 @@ def test_output_starts_at_rare_foreground_prior():
 def test_reference_parameter_counts(name, channels, params, millions):
     count = sum(p.numel() for p in build_model(name, channels, **params).parameters()) / 1e6
     assert count == pytest.approx(millions, rel=0.03)
+
+
+def test_upernet_takes_seed_001_swin_b_encoder():
+    model = build_model("upernet", 3, encoder="tu-swin_base_patch4_window7_224", decoder_channels=64,
+                        pretrained=False).eval()
+    count = sum(p.numel() for p in model.net.encoder.parameters()) / 1e6
+    assert count == pytest.approx(86.7, rel=0.03)  # Swin-B backbone
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 224, 224)).shape == (1, 1, 224, 224)
+
+
+def test_pretrained_offline_fails_with_one_clear_line(monkeypatch):
+    from medseg.errors import MedsegError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", "/nonexistent-medseg-cache")
+    with pytest.raises(MedsegError, match=r"models\.deeplab\.pretrained=imagenet but the encoder weights cannot"):
+        build_model("deeplab", 3, encoder="resnet18", decoder_channels=32, pretrained="imagenet")
