@@ -1,4 +1,5 @@
-# Two entry points: `make repro` runs the whole pipeline, `make test` runs the tests.
+# Entry points: `make repro` runs the whole pipeline, `make test` runs the tests, `make bench`
+# times the training loop on this machine (results/bench.json; not a DVC stage).
 # Each creates .venv (python3 -m venv) when missing and installs requirements.txt into it.
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -7,7 +8,7 @@ export DVC_NO_ANALYTICS := 1
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: repro test
+.PHONY: repro test bench
 
 $(STAMP): requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,3 +20,6 @@ repro: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) -m bench.run

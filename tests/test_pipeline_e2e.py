@@ -109,3 +109,4 @@ def test_plots_page_renders_offline(repo_copy):
         assert f'"filename": "{name}/plots/metrics/train_loss.tsv"' in page
         assert f'"filename": "{name}/pr.csv"' in page
         assert (dest / f"plots_page/static/workspace_results_plots_overlays_{name}.png").exists()
+

@@ -1,0 +1,1 @@
+"""`make bench`: throughput of our training loop against a naive one (see bench/run.py)."""
