@@ -8,9 +8,11 @@ import numpy as np
 import pandas as pd
 
 from medseg.metrics import EMPTY_RULES, global_dice, global_iou, hd95, overlap_scores, pixel_pr, thin_curve
+from medseg.postprocess import clean_stack
 
 
 ISIC_JACCARD_FLOOR = 0.65  # ISIC 2018 Task 1: a per-image Jaccard below 0.65 counts as 0
+MIN_AREA_CANDIDATES = (0, 4, 10, 25, 50, 100, 200)  # pixels, tried by `evaluate.min_area: auto`
 
 
 def parse_spacing(text: str) -> tuple[float, float, float] | None:
@@ -26,7 +28,7 @@ def per_image_table(slices: pd.DataFrame, pred: np.ndarray, gt: np.ndarray, empt
     table = pd.DataFrame(rows)
     table.insert(0, "slice_id", slices["slice_id"].to_numpy())
     table.insert(1, "group", slices["group"].to_numpy())
-    one_rule = pd.DataFrame([overlap_scores(p, g, "one") for p, g in zip(pred, gt)])
+    one_rule = table if empty == "one" else pd.DataFrame([overlap_scores(p, g, "one") for p, g in zip(pred, gt)])
     table["siim_dice"] = one_rule["dice"].to_numpy()  # SIIM-ACR: empty truth scores 1 only if predicted empty
     table["isic_jaccard"] = np.where(one_rule["iou"] >= ISIC_JACCARD_FLOOR, one_rule["iou"], 0.0)
     table["gt_pixels"] = gt.reshape(len(gt), -1).sum(1)
@@ -49,13 +51,34 @@ def per_case_table(slices: pd.DataFrame, pred: np.ndarray, gt: np.ndarray, empty
     return pd.DataFrame(rows)
 
 
+def case_dice(slices: pd.DataFrame, pred: np.ndarray, gt: np.ndarray, empty: str) -> float:
+    """Mean per-case 3D Dice, the headline metric (cases the empty rule leaves out are skipped)."""
+    rows = []
+    for _, part in slices.reset_index(drop=True).groupby("group", sort=True):
+        order = part.index.to_numpy()
+        rows.append(overlap_scores(pred[order], gt[order], empty)["dice"])
+    return float(np.nanmean(rows)) if np.isfinite(rows).any() else math.nan
+
+
+def tune_min_area(slices: pd.DataFrame, probs: np.ndarray, gt: np.ndarray, threshold: float,
+                  empty: str, largest_only: bool) -> int:
+    """The smallest component area (from MIN_AREA_CANDIDATES) that maximises val per-case Dice.
+
+    Chosen on val, like nnU-Net chooses its post-processing, so the test split stays unseen;
+    ties go to the smaller area, which removes less."""
+    binary = probs >= threshold
+    scores = [case_dice(slices, clean_stack(binary, area, largest_only), gt, empty) for area in MIN_AREA_CANDIDATES]
+    scores = [-math.inf if math.isnan(s) else s for s in scores]
+    return MIN_AREA_CANDIDATES[int(np.argmax(scores))]
+
+
 def _mean(values: pd.Series) -> float | None:
     value = float(np.nanmean(values)) if values.notna().any() else math.nan
     return None if math.isnan(value) else value
 
 
 def summarize(images: pd.DataFrame, cases: pd.DataFrame, pred: np.ndarray, gt: np.ndarray,
-              probs: np.ndarray, threshold: float, cfg: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame]:
+              probs: np.ndarray, threshold: float, min_area: int, cfg: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame]:
     """metrics.json content and the thinned PR curve of one model."""
     ap, precision, recall, _ = pixel_pr(probs, gt, cfg["pr_max_pixels"], cfg["seed"])
     metrics = {
@@ -66,7 +89,7 @@ def summarize(images: pd.DataFrame, cases: pd.DataFrame, pred: np.ndarray, gt: n
         "image_precision": _mean(images["precision"]), "image_recall": _mean(images["recall"]),
         "global_dice": global_dice(pred, gt), "global_iou": global_iou(pred, gt),
         "siim_dice": _mean(images["siim_dice"]), "isic_jaccard": _mean(images["isic_jaccard"]),
-        "threshold": threshold, "cases": int(len(cases)), "images": int(len(images)),
+        "threshold": threshold, "min_area": min_area, "cases": int(len(cases)), "images": int(len(images)),
         "empty_rule": cfg["empty"],
     }
     p, r = thin_curve(precision, recall)
@@ -82,12 +105,13 @@ METRIC_NOTES = {
     "global_dice": "Dice of all test pixels pooled",
     "siim_dice": "SIIM-ACR challenge metric: mean per-image Dice, an empty truth scoring 1 only when predicted empty",
     "isic_jaccard": "ISIC 2018 Task 1 metric: mean per-image Jaccard, values below 0.65 counted as 0",
+    "threshold, min_area": "probability cut-off and smallest kept connected component (pixels), chosen on val when `auto`",
 }
 
 
 def summary_markdown(metrics: dict[str, dict[str, Any]], empty: str) -> str:
     """One table of every model, with the metric definitions and the empty-mask rule."""
-    cols = ["dice", "iou", "ap", "hd95_px", "image_dice", "global_dice", "siim_dice", "isic_jaccard", "threshold"]
+    cols = ["dice", "iou", "ap", "hd95_px", "image_dice", "global_dice", "siim_dice", "isic_jaccard", "threshold", "min_area"]
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
     lines = ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, m in metrics.items():

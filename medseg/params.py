@@ -139,7 +139,7 @@ SCHEMA: dict[str, Any] = {
         "empty": Spec(str, ("one", "nan", "zero")),
         "threshold": Spec((float, str)),
         "tta": Spec(bool),
-        "min_area": _int(0, 1_000_000),
+        "min_area": Spec((int, str)),
         "largest_component": Spec(bool),
         "pr_max_pixels": _int(1_000, 100_000_000),
         "seed": _int(0),
@@ -193,4 +193,9 @@ def extra_checks(section: str, values: dict[str, Any]) -> None:
         if isinstance(thr, str) and thr != "auto" or isinstance(thr, float) and not 0 < thr < 1:
             raise MedsegError(
                 f"params.yaml: evaluate.threshold={thr!r} is not allowed; use 'auto' or a number in (0, 1)"
+            )
+        area = values["min_area"]
+        if isinstance(area, str) and area != "auto" or isinstance(area, int) and not 0 <= area <= 1_000_000:
+            raise MedsegError(
+                f"params.yaml: evaluate.min_area={area!r} is not allowed; use 'auto' or pixels in [0, 1000000]"
             )

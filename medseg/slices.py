@@ -18,6 +18,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from medseg.datasets import CaseRef, Slice
+from medseg.datasets.files import read_image
 from medseg.errors import MedsegError
 
 MANIFEST_COLUMNS = ["slice_id", "group", "source", "index", "fg_pixels", "spacing", "height", "width",
@@ -164,9 +165,7 @@ def dataset_info(slices: Path) -> dict[str, Any]:
 
 def read_png(path: Path, channels: int) -> np.ndarray:
     """Decode a slice PNG as (H, W, channels) uint8 RGB, or (H, W) for masks (channels=0)."""
-    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if array is None:
-        raise MedsegError(f"{path}: cannot read image")
+    array = read_image(path)
     if channels == 0:
         return array if array.ndim == 2 else array[..., 0]
     if array.ndim == 2:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from dvclive import Live
 from torch import nn
@@ -122,14 +123,20 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
             state = RunState(**ckpt["train_state"])
             resume = True
             log.info("resuming %s from %s after epoch %d", name, last, state.epoch)
+    if not resume and info.is_main:  # best.pt persists across `dvc repro`: no stale best of another run
+        best.unlink(missing_ok=True)
     barrier()  # every rank has read last.pt before rank 0 may overwrite it
     log.info("%s on %s, amp=%s, %d train draws/epoch, %d val slices, %d process(es)", name, device,
              amp_dtype, int(data.repeats.sum()), len(data.val_images), info.world_size)
     core, model = model, wrap(model, device, info)  # core: the plain module, for eval and saving
     order = np.repeat(np.arange(len(data.train_images)), data.repeats)
+    if resume and info.is_main:
+        rewind_live(live_dir, state.epoch)
     opened = (Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, resume=resume, report=None)
               if info.is_main else contextlib.nullcontext())
     with opened as live:
+        if resume and info.is_main:
+            live.step = state.epoch  # epoch e is logged at step e-1; the checkpoint, not dvclive, is the truth
         while state.epoch < cfg["epochs"] and not state.finished:
             epoch_seed = cfg["seed"] * 100_003 + state.epoch
             seed_everything(epoch_seed)
@@ -178,6 +185,19 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
         _store_val_threshold(best, data, cfg, device, amp_dtype)
     barrier()  # no rank returns (and reads best.pt) before rank 0 has written it
     return state
+
+
+def rewind_live(live_dir: Path, epochs_done: int) -> None:
+    """Drop dvclive rows logged after the checkpoint we resume from.
+
+    dvclive resumes at the step in its summary, which a kill between logging and checkpointing
+    leaves one epoch off (and step 0 it cannot tell from a fresh run), so the rows are trimmed here.
+    """
+    for tsv in sorted((live_dir / "plots" / "metrics").glob("*.tsv")):
+        rows = pd.read_csv(tsv, sep="\t")
+        kept = rows[rows["step"] < epochs_done]
+        if len(kept) != len(rows):
+            write_atomic(tsv, kept.to_csv(sep="\t", index=False).encode())
 
 
 def _loader(dataset: SliceDataset, cfg: dict[str, Any], epoch: int, epoch_seed: int, device: torch.device,

@@ -1,4 +1,4 @@
-"""Stage `evaluate`: score every trained model on the test split (threshold chosen on val).
+"""Stage `evaluate`: score every trained model on the test split (threshold, min_area chosen on val).
 
 Writes results/evaluate/<model>/{metrics.json, per_case.csv, per_image.csv, pr.csv},
 results/evaluate/summary.md and the test probabilities to data/predictions/<model>.npz.
@@ -14,7 +14,7 @@ import pandas as pd
 
 from medseg.checkpoints import load_checkpoint, model_from_checkpoint
 from medseg.cli import run_stage
-from medseg.evaluation import per_case_table, per_image_table, summarize, summary_markdown
+from medseg.evaluation import per_case_table, per_image_table, summarize, summary_markdown, tune_min_area
 from medseg.hardware import pick_device
 from medseg.inference import predict_probs
 from medseg.metrics import best_f1_threshold, pixel_pr
@@ -44,26 +44,31 @@ def main() -> None:
         for name in MODEL_NAMES:
             path = Path("data/models") / name / "best.pt"
             model = model_from_checkpoint(load_checkpoint(path), path).to(device)
-            threshold = cfg["threshold"]
-            if threshold == "auto":
+            threshold, min_area = cfg["threshold"], cfg["min_area"]
+            if "auto" in (threshold, min_area):
                 val_probs = predict_probs(model, val_images, device, tta=cfg["tta"])
+            if threshold == "auto":
                 _, prec, rec, thr = pixel_pr(val_probs, val_masks, cfg["pr_max_pixels"], cfg["seed"])
                 threshold = best_f1_threshold(prec, rec, thr)
+            if min_area == "auto":
+                min_area = tune_min_area(val, val_probs, val_masks.astype(bool), threshold,
+                                         cfg["empty"], cfg["largest_component"])
             probs = predict_probs(model, test_images, device, tta=cfg["tta"])
-            pred = clean_stack(probs >= threshold, cfg["min_area"], cfg["largest_component"])
+            pred = clean_stack(probs >= threshold, min_area, cfg["largest_component"])
             images = per_image_table(test, pred, gt, cfg["empty"])
             cases = per_case_table(test, pred, gt, cfg["empty"])
-            metrics, pr = summarize(images, cases, pred, gt, probs, float(threshold), cfg)
+            metrics, pr = summarize(images, cases, pred, gt, probs, float(threshold), min_area, cfg)
             (out / name).mkdir()
             write_json(out / name / "metrics.json", metrics)
             cases.to_csv(out / name / "per_case.csv", index=False, float_format="%.6f")
             images.to_csv(out / name / "per_image.csv", index=False, float_format="%.6f")
             pr.to_csv(out / name / "pr.csv", index=False, float_format="%.6f")
             np.savez_compressed(preds / f"{name}.npz", slice_id=test["slice_id"].to_numpy().astype(str),
-                                probs=np.round(probs * 255).astype(np.uint8), threshold=threshold)
+                                probs=np.round(probs * 255).astype(np.uint8), threshold=threshold,
+                                min_area=min_area, largest_component=cfg["largest_component"])
             summary[name] = metrics
-            log.info("%s: case Dice %.4f, IoU %.4f, AP %.4f (threshold %.3f)", name,
-                     metrics["dice"] or 0, metrics["iou"] or 0, metrics["ap"] or 0, threshold)
+            log.info("%s: case Dice %.4f, IoU %.4f, AP %.4f (threshold %.3f, min_area %d)", name,
+                     metrics["dice"] or 0, metrics["iou"] or 0, metrics["ap"] or 0, threshold, min_area)
         write_atomic(out / "summary.md", summary_markdown(summary, cfg["empty"]))
 
 

@@ -13,6 +13,7 @@ from medseg.cli import run_stage
 from medseg.outputs import staged_dir
 from medseg.params import MODEL_NAMES, load_section
 from medseg.plots import dice_boxplot, line_chart, overlay, overlay_grid
+from medseg.postprocess import clean_mask
 from medseg.slices import dataset_info, load_arrays, read_manifest
 
 log = logging.getLogger("medseg.visualize")
@@ -37,7 +38,8 @@ def case_panels(name: str, cases: pd.DataFrame, test: pd.DataFrame, count: int, 
         part = test[test["group"] == group]
         slice_id = part.sort_values("fg_pixels")["slice_id"].iloc[-1]
         images, masks = load_arrays(SLICES, [slice_id], channels)
-        pred = prob_of[slice_id] / 255.0 >= threshold
+        pred = clean_mask(prob_of[slice_id] / 255.0 >= threshold, int(preds["min_area"]),
+                          bool(preds["largest_component"]))  # as evaluate scored it
         dice = float(cases.loc[cases["group"] == group, "dice"].iloc[0])
         panels.append((f"{label}: {group}\ncase Dice {dice:.3f}", overlay(images[0], masks[0] > 0, pred)))
     return panels

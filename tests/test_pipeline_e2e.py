@@ -5,13 +5,18 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
+
+from medseg.checkpoints import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("unet", "attn_unet", "deeplab", "upernet")
@@ -110,3 +115,45 @@ def test_plots_page_renders_offline(repo_copy):
         assert f'"filename": "{name}/pr.csv"' in page
         assert (dest / f"plots_page/static/workspace_results_plots_overlays_{name}.png").exists()
 
+
+
+def _wait_for_new_checkpoint(path: Path, proc: subprocess.Popen, timeout: float = 600) -> None:
+    """Return as soon as `path` is replaced (its first checkpoint of this run); fail if the run ends first."""
+    before = path.stat().st_mtime_ns
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.stat().st_mtime_ns != before:
+            return
+        assert proc.poll() is None, "training ended before its first checkpoint could be caught"
+        time.sleep(0.01)
+    raise AssertionError(f"no new {path} within {timeout} s")
+
+
+@pytest.mark.e2e
+def test_sigkilled_training_resumes_under_dvc_repro_to_the_same_result(repo_copy):
+    """Runs last in this module: it re-trains unet, so dvc.lock afterwards is this test's business."""
+    dest, env = repo_copy
+    reference = json.loads((dest / "results/train/unet/metrics.json").read_text())
+    reference_best = load_checkpoint(dest / "data/models/unet/best.pt")
+    last = dest / "data/models/unet/last.pt"
+    with open(dest / "killed.log", "w") as log:
+        proc = subprocess.Popen(["dvc", "repro", "--force", "--single-item", "train_unet"], cwd=dest, env=env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            _wait_for_new_checkpoint(last, proc)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    state = load_checkpoint(last)["train_state"]
+    assert not state["finished"] and 1 <= state["epoch"] < 5, state
+
+    resumed = run(["dvc", "repro", "--single-item", "train_unet"], dest, env)
+    output = resumed.stdout + resumed.stderr
+    assert f"resuming unet from data/models/unet/last.pt after epoch {state['epoch']}" in output, output[-3000:]
+    assert json.loads((dest / "results/train/unet/metrics.json").read_text()) == reference
+    curve = pd.read_csv(dest / "results/train/unet/plots/metrics/val_dice.tsv", sep="\t")
+    assert curve["step"].tolist() == [0, 1, 2, 3, 4]  # each epoch logged once, none lost or repeated
+    best = load_checkpoint(dest / "data/models/unet/best.pt")
+    assert best["threshold"] == reference_best["threshold"] and best["epoch"] == reference_best["epoch"]
+    for key, tensor in reference_best["state_dict"].items():
+        assert torch.equal(best["state_dict"][key], tensor), key

@@ -59,3 +59,12 @@ def test_missing_key_is_named(tmp_path):
     path = write_params(tmp_path, lambda p: p["models"]["unet"].pop("width"))
     with pytest.raises(MedsegError, match=r"missing key models\.unet\.width"):
         load_section("models.unet", path)
+
+
+@pytest.mark.parametrize("value", ["sometimes", -1, 2.5])
+def test_min_area_is_auto_or_pixels(tmp_path, value):
+    path = write_params(tmp_path, lambda p: p["evaluate"].update(min_area=value))
+    with pytest.raises(MedsegError, match=r"evaluate\.min_area"):
+        load_section("evaluate", path)
+    path = write_params(tmp_path, lambda p: p["evaluate"].update(min_area=12))
+    assert load_section("evaluate", path)["min_area"] == 12

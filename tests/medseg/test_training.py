@@ -87,6 +87,29 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, data, monkeypatch
     assert list(steps) == [0, 1, 2]
 
 
+def test_kill_between_checkpoint_and_dvclive_step_logs_each_epoch_once(tmp_path, data, monkeypatch):
+    """The worst moment: last.pt of epoch 1 is written, dvclive's summary still says nothing."""
+    _, reference = run(tmp_path / "a", data, epochs=3)
+    real_save = training.save_checkpoint
+
+    def dies_after_first_last_pt(path, payload):
+        real_save(path, payload)
+        if path.name == "last.pt":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "save_checkpoint", dies_after_first_last_pt)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", data, epochs=3)
+    monkeypatch.setattr(training, "save_checkpoint", real_save)
+    run(tmp_path / "b", data, epochs=3)
+    for name in ("val_dice", "train_loss", "lr"):
+        resumed = np.loadtxt(tmp_path / f"b/live/plots/metrics/{name}.tsv", skiprows=1, usecols=(0, 1))
+        expected = np.loadtxt(tmp_path / f"a/live/plots/metrics/{name}.tsv", skiprows=1, usecols=(0, 1))
+        assert np.array_equal(resumed, expected), name
+    summary = (tmp_path / "b/live/metrics.json").read_text()
+    assert summary == (tmp_path / "a/live/metrics.json").read_text()
+
+
 def test_ema_keeps_the_average_as_the_best_model(tmp_path, data):
     state, last = run(tmp_path, data, epochs=2, ema=0.9)
     best = load_checkpoint(tmp_path / "models" / "best.pt")

@@ -1,0 +1,37 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from medseg.evaluation import case_dice, per_image_table, tune_min_area
+
+
+def two_cases() -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Case a: one 5x5 lesion predicted exactly; case b: no lesion, three isolated false-positive pixels."""
+    slices = pd.DataFrame({"slice_id": ["a0", "a1", "b0", "b1"], "group": ["a", "a", "b", "b"],
+                           "index": [0, 1, 0, 1]})
+    gt = np.zeros((4, 32, 32), bool)
+    gt[0, 5:10, 5:10] = True
+    probs = gt.astype(np.float32) * 0.9
+    probs[2, 20, 20] = probs[2, 2, 28] = probs[3, 30, 3] = 0.8
+    return slices, probs, gt
+
+
+def test_case_dice_scores_each_volume_once():
+    slices, probs, gt = two_cases()
+    assert case_dice(slices, probs >= 0.5, gt, "one") == pytest.approx(0.5)  # a: 1, b: any FP -> 0
+    assert case_dice(slices, probs >= 0.5, gt, "nan") == pytest.approx(1.0)  # b left out
+
+
+def test_tune_min_area_removes_speckle_but_keeps_the_lesion():
+    slices, probs, gt = two_cases()
+    assert tune_min_area(slices, probs, gt, 0.5, "one", False) == 4  # smallest area that removes 1-px specks
+    assert tune_min_area(slices, probs, gt, 0.85, "one", False) == 0  # nothing to remove above 0.85
+
+
+def test_siim_column_follows_the_one_rule_whatever_the_configured_rule():
+    slices, probs, gt = two_cases()
+    pred = probs >= 0.5
+    for rule in ("one", "nan", "zero"):
+        table = per_image_table(slices, pred, gt, rule)
+        assert table["siim_dice"].tolist() == [1.0, 1.0, 0.0, 0.0]  # a1: empty and predicted empty
+        assert table["pred_pixels"].tolist() == [25, 0, 2, 1]
