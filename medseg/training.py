@@ -97,6 +97,8 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
     device = local_device(pick_device(cfg["device"]), info)
     amp_dtype = pick_amp_dtype(cfg["amp"], device)
     memory_format = torch.channels_last if cfg["channels_last"] else torch.preserve_format
+    if device.type == "cuda":  # fixed input sizes: let cuDNN pick its fastest kernels (GPU runs are not bit-exact)
+        torch.backends.cudnn.benchmark = True
     model = model.to(device=device, memory_format=memory_format)
     optimizer = _optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, cfg))
