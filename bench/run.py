@@ -157,10 +157,10 @@ def table(result: dict) -> str:
             "| headroom | infer img/s |", "|" + "---|" * 10]
     for sname, s in result["settings"].items():
         for name, m in s["models"].items():
-            infer = f"{m['infer_ips']:.1f}" if "infer_ips" in m else "—"
-            rows.append(f"| {sname} | {name} | {m['ours_ips']:.1f} | {m['layout']} | {m['naive_ips']:.1f} "
-                        f"| {m['speedup']:.2f}x | {m['step_ips']:.1f} | {s['data_ips']:.1f} "
-                        f"| {m['loader_headroom']:.1f}x | {infer} |")
+            infer = f"{m['infer_ips']:.0f}" if "infer_ips" in m else "—"
+            rows.append(f"| {sname} | {name} | {m['ours_ips']:.3g} | {m['layout']} | {m['naive_ips']:.3g} "
+                        f"| {m['speedup']:.2f}x | {m['step_ips']:.3g} | {s['data_ips']:.0f} "
+                        f"| {m['loader_headroom']:.0f}x | {infer} |")
     rows += ["", f"train_speedup (min over models, default) = {result['train_speedup']:.2f}x; "
              f"loader_headroom = {result['loader_headroom']:.1f}x; convert {result['convert_slices_per_s']:.0f} "
              f"slices/s; peak RSS {result['memory']['peak_rss_mb']:.0f} MB",
