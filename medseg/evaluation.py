@@ -36,16 +36,18 @@ def per_image_table(slices: pd.DataFrame, pred: np.ndarray, gt: np.ndarray, empt
     return table
 
 
-def per_case_table(slices: pd.DataFrame, pred: np.ndarray, gt: np.ndarray, empty: str) -> pd.DataFrame:
-    """3D scores of each group, its slices re-stacked in `index` order."""
+def per_case_table(slices: pd.DataFrame, pred: np.ndarray, gt: np.ndarray, empty: str,
+                   distances: bool = True) -> pd.DataFrame:
+    """3D scores of each group, its slices re-stacked in `index` order; HD95 only with `distances`."""
     rows = []
     for group, part in slices.reset_index(drop=True).groupby("group", sort=True):
         order = part.sort_values("index").index.to_numpy()
         p, g = pred[order], gt[order]
-        spacing = parse_spacing(part["spacing"].iloc[0])
         scores = overlap_scores(p, g, empty)
-        scores["hd95_px"] = hd95(p, g)
-        scores["hd95_mm"] = hd95(p, g, (spacing[2], spacing[0], spacing[1])) if spacing else math.nan
+        if distances:
+            spacing = parse_spacing(part["spacing"].iloc[0])
+            scores["hd95_px"] = hd95(p, g)
+            scores["hd95_mm"] = hd95(p, g, (spacing[2], spacing[0], spacing[1])) if spacing else math.nan
         rows.append({"group": group, "slices": len(order), "gt_voxels": int(g.sum()),
                      "pred_voxels": int(p.sum()), **scores})
     return pd.DataFrame(rows)
@@ -53,11 +55,8 @@ def per_case_table(slices: pd.DataFrame, pred: np.ndarray, gt: np.ndarray, empty
 
 def case_dice(slices: pd.DataFrame, pred: np.ndarray, gt: np.ndarray, empty: str) -> float:
     """Mean per-case 3D Dice, the headline metric (cases the empty rule leaves out are skipped)."""
-    rows = []
-    for _, part in slices.reset_index(drop=True).groupby("group", sort=True):
-        order = part.index.to_numpy()
-        rows.append(overlap_scores(pred[order], gt[order], empty)["dice"])
-    return float(np.nanmean(rows)) if np.isfinite(rows).any() else math.nan
+    value = _mean(per_case_table(slices, pred, gt, empty, distances=False)["dice"])
+    return math.nan if value is None else value
 
 
 def tune_min_area(slices: pd.DataFrame, probs: np.ndarray, gt: np.ndarray, threshold: float,
