@@ -1,5 +1,5 @@
-# Entry points: `make repro` runs the whole pipeline, `make test` runs the tests, `make bench`
-# times the training loop on this machine (results/bench.json; not a DVC stage).
+# Entry points: `make repro` runs the whole pipeline, `make test` runs the linter (ruff) and the
+# tests, `make bench` times the training loop on this machine (results/bench.json; not a DVC stage).
 # Each creates .venv (python3 -m venv) when missing and installs requirements.txt into it.
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -19,6 +19,7 @@ repro: $(STAMP)
 	dvc repro
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
 bench: $(STAMP)

@@ -22,13 +22,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from medseg.augment import build_augmentation
-from medseg.datasets import format_for
+from medseg.datasets.registry import format_for
 from medseg.distributed import DistInfo
 from medseg.inference import autocast, predict_probs
 from medseg.losses import build_loss
-from medseg.slices import convert_all
+from medseg.conversion import convert_all
 from medseg.torchdata import SliceDataset
-from medseg.training import _loader, _optimizer, _train_epoch
+from medseg.training import make_loader, make_optimizer, train_epoch
 
 NAIVE_WORKERS = 4
 # dense bf16 tensor-core peaks (FLOP/s, no sparsity); the first name found in the device name wins
@@ -51,7 +51,7 @@ class Setting:
 
 
 class TimedLoader:
-    """A batch iterable (for `_train_epoch` or a plain loop) that times all but the first `warmup` batches."""
+    """A batch iterable (for `train_epoch` or a plain loop) that times all but the first `warmup` batches."""
 
     def __init__(self, batches: Iterable, n_batches: int, warmup: int) -> None:
         self.batches, self.n_batches, self.warmup = batches, n_batches, warmup
@@ -77,19 +77,19 @@ def our_loader(setting: Setting, cfg: dict[str, Any], aug_cfg: dict[str, Any], n
     """The training loader of medseg.training: SliceDataset on decoded arrays, augmented, cfg workers."""
     order = np.resize(np.random.default_rng(0).permutation(len(setting.images)), n_batches * setting.batch)
     dataset = SliceDataset(setting.images, setting.masks, order, build_augmentation(aug_cfg, 1))
-    return _loader(dataset, {**cfg, "batch_size": setting.batch}, 0, 0, device, DistInfo())
+    return make_loader(dataset, {**cfg, "batch_size": setting.batch}, 0, 0, device, DistInfo())
 
 
 def train_ours(model: nn.Module, batches: Iterable, n_batches: int, warmup: int, batch: int,
                cfg: dict[str, Any], loss_cfg: dict[str, Any], device: torch.device,
                amp: torch.dtype | None, memory_format: torch.memory_format) -> float:
-    """images/s of the real `_train_epoch` (amp, clipping, accumulation as configured) over `batches`."""
+    """images/s of the real `train_epoch` (amp, clipping, accumulation as configured) over `batches`."""
     model = model.to(device=device, memory_format=memory_format)
-    optimizer = _optimizer(model, cfg)
+    optimizer = make_optimizer(model, cfg)
     criterion = build_loss(loss_cfg).to(device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     timed = TimedLoader(batches, n_batches, warmup)
-    _train_epoch(model, timed, criterion, optimizer, scaler, cfg, device, amp, memory_format, None)
+    train_epoch(model, timed, criterion, optimizer, scaler, cfg, device, amp, memory_format, None)
     return timed.images_per_s(batch)
 
 

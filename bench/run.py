@@ -1,6 +1,6 @@
 """`make bench`: how fast our training loop is on this machine, against the naive loop it replaces.
 
-Ours is the real `medseg.training._train_epoch` over a DataLoader on slices decoded once
+Ours is the real `medseg.training.train_epoch` over a DataLoader on slices decoded once
 (SliceDataset), with the amp `pick_amp_dtype('auto')` picks, NCHW or channels_last (both timed,
 the faster kept) and `train.workers` loader workers. The naive loop is what the seed scripts do:
 decode both PNGs with cv2 in every `__getitem__`, 4 workers, fp32, NCHW, no AMP. Both train the
@@ -26,7 +26,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-import pandas as pd
 import torch
 
 from bench import loops
@@ -34,12 +33,15 @@ from bench.loops import Setting
 from medseg.cli import run_stage
 from medseg.hardware import pick_amp_dtype, pick_device
 from medseg.outputs import write_json
-from medseg.params import MODEL_NAMES, load_section
-from medseg.slices import dataset_info, load_arrays
-from models import build_model
+from medseg import paths
+from medseg.losses import LOSS_PARAMS
+from medseg.networks import load_model_params
+from medseg.params import load_section
+from medseg.slices import dataset_info, load_arrays, read_sampling, split_rows
+from models import MODEL_NAMES, build_model
 
 log = logging.getLogger("medseg.bench")
-SLICES, RAW, OUT = Path("data/slices"), Path("data/raw/phantom"), Path("results/bench.json")
+SLICES, RAW, OUT = paths.SLICES, paths.raw_dir("phantom"), paths.BENCH_JSON
 LAYOUTS = {"nchw": torch.preserve_format, "channels_last": torch.channels_last}
 REAL_MODELS = {"unet": {"width": 64}, "attn_unet": {"width": 64},
                "deeplab": {"encoder": "resnet50", "decoder_channels": 256, "pretrained": False},
@@ -111,13 +113,12 @@ def summarize(settings: dict[str, dict]) -> dict[str, Any]:
 
 def default_setting(batch: int) -> Setting:
     """The balanced train slices (repeats > 0) and the test slices of data/slices."""
-    channels = dataset_info(SLICES)["channels"]
-    sampling = pd.read_csv("data/train_sampling.csv", dtype={"slice_id": str})
-    split = pd.read_csv("data/split.csv", dtype={"slice_id": str, "group": str})
+    channels = dataset_info()["channels"]
+    sampling = read_sampling()
     ids = sampling.loc[sampling["repeats"] > 0, "slice_id"].tolist()
     images, masks = load_arrays(SLICES, ids, channels)
-    test, _ = load_arrays(SLICES, split.loc[split["split"] == "test", "slice_id"].tolist(), channels)
-    models = {name: load_section(f"models.{name}") for name in MODEL_NAMES}
+    test, _ = load_arrays(SLICES, split_rows("test")["slice_id"].tolist(), channels)
+    models = {name: load_model_params(name) for name in MODEL_NAMES}
     return Setting("default", models, images, masks, ids, SLICES, test, batch)
 
 
@@ -180,7 +181,7 @@ def main() -> None:
     cfg = load_section("train")
     device = pick_device(cfg["device"])
     gpu = device.type == "cuda"
-    ctx = Context(cfg, load_section("loss"), load_section("augment"), device, pick_amp_dtype("auto", device))
+    ctx = Context(cfg, load_section("loss", schema=LOSS_PARAMS), load_section("augment"), device, pick_amp_dtype("auto", device))
     warmup, steps = (1, 1) if args.quick else (args.warmup, args.steps or (50 if gpu else 12))
     real_steps = args.real_steps or (30 if gpu else 2)
     base = default_setting(cfg["batch_size"])

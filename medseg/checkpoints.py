@@ -36,9 +36,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def model_from_checkpoint(ckpt: dict[str, Any], path: Path) -> torch.nn.Module:
-    from models import build_model
+    from medseg.networks import build_network
 
-    model = build_model(ckpt["model"], ckpt["in_channels"], **ckpt["model_params"])
+    model = build_network(ckpt["model"], ckpt["in_channels"], ckpt["model_params"])
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:

@@ -5,6 +5,7 @@ MONAI's Tversky loss, which MONAI does not provide for the binary sigmoid case.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -13,7 +14,7 @@ from monai.losses import DiceCELoss, DiceLoss, FocalLoss, TverskyLoss
 from torch import nn
 
 from medseg.errors import MedsegError
-from medseg.params import LOSS_TYPES
+from medseg.params import Spec, num
 
 
 class BalancedBCE(nn.Module):
@@ -39,21 +40,30 @@ class FocalTversky(nn.Module):
         return self.tversky(logits, target).clamp_min(1e-7) ** (1.0 / self.gamma)
 
 
+BUILDERS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
+    "dice": lambda cfg: DiceLoss(sigmoid=True, batch=True),
+    "bce": lambda cfg: nn.BCEWithLogitsLoss(),
+    "dice_bce": lambda cfg: DiceCELoss(sigmoid=True, batch=True),
+    "balanced_ce": lambda cfg: BalancedBCE(),
+    "weighted_ce": lambda cfg: nn.BCEWithLogitsLoss(pos_weight=torch.tensor([cfg["pos_weight"]])),
+    "focal": lambda cfg: FocalLoss(gamma=cfg["focal_gamma"], use_softmax=False),
+    "tversky": lambda cfg: TverskyLoss(sigmoid=True, alpha=cfg["tversky_alpha"], beta=cfg["tversky_beta"],
+                                       batch=True),
+    "focal_tversky": lambda cfg: FocalTversky(cfg["tversky_alpha"], cfg["tversky_beta"], cfg["focal_gamma"]),
+}
+LOSS_TYPES: tuple[str, ...] = tuple(BUILDERS)  # the allowed values of `loss.type`
+LOSS_PARAMS = {  # the schema of the `loss` params section
+    "type": Spec(str, LOSS_TYPES),
+    "pos_weight": num(0, 10_000),
+    "tversky_alpha": num(0, 1),
+    "tversky_beta": num(0, 1),
+    "focal_gamma": num(0, 10),
+}
+
+
 def build_loss(cfg: dict[str, Any]) -> nn.Module:
     """The loss for logits N x 1 x H x W against {0,1} float targets of the same shape."""
     kind = cfg["type"]
-    builders = {
-        "dice": lambda: DiceLoss(sigmoid=True, batch=True),
-        "bce": lambda: nn.BCEWithLogitsLoss(),
-        "dice_bce": lambda: DiceCELoss(sigmoid=True, batch=True),
-        "balanced_ce": BalancedBCE,
-        "weighted_ce": lambda: nn.BCEWithLogitsLoss(pos_weight=torch.tensor([cfg["pos_weight"]])),
-        "focal": lambda: FocalLoss(gamma=cfg["focal_gamma"], use_softmax=False),
-        "tversky": lambda: TverskyLoss(sigmoid=True, alpha=cfg["tversky_alpha"],
-                                       beta=cfg["tversky_beta"], batch=True),
-        "focal_tversky": lambda: FocalTversky(cfg["tversky_alpha"], cfg["tversky_beta"], cfg["focal_gamma"]),
-    }
-    assert set(builders) == set(LOSS_TYPES)
-    if kind not in builders:
-        raise MedsegError(f"params.yaml: loss.type={kind!r} is not allowed; choose one of: {', '.join(builders)}")
-    return builders[kind]()
+    if kind not in BUILDERS:
+        raise MedsegError(f"params.yaml: loss.type={kind!r} is not allowed; choose one of: {', '.join(LOSS_TYPES)}")
+    return BUILDERS[kind](cfg)

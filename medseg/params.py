@@ -1,20 +1,26 @@
 """Load and validate params.yaml sections.
 
+The schema of a section lives here unless a registry owns its allowed values: `dataset` is
+described in medseg.datasets.registry, `loss` in medseg.losses, `models.<name>` in
+medseg.networks; the stage that reads such a section passes its schema. That keeps every stage's
+imports (and so its DVC deps) to what it runs: validating `split` imports no network or reader.
+
 Hand-written because the checks must name the exact dotted key, value and allowed set in one
 line; a schema library would add a dependency for ~80 lines and word its errors its own way.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from medseg.datasets import DATASETS
+from medseg import paths
 from medseg.errors import MedsegError
 
-PARAMS_FILE = Path("params.yaml")
+PARAMS_FILE = paths.PARAMS
 
 
 @dataclass(frozen=True)
@@ -22,7 +28,7 @@ class Spec:
     """Type and allowed values of one leaf key."""
 
     kind: type | tuple[type, ...]
-    choices: tuple[Any, ...] | None = None
+    choices: tuple[Any, ...] | Callable[[], tuple[Any, ...]] | None = None  # a callable: a registry read late
     low: float | None = None
     high: float | None = None
     nullable: bool = False
@@ -38,8 +44,9 @@ class Spec:
         if not ok:
             names = "/".join(k.__name__ for k in kinds)
             raise MedsegError(f"params.yaml: {key}={value!r} has the wrong type; expected {names}")
-        if self.choices is not None and value not in self.choices:
-            allowed = ", ".join(map(str, self.choices))
+        choices = self.choices() if callable(self.choices) else self.choices
+        if choices is not None and value not in choices:
+            allowed = ", ".join(map(str, choices))
             raise MedsegError(f"params.yaml: {key}={value!r} is not allowed; choose one of: {allowed}")
         if isinstance(value, (int, float)) and not is_bool:
             if self.low is not None and value < self.low or self.high is not None and value > self.high:
@@ -48,92 +55,56 @@ class Spec:
                 )
 
 
-def _num(low: float | None = None, high: float | None = None) -> Spec:
+def num(low: float | None = None, high: float | None = None) -> Spec:
     return Spec(float, low=low, high=high)
 
 
-def _int(low: int | None = None, high: int | None = None) -> Spec:
+def integer(low: int | None = None, high: int | None = None) -> Spec:
     return Spec(int, low=low, high=high)
 
 
-MODEL_NAMES = ("unet", "attn_unet", "deeplab", "upernet")
-LOSS_TYPES = (
-    "dice", "bce", "dice_bce", "balanced_ce", "weighted_ce", "focal", "tversky", "focal_tversky"
-)
-
 SCHEMA: dict[str, Any] = {
-    "dataset": {
-        "name": Spec(str, tuple(DATASETS)),
-        "source": Spec(str),
-        "phantom": {
-            "cases": _int(3, 10_000),
-            "depth": _int(4, 1_000),
-            "size": _int(16, 2_048),
-            "seed": _int(0),
-        },
-    },
     "convert": {
-        "size": _int(16, 2_048),
-        "window_level": _num(),
-        "window_width": _num(1),
-        "workers": _int(0, 256),
+        "size": integer(16, 2_048),
+        "window_level": num(),
+        "window_width": num(1),
+        "workers": integer(0, 256),
         "on_error": Spec(str, ("fail", "skip")),
     },
     "split": {
-        "fractions": {"train": _num(0, 1), "val": _num(0, 1), "test": _num(0, 1)},
-        "seed": _int(0),
+        "fractions": {"train": num(0, 1), "val": num(0, 1), "test": num(0, 1)},
+        "seed": integer(0),
     },
-    "balance": {"neg_keep": _num(0, 1), "pos_repeat": _num(0, 100), "seed": _int(0)},
+    "balance": {"neg_keep": num(0, 1), "pos_repeat": num(0, 100), "seed": integer(0)},
     "augment": {
-        "hflip": _num(0, 1),
-        "vflip": _num(0, 1),
-        "affine": _num(0, 1),
-        "elastic": _num(0, 1),
-        "grid_distortion": _num(0, 1),
-        "brightness_contrast": _num(0, 1),
-        "noise": _num(0, 1),
-        "coarse_dropout": _num(0, 1),
+        "hflip": num(0, 1),
+        "vflip": num(0, 1),
+        "affine": num(0, 1),
+        "elastic": num(0, 1),
+        "grid_distortion": num(0, 1),
+        "brightness_contrast": num(0, 1),
+        "noise": num(0, 1),
+        "coarse_dropout": num(0, 1),
     },
     "train": {
-        "epochs": _int(1, 100_000),
-        "batch_size": _int(1, 4_096),
+        "epochs": integer(1, 100_000),
+        "batch_size": integer(1, 4_096),
         "optimizer": Spec(str, ("adam", "adamw", "sgd")),
-        "lr": _num(0, 10),
-        "weight_decay": _num(0, 1),
+        "lr": num(0, 10),
+        "weight_decay": num(0, 1),
         "scheduler": Spec(str, ("cosine", "none")),
-        "warmup_epochs": _int(0, 100_000),
-        "min_lr": _num(0, 10),
-        "grad_accum": _int(1, 1_024),
-        "grad_clip": _num(0, 1e6),
+        "warmup_epochs": integer(0, 100_000),
+        "min_lr": num(0, 10),
+        "grad_accum": integer(1, 1_024),
+        "grad_clip": num(0, 1e6),
         "amp": Spec(str, ("auto", "bf16", "fp16", "off")),
         "channels_last": Spec(bool),
-        "patience": _int(0, 100_000),
-        "ema": _num(0, 0.99999),
-        "seed": _int(0),
+        "patience": integer(0, 100_000),
+        "ema": num(0, 0.99999),
+        "seed": integer(0),
         "device": Spec(str, ("auto", "cpu", "cuda")),
-        "workers": _int(0, 256),
-        "threshold": _num(0, 1),
-    },
-    "loss": {
-        "type": Spec(str, LOSS_TYPES),
-        "pos_weight": _num(0, 10_000),
-        "tversky_alpha": _num(0, 1),
-        "tversky_beta": _num(0, 1),
-        "focal_gamma": _num(0, 10),
-    },
-    "models": {
-        "unet": {"width": _int(1, 1_024)},
-        "attn_unet": {"width": _int(1, 1_024)},
-        "deeplab": {
-            "encoder": Spec(str),
-            "decoder_channels": _int(8, 4_096),
-            "pretrained": Spec((bool, str), (False, "imagenet")),
-        },
-        "upernet": {
-            "encoder": Spec(str),
-            "decoder_channels": _int(8, 4_096),
-            "pretrained": Spec((bool, str), (False, "imagenet")),
-        },
+        "workers": integer(0, 256),
+        "threshold": num(0, 1),
     },
     "evaluate": {
         "empty": Spec(str, ("one", "nan", "zero")),
@@ -141,10 +112,10 @@ SCHEMA: dict[str, Any] = {
         "tta": Spec(bool),
         "min_area": Spec((int, str)),
         "largest_component": Spec(bool),
-        "pr_max_pixels": _int(1_000, 100_000_000),
-        "seed": _int(0),
+        "pr_max_pixels": integer(1_000, 100_000_000),
+        "seed": integer(0),
     },
-    "visualize": {"cases": _int(1, 100)},
+    "visualize": {"cases": integer(1, 100)},
 }
 
 
@@ -165,19 +136,19 @@ def _validate(prefix: str, schema: dict[str, Any], values: Any) -> None:
             spec.check(dotted, values[key])
 
 
-def load_section(name: str, path: Path = PARAMS_FILE) -> dict[str, Any]:
-    """Return the validated section `name` (dotted, e.g. 'models.unet') of params.yaml."""
+def load_section(name: str, path: Path = PARAMS_FILE, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Return the validated section `name` (dotted, e.g. 'models.unet') of params.yaml, checked
+    against `schema` (default: its entry in SCHEMA)."""
     try:
         params = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as err:
         raise MedsegError(f"{path}: cannot read params: {err}".splitlines()[0]) from err
-    schema: Any = SCHEMA
     values: Any = params
     for part in name.split("."):
         if not isinstance(values, dict) or part not in values:
             raise MedsegError(f"{path}: missing section {name}")
-        schema, values = schema[part], values[part]
-    _validate(name, schema, values)
+        values = values[part]
+    _validate(name, SCHEMA[name] if schema is None else schema, values)
     extra_checks(name, values)
     return values
 

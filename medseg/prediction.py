@@ -9,11 +9,10 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from medseg.datasets.files import is_clutter, read_image
-from medseg.datasets.msd import NIFTI_SUFFIXES, load_canonical, modality, normalise, upright
-from medseg.datasets.siim import read_dicom, to_unit_range
+from medseg.datasets.files import NIFTI_SUFFIXES, is_clutter
 from medseg.errors import MedsegError
 from medseg.inference import predict_probs
+from medseg.preprocess import dicom_image, file_image, model_input, nifti_volume, upright, volume_slice
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -45,50 +44,31 @@ def list_sources(source: Path) -> list[Path]:
     return found
 
 
-def _unit_image(path: Path) -> np.ndarray:
-    """A 2D file as (H, W, C) float in [0, 1], colour in RGB (file) order."""
-    array = read_image(path)
-    if array.ndim == 3 and array.shape[2] == 4:
-        array = cv2.cvtColor(array, cv2.COLOR_BGRA2BGR)
-    if array.ndim == 3:
-        array = np.ascontiguousarray(array[..., ::-1])
-    scale = 255.0 if array.dtype == np.uint8 else float(max(array.max(), 1))
-    image = array.astype(np.float32) / scale
-    return image if image.ndim == 3 else image[..., None]
-
-
-def _match_channels(image: np.ndarray, channels: int) -> np.ndarray:
-    if image.shape[2] == channels:
-        return image
-    if channels == 1:
-        return image.mean(axis=2, keepdims=True)
-    return np.repeat(image[..., :1], channels, axis=2)
-
-
-def _to_model_input(images: list[np.ndarray], size: int, channels: int) -> np.ndarray:
-    """Resize like `convert` did (area averaging) and quantise to the uint8 the model saw."""
-    batch = []
-    for image in images:
-        resized = cv2.resize(_match_channels(image, channels), (size, size), interpolation=cv2.INTER_AREA)
-        resized = resized.reshape(size, size, channels)
-        batch.append(np.clip(np.round(resized * 255), 0, 255).astype(np.uint8))
-    return np.stack(batch)
+def model_inputs(images: list[np.ndarray], pre: dict[str, Any]) -> np.ndarray:
+    """The uint8 batch the model sees: each unit-range image through convert's own path."""
+    return np.stack([model_input(image, pre["size"], pre["channels"]) for image in images])
 
 
 def _probs_at(model: torch.nn.Module, images: list[np.ndarray], pre: dict[str, Any], device: torch.device,
               tta: bool) -> list[np.ndarray]:
-    probs = predict_probs(model, _to_model_input(images, pre["size"], pre["channels"]), device, tta=tta)
+    probs = predict_probs(model, model_inputs(images, pre), device, tta=tta)
     return [cv2.resize(p, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
             for p, img in zip(probs, images)]
 
 
+def unit_images(path: Path, pre: dict[str, Any]) -> list[np.ndarray]:
+    """A source file's images in [0, 1], read as `convert` reads them: one for a 2D file or DICOM,
+    the upright axial slices for a NIfTI volume."""
+    kind = kind_of(path)
+    if kind == "nifti":
+        volume, _ = nifti_volume(path, pre)
+        return [volume_slice(volume, k) for k in range(volume.shape[2])]
+    return [dicom_image(path)[1] if kind == "dicom" else file_image(path)]
+
+
 def predict_2d(path: Path, model, pre, device, threshold: float, tta: bool) -> tuple[np.ndarray, np.ndarray]:
     """(image in [0, 1], bool mask at the file's own height x width) of a 2D image or DICOM."""
-    if kind_of(path) == "dicom":
-        ds, pixels = read_dicom(path)
-        image = to_unit_range(ds, pixels)[..., None]
-    else:
-        image = _unit_image(path)
+    image = unit_images(path, pre)[0]
     prob = _probs_at(model, [image], pre, device, tta)[0]
     return image, prob >= threshold
 
@@ -96,12 +76,7 @@ def predict_2d(path: Path, model, pre, device, threshold: float, tta: bool) -> t
 def predict_nifti(path: Path, model, pre, device, threshold: float, tta: bool) -> nib.Nifti1Image:
     """A uint8 label volume with the input's shape and affine, slices predicted upright as trained."""
     original = nib.load(str(path))
-    volume, _ = load_canonical(path)
-    if volume.ndim == 4:
-        volume = volume[..., 0]
-    volume = normalise(volume, modality(path, volume), pre)
-    slices = [np.ascontiguousarray(upright(volume[:, :, k]))[..., None] for k in range(volume.shape[2])]
-    probs = _probs_at(model, slices, pre, device, tta)
+    probs = _probs_at(model, unit_images(path, pre), pre, device, tta)
     mask_ras = np.stack([upright(p >= threshold) for p in probs], axis=2)  # upright is its own inverse
     to_original = nib.orientations.ornt_transform(
         nib.orientations.axcodes2ornt(("R", "A", "S")), nib.orientations.io_orientation(original.affine))

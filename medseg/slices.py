@@ -1,157 +1,23 @@
-"""The converted slice store, data/slices/: images/ and masks/ PNGs plus manifest.csv.
-
-A case is converted all or nothing: with `convert.on_error: skip` an unreadable case is left out
-whole (no slice of it written) and reported, instead of stopping the stage.
-"""
+"""Reading the slice store (data/slices/) and the split over it: what every stage after
+`convert` sees of the data."""
 from __future__ import annotations
 
-import hashlib
-import importlib
 import json
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
-from medseg.datasets import CaseRef, Slice
+from medseg import paths
 from medseg.datasets.files import read_image
 from medseg.errors import MedsegError
 
-MANIFEST_COLUMNS = ["slice_id", "group", "source", "index", "fg_pixels", "spacing", "height", "width",
-                    "pixel_hash"]
-SKIPPED_COLUMNS = ["case_id", "source", "error"]
+SLICES = paths.SLICES
 
 
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
-
-
-def _write_png(path: Path, array: np.ndarray) -> None:
-    if array.ndim == 3 and array.shape[2] == 3:
-        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
-    elif array.ndim == 3:
-        array = array[..., 0]
-    if not cv2.imwrite(str(path), array):
-        raise MedsegError(f"{path}: cannot write PNG")
-
-
-def _resized(sl: Slice, size: int) -> tuple[np.ndarray, np.ndarray]:
-    image = cv2.resize(sl.image, (size, size), interpolation=cv2.INTER_AREA)
-    if image.ndim == 2:
-        image = image[..., None]
-    mask = cv2.resize(sl.mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
-    return image, mask
-
-
-def pixel_hash(pixels: np.ndarray) -> str:
-    """Content hash of a slice, so images stored twice under two ids share a split group;
-    empty for constant slices (blank slices of different patients must not be merged)."""
-    if pixels.min() == pixels.max():
-        return ""
-    return hashlib.sha256(pixels.tobytes()).hexdigest()[:20]
-
-
-def convert_case(fmt_name: str, case: CaseRef, cfg: dict[str, Any], raw: Path, out: Path) -> list[dict]:
-    """Read one case with its format module, write its slices, return its manifest rows.
-
-    All or nothing: when reading fails part-way, the slices already written are removed again,
-    so a skipped case leaves no file behind."""
-    fmt = importlib.import_module(fmt_name)
-    rows: list[dict] = []
-    written: list[Path] = []
-    try:
-        for sl in fmt.read_case(case, cfg):
-            rows.append(_write_slice(case, sl, cfg["size"], raw, out, written))
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
-    return rows
-
-
-def _write_slice(case: CaseRef, sl: Slice, size: int, raw: Path, out: Path, written: list[Path]) -> dict:
-    """Write one slice's image and mask PNGs (appending their paths to `written`); its manifest row."""
-    image, mask = _resized(sl, size)
-    slice_id = f"{case.case_id}_{sl.index:04d}"
-    pixels = _to_uint8(image)
-    for folder, array in (("images", pixels), ("masks", mask * 255)):
-        path = out / folder / f"{slice_id}.png"
-        written.append(path)
-        _write_png(path, array)
-    spacing = ""
-    if sl.spacing is not None:
-        h, w = sl.mask.shape
-        spacing = f"{sl.spacing[0] * h / size:.4f}x{sl.spacing[1] * w / size:.4f}x{sl.spacing[2]:.4f}"
-    return {
-        "slice_id": slice_id, "group": case.group, "source": str(case.image.relative_to(raw)),
-        "index": sl.index, "fg_pixels": int(mask.sum()), "spacing": spacing,
-        "height": sl.mask.shape[0], "width": sl.mask.shape[1], "channels": image.shape[2],
-        "pixel_hash": pixel_hash(pixels),
-    }
-
-
-def convert_or_skip(fmt_name: str, case: CaseRef, cfg: dict[str, Any], raw: Path,
-                    out: Path) -> tuple[list[dict], dict[str, str] | None]:
-    """(rows, None) for a converted case; ([], skipped-row) for an unreadable one when
-    `cfg['on_error']` is 'skip'. With 'fail' the MedsegError propagates."""
-    try:
-        return convert_case(fmt_name, case, cfg, raw, out), None
-    except MedsegError as err:
-        if cfg["on_error"] != "skip":
-            raise
-        return [], {"case_id": case.case_id, "source": str(case.image.relative_to(raw)), "error": str(err)}
-
-
-def _convert_in_pool(fmt_name: str, cases: list[CaseRef], cfg: dict[str, Any], raw: Path, out: Path,
-                     bar: tqdm) -> list[tuple[list[dict], dict[str, str] | None]]:
-    """convert_or_skip over `cases` in worker processes, results in case order. On the first
-    error the queued cases are cancelled and the running ones finish before it propagates, so
-    no worker still writes into `out` when the caller removes it."""
-    results = []
-    with ProcessPoolExecutor(max_workers=cfg["workers"]) as pool:
-        futures = [pool.submit(convert_or_skip, fmt_name, c, cfg, raw, out) for c in cases]
-        try:
-            for fut in futures:
-                results.append(fut.result())
-                bar.update()
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-    return results
-
-
-def convert_all(fmt_name: str, cases: list[CaseRef], cfg: dict[str, Any], raw: Path,
-                out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Convert every case (in `cfg['workers']` processes) into `out`; return the manifest and
-    the skipped cases (case_id, source, error; empty unless `cfg['on_error']` is 'skip')."""
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "masks").mkdir(exist_ok=True)
-    with tqdm(total=len(cases), desc="convert", unit="case") as bar:  # closed before an error line prints
-        if cfg["workers"] <= 1:
-            results = []
-            for case in cases:
-                results.append(convert_or_skip(fmt_name, case, cfg, raw, out))
-                bar.update()
-        else:
-            results = _convert_in_pool(fmt_name, cases, cfg, raw, out, bar)
-    rows = [row for case_rows, _ in results for row in case_rows]
-    skipped = pd.DataFrame([s for _, s in results if s is not None], columns=SKIPPED_COLUMNS)
-    if cases and len(skipped) == len(cases):
-        raise MedsegError(f"{raw}: no readable cases ({len(cases)} skipped; first: {skipped['error'].iloc[0]})")
-    if not rows:
-        raise MedsegError(f"{raw}: the dataset holds no slices")
-    manifest = pd.DataFrame(rows)
-    dupes = manifest["slice_id"][manifest["slice_id"].duplicated()]
-    if len(dupes):
-        raise MedsegError(f"{raw}: duplicate slice id {dupes.iloc[0]!r}")
-    return manifest, skipped
-
-
-def read_manifest(slices: Path) -> pd.DataFrame:
+def read_manifest(slices: Path = paths.SLICES) -> pd.DataFrame:
     path = slices / "manifest.csv"
     if not path.exists():
         raise MedsegError(f"{path}: missing; run the convert stage first")
@@ -159,7 +25,7 @@ def read_manifest(slices: Path) -> pd.DataFrame:
                        keep_default_na=False)
 
 
-def dataset_info(slices: Path) -> dict[str, Any]:
+def dataset_info(slices: Path = paths.SLICES) -> dict[str, Any]:
     return json.loads((slices / "info.json").read_text())
 
 
@@ -180,3 +46,24 @@ def load_arrays(slices: Path, slice_ids: list[str], channels: int) -> tuple[np.n
     images = np.stack([read_png(slices / "images" / f"{s}.png", channels) for s in slice_ids])
     masks = np.stack([read_png(slices / "masks" / f"{s}.png", 0) for s in slice_ids])
     return images, (masks > 127).astype(np.uint8)
+
+
+def read_split(path: Path = paths.SPLIT_CSV) -> pd.DataFrame:
+    """slice_id -> split (train/val/test) and group, as the `split` stage wrote it."""
+    if not path.exists():
+        raise MedsegError(f"{path}: missing; run the split stage first")
+    return pd.read_csv(path, dtype={"slice_id": str, "group": str})
+
+
+def split_rows(name: str, slices: Path = paths.SLICES, split_csv: Path = paths.SPLIT_CSV) -> pd.DataFrame:
+    """The manifest rows of split `name` (train, val or test) in manifest order, with their split."""
+    split = read_split(split_csv)
+    rows = read_manifest(slices).merge(split[["slice_id", "split"]], on="slice_id")
+    return rows[rows["split"] == name].reset_index(drop=True)
+
+
+def read_sampling(path: Path = paths.SAMPLING_CSV) -> pd.DataFrame:
+    """slice_id -> repeats per epoch of the train split, as the `balance` stage wrote it."""
+    if not path.exists():
+        raise MedsegError(f"{path}: missing; run the balance stage first")
+    return pd.read_csv(path, dtype={"slice_id": str})

@@ -28,6 +28,7 @@ from medseg.hardware import pick_amp_dtype, pick_device
 from medseg.inference import autocast, predict_probs
 from medseg.losses import build_loss
 from medseg.metrics import best_f1_threshold, global_dice, pixel_pr
+from medseg.outputs import write_atomic
 from medseg.torchdata import SliceDataset
 
 log = logging.getLogger("medseg.train")
@@ -63,7 +64,7 @@ def lr_factor(epoch: int, cfg: dict[str, Any]) -> float:
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def _optimizer(model: nn.Module, cfg: dict[str, Any]) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: dict[str, Any]) -> torch.optim.Optimizer:
     if cfg["optimizer"] == "sgd":
         return torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=0.9,
                                weight_decay=cfg["weight_decay"], nesterov=True)
@@ -100,7 +101,7 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
     if device.type == "cuda":  # fixed input sizes: let cuDNN pick its fastest kernels (GPU runs are not bit-exact)
         torch.backends.cudnn.benchmark = True
     model = model.to(device=device, memory_format=memory_format)
-    optimizer = _optimizer(model, cfg)
+    optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, cfg))
     criterion = build_loss(loss_cfg).to(device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
@@ -110,21 +111,11 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
     if info.world_size > 1:  # another world size is another effective batch: not the same run
         run_config["world_size"] = info.world_size
     fingerprint = data.fingerprint(run_config)
-    state = RunState()
     last, best = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
-    resume = False
-    if last.exists():
-        ckpt = load_checkpoint(last)
-        if ckpt.get("fingerprint") == fingerprint and not ckpt["train_state"]["finished"] and best.exists():
-            model.load_state_dict(ckpt["state_dict"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            scaler.load_state_dict(ckpt["scaler"])
-            if ema is not None:
-                ema.load_state_dict(ckpt["ema"])
-            state = RunState(**ckpt["train_state"])
-            resume = True
-            log.info("resuming %s from %s after epoch %d", name, last, state.epoch)
+    resumed = resume_from(last, best, fingerprint, model, optimizer, scheduler, scaler, ema)
+    resume, state = resumed is not None, resumed or RunState()
+    if resume:
+        log.info("resuming %s from %s after epoch %d", name, last, state.epoch)
     if not resume and info.is_main:  # best.pt persists across `dvc repro`: no stale best of another run
         best.unlink(missing_ok=True)
     barrier()  # every rank has read last.pt before rank 0 may overwrite it
@@ -145,8 +136,8 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
             # each rank its own augmentation draws; rank 0 (and a single process) keeps epoch_seed
             dataset = SliceDataset(data.train_images, data.train_masks, order,
                                    build_augmentation(aug_cfg, epoch_seed + 1_000_003 * info.rank))
-            loader = _loader(dataset, cfg, state.epoch, epoch_seed, device, info)
-            train_loss = _train_epoch(model, loader, criterion, optimizer, scaler, cfg, device,
+            loader = make_loader(dataset, cfg, state.epoch, epoch_seed, device, info)
+            train_loss = train_epoch(model, loader, criterion, optimizer, scaler, cfg, device,
                                       amp_dtype, memory_format, ema)
             train_loss = mean_over_ranks(train_loss, device)
             scored = core if ema is None else ema.module  # with EMA, the average is what we keep
@@ -189,6 +180,24 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
     return state
 
 
+def resume_from(last: Path, best: Path, fingerprint: str, model: nn.Module, optimizer, scheduler, scaler,
+                ema: AveragedModel | None) -> RunState | None:
+    """Load an unfinished run of the same fingerprint from `last` into the training objects and
+    return its state; None (nothing loaded) when there is no such run to continue."""
+    if not last.exists():
+        return None
+    ckpt = load_checkpoint(last)
+    if ckpt.get("fingerprint") != fingerprint or ckpt["train_state"]["finished"] or not best.exists():
+        return None
+    model.load_state_dict(ckpt["state_dict"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    scaler.load_state_dict(ckpt["scaler"])
+    if ema is not None:
+        ema.load_state_dict(ckpt["ema"])
+    return RunState(**ckpt["train_state"])
+
+
 def rewind_live(live_dir: Path, epochs_done: int) -> None:
     """Drop dvclive rows logged after the checkpoint we resume from.
 
@@ -202,8 +211,8 @@ def rewind_live(live_dir: Path, epochs_done: int) -> None:
             write_atomic(tsv, kept.to_csv(sep="\t", index=False).encode())
 
 
-def _loader(dataset: SliceDataset, cfg: dict[str, Any], epoch: int, epoch_seed: int, device: torch.device,
-            info: DistInfo) -> DataLoader:
+def make_loader(dataset: SliceDataset, cfg: dict[str, Any], epoch: int, epoch_seed: int, device: torch.device,
+                info: DistInfo) -> DataLoader:
     """A shuffled loader over the epoch; under DDP over this rank's share (equal on every rank)."""
     sampler = None
     if info.world_size > 1:
@@ -232,7 +241,7 @@ def _store_val_threshold(best: Path, data: TrainData, cfg: dict[str, Any], devic
     log.info("val best-F1 threshold %.3f stored in %s", ckpt["threshold"], best)
 
 
-def _train_epoch(model, loader, criterion, optimizer, scaler, cfg, device, amp_dtype, memory_format,
+def train_epoch(model, loader, criterion, optimizer, scaler, cfg, device, amp_dtype, memory_format,
                  ema: AveragedModel | None) -> float:
     model.train()
     total, count = 0.0, 0

@@ -1,42 +1,65 @@
-"""The four networks behind one factory; every one returns N x 1 x H x W logits for any H, W."""
+"""The four networks behind one factory; every one returns N x 1 x H x W logits for any H, W.
+
+The registry is plain data, so reading the model names and their params (as params validation
+does in every stage) imports no deep-learning library; a builder module is imported on first use.
+Networks know nothing of the pipeline: nothing here imports medseg.
+"""
 from __future__ import annotations
 
+import importlib
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
-from torch import nn
 
-from medseg.errors import MedsegError
-from models.attn_unet import attention_unet
-from models.deeplab import deeplab_v3plus
-from models.padding import PadToMultiple
-from models.unet import classic_unet
-from models.upernet import upernet
+@dataclass(frozen=True)
+class Architecture:
+    """Where a network's builder lives, the side multiple its input is padded to, and its params:
+    name -> {"kind": type or types, and "low"/"high" or "choices"} (the `models.<name>` section)."""
 
-BUILDERS = {
-    "unet": (classic_unet, 16),
-    "attn_unet": (attention_unet, 16),
-    "deeplab": (deeplab_v3plus, 16),
-    "upernet": (upernet, 32),
+    module: str
+    builder: str
+    multiple: int
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+_WIDTH = {"width": {"kind": int, "low": 1, "high": 1_024}}
+_ENCODER_DECODER = {
+    "encoder": {"kind": str},
+    "decoder_channels": {"kind": int, "low": 8, "high": 4_096},
+    "pretrained": {"kind": (bool, str), "choices": (False, "imagenet")},
 }
-
-
-def build_model(name: str, in_channels: int, **params: Any) -> nn.Module:
-    """Build model `name` from its `models.<name>` params section, wrapped to accept any size."""
-    if name not in BUILDERS:
-        raise MedsegError(f"unknown model {name!r}; known: {', '.join(BUILDERS)}")
-    builder, multiple = BUILDERS[name]
-    net = builder(in_channels=in_channels, **params)
-    init_foreground_prior(net, FOREGROUND_PRIOR)
-    return PadToMultiple(net, multiple)
-
-
+ARCHITECTURES: dict[str, Architecture] = {
+    "unet": Architecture("models.unet", "classic_unet", 16, _WIDTH),
+    "attn_unet": Architecture("models.attn_unet", "attention_unet", 16, _WIDTH),
+    "deeplab": Architecture("models.deeplab", "deeplab_v3plus", 16, _ENCODER_DECODER),
+    "upernet": Architecture("models.upernet", "upernet", 32, _ENCODER_DECODER),
+}
+MODEL_NAMES: tuple[str, ...] = tuple(ARCHITECTURES)
 FOREGROUND_PRIOR = 0.01
 
 
-def init_foreground_prior(net: nn.Module, prior: float) -> None:
+def build_model(name: str, in_channels: int, **params: Any):
+    """Build model `name` from its `models.<name>` params section, wrapped to accept any size.
+
+    Raises KeyError for an unknown name and models.encoders.WeightsUnavailable when pretrained
+    weights cannot be fetched."""
+    from models.padding import PadToMultiple
+
+    if name not in ARCHITECTURES:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
+    arch = ARCHITECTURES[name]
+    builder = getattr(importlib.import_module(arch.module), arch.builder)
+    net = builder(in_channels=in_channels, **params)
+    init_foreground_prior(net, FOREGROUND_PRIOR)
+    return PadToMultiple(net, arch.multiple)
+
+
+def init_foreground_prior(net, prior: float) -> None:
     """Start the output layer at a rare-foreground prior (Lin et al. 2017) instead of p=0.5, so
     early training is not spent unlearning a flood of false positives."""
+    from torch import nn
+
     heads = [m for m in net.modules() if isinstance(m, nn.Conv2d) and m.out_channels == 1]
     if heads and heads[-1].bias is not None:
         nn.init.constant_(heads[-1].bias, math.log(prior / (1 - prior)))

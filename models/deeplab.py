@@ -19,4 +19,4 @@ def deeplab_v3plus(in_channels: int, encoder: str = "resnet50", decoder_channels
             encoder_name=encoder, encoder_weights=weights, in_channels=in_channels, classes=1,
             encoder_output_stride=16, decoder_atrous_rates=(6, 12, 18),
             decoder_channels=decoder_channels),
-        pretrained, "models.deeplab.pretrained")
+        pretrained)

@@ -17,4 +17,4 @@ def upernet(in_channels: int, encoder: str = "tu-convnext_tiny", decoder_channel
         lambda weights: smp.UPerNet(
             encoder_name=encoder, encoder_weights=weights, in_channels=in_channels, classes=1,
             decoder_channels=decoder_channels),
-        pretrained, "models.upernet.pretrained")
+        pretrained)

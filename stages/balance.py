@@ -3,16 +3,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
-
-import pandas as pd
-
+from medseg import paths
 from medseg.cli import run_stage
 from medseg.errors import MedsegError
 from medseg.outputs import write_atomic, write_json
 from medseg.params import load_section
 from medseg.sampling import class_statistics, sampling_table
-from medseg.slices import dataset_info, read_manifest
+from medseg.slices import dataset_info, split_rows
 
 log = logging.getLogger("medseg.balance")
 
@@ -20,17 +17,14 @@ log = logging.getLogger("medseg.balance")
 def main() -> None:
     argparse.ArgumentParser(description=__doc__).parse_args()
     cfg = load_section("balance")
-    slices = Path("data/slices")
-    manifest = read_manifest(slices)
-    split = pd.read_csv("data/split.csv", dtype={"slice_id": str, "group": str})
-    train = manifest[manifest["slice_id"].isin(split.loc[split["split"] == "train", "slice_id"])]
+    train = split_rows("train")
     if not (train["fg_pixels"] > 0).any():
-        raise MedsegError("data/split.csv: the train split has no slice with foreground")
-    table = sampling_table(train.reset_index(drop=True), cfg["neg_keep"], cfg["pos_repeat"], cfg["seed"])
-    size = dataset_info(slices)["size"]
+        raise MedsegError(f"{paths.SPLIT_CSV}: the train split has no slice with foreground")
+    table = sampling_table(train, cfg["neg_keep"], cfg["pos_repeat"], cfg["seed"])
+    size = dataset_info()["size"]
     stats = class_statistics(train, table, size * size)
-    write_atomic(Path("data/train_sampling.csv"), table.to_csv(index=False))
-    write_json(Path("results/balance/metrics.json"), stats)
+    write_atomic(paths.SAMPLING_CSV, table.to_csv(index=False))
+    write_json(paths.stage_results("balance") / "metrics.json", stats)
     log.info("train slices %d -> %d per epoch (%d positive draws); fg share %.4f -> %.4f",
              stats["slices_before"], stats["slices_after"], stats["positive_after"],
              stats["fg_share_before"], stats["fg_share_after"])

@@ -12,16 +12,16 @@ import time
 from pathlib import Path
 from types import ModuleType
 
+from medseg import paths
 from medseg.cli import run_stage
-from medseg.datasets import CaseRef, format_for, phantom_writer
+from medseg.datasets import CaseRef
+from medseg.datasets.registry import DATASET_PARAMS, format_for, phantom_writer
 from medseg.outputs import staged_dir, write_atomic, write_json
 from medseg.params import load_section
-from medseg.slices import MANIFEST_COLUMNS, convert_all
+from medseg.conversion import MANIFEST_COLUMNS, convert_all
 
 log = logging.getLogger("medseg.convert")
-RAW = Path("data/raw")
-SLICES = Path("data/slices")
-RESULTS = Path("results/convert")
+SLICES, RESULTS = paths.SLICES, paths.stage_results("convert")
 
 
 def warn_on_count_mismatch(fmt: ModuleType, cases: list[CaseRef], raw: Path) -> None:
@@ -35,9 +35,9 @@ def warn_on_count_mismatch(fmt: ModuleType, cases: list[CaseRef], raw: Path) -> 
 
 def main() -> None:
     argparse.ArgumentParser(description=__doc__).parse_args()
-    dataset = load_section("dataset")
+    dataset = load_section("dataset", schema=DATASET_PARAMS)
     cfg = load_section("convert")
-    raw = RAW / dataset["name"]
+    raw = paths.raw_dir(dataset["name"])
     fmt = format_for(dataset["name"])
     started = time.perf_counter()
     cases = fmt.list_cases(raw)

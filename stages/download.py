@@ -7,34 +7,32 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
-
+from medseg import paths
 from medseg.cli import run_stage
-from medseg.datasets import format_for, phantom_writer
+from medseg.datasets.registry import DATASET_PARAMS, format_for, phantom_writer
 from medseg.outputs import staged_dir
 from medseg.params import load_section
 
 log = logging.getLogger("medseg.download")
-RAW = Path("data/raw")
 
 
 def main() -> None:
     argparse.ArgumentParser(description=__doc__).parse_args()
-    cfg = load_section("dataset")
+    cfg = load_section("dataset", schema=DATASET_PARAMS)
     format_for(cfg["name"])  # rejects unknown names before anything is written
     writer = phantom_writer(cfg["name"])
-    with staged_dir(RAW) as tmp:
+    with staged_dir(paths.RAW) as tmp:
         target = tmp / cfg["name"]
         if writer is not None:
             ph = cfg["phantom"]
             target.mkdir()
             writer.write(target, ph["cases"], ph["depth"], ph["size"], ph["seed"])
-            log.info("wrote %d phantom cases (%s) to %s", ph["cases"], cfg["name"], RAW / cfg["name"])
+            log.info("wrote %d phantom cases (%s) to %s", ph["cases"], cfg["name"], paths.raw_dir(cfg["name"]))
         else:
             from medseg.fetch import fetch_dataset
 
             fetch_dataset(cfg["name"], cfg["source"], target)
-            log.info("%s is in %s", cfg["name"], RAW / cfg["name"])
+            log.info("%s is in %s", cfg["name"], paths.raw_dir(cfg["name"]))
 
 
 if __name__ == "__main__":

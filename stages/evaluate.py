@@ -1,55 +1,69 @@
 """Stage `evaluate`: score every trained model on the test split (threshold, min_area chosen on val).
 
 Writes results/evaluate/<model>/{metrics.json, per_case.csv, per_image.csv, pr.csv},
-results/evaluate/summary.md and the test probabilities to data/predictions/<model>.npz.
+results/evaluate/summary.md and, in data/predictions/<model>.npz, the test probabilities and the
+exact binary masks that were scored (visualize draws those, never a re-thresholded copy).
 """
 from __future__ import annotations
 
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from medseg import paths
 from medseg.checkpoints import load_checkpoint, model_from_checkpoint
 from medseg.cli import run_stage
+from medseg.errors import MedsegError
 from medseg.evaluation import per_case_table, per_image_table, summarize, summary_markdown, tune_min_area
 from medseg.hardware import pick_device
 from medseg.inference import predict_probs
 from medseg.metrics import best_f1_threshold, pixel_pr
 from medseg.outputs import staged_dir, write_atomic, write_json
-from medseg.params import MODEL_NAMES, load_section
+from medseg.params import load_section
 from medseg.postprocess import clean_stack
-from medseg.slices import dataset_info, load_arrays, read_manifest
+from medseg.slices import SLICES, dataset_info, load_arrays, split_rows
+from models import MODEL_NAMES
 
 log = logging.getLogger("medseg.evaluate")
-SLICES = Path("data/slices")
+
+
+def choose_threshold(ckpt: dict[str, Any], path: Path, cfg: dict[str, Any],
+                     val_probs: np.ndarray | None, val_masks: np.ndarray) -> tuple[float, str]:
+    """The probability cut-off and where it came from: an explicit number, else the val best-F1
+    threshold train stored in best.pt, recomputed on val only when TTA changes the probabilities."""
+    if cfg["threshold"] != "auto":
+        return float(cfg["threshold"]), "evaluate.threshold"
+    if cfg["tta"]:
+        _, prec, rec, thr = pixel_pr(val_probs, val_masks, cfg["pr_max_pixels"], cfg["seed"])
+        return best_f1_threshold(prec, rec, thr), "best pixel F1 on val, with TTA"
+    if "threshold_source" not in ckpt:
+        raise MedsegError(f"{path}: holds no val threshold (its training did not finish); run its train stage")
+    return float(ckpt["threshold"]), ckpt["threshold_source"]
 
 
 def main() -> None:
     argparse.ArgumentParser(description=__doc__).parse_args()
     cfg = load_section("evaluate")
-    manifest = read_manifest(SLICES)
-    split = pd.read_csv("data/split.csv", dtype={"slice_id": str, "group": str})
-    rows = manifest.merge(split[["slice_id", "split"]], on="slice_id")
-    channels = dataset_info(SLICES)["channels"]
-    val, test = rows[rows["split"] == "val"], rows[rows["split"] == "test"]
+    val, test = split_rows("val"), split_rows("test")
+    channels = dataset_info()["channels"]
     val_images, val_masks = load_arrays(SLICES, val["slice_id"].tolist(), channels)
     test_images, test_masks = load_arrays(SLICES, test["slice_id"].tolist(), channels)
     gt = test_masks.astype(bool)
     device = pick_device("auto")
     summary = {}
-    with staged_dir(Path("results/evaluate")) as out, staged_dir(Path("data/predictions")) as preds:
+    with staged_dir(paths.EVALUATE) as out, staged_dir(paths.PREDICTIONS) as preds:
         for name in MODEL_NAMES:
-            path = Path("data/models") / name / "best.pt"
-            model = model_from_checkpoint(load_checkpoint(path), path).to(device)
-            threshold, min_area = cfg["threshold"], cfg["min_area"]
-            if "auto" in (threshold, min_area):
-                val_probs = predict_probs(model, val_images, device, tta=cfg["tta"])
-            if threshold == "auto":
-                _, prec, rec, thr = pixel_pr(val_probs, val_masks, cfg["pr_max_pixels"], cfg["seed"])
-                threshold = best_f1_threshold(prec, rec, thr)
+            path = paths.model_dir(name) / "best.pt"
+            ckpt = load_checkpoint(path)
+            model = model_from_checkpoint(ckpt, path).to(device)
+            needs_val = cfg["min_area"] == "auto" or cfg["threshold"] == "auto" and cfg["tta"]
+            val_probs = predict_probs(model, val_images, device, tta=cfg["tta"]) if needs_val else None
+            threshold, source = choose_threshold(ckpt, path, cfg, val_probs, val_masks)
+            min_area = cfg["min_area"]
             if min_area == "auto":
                 min_area = tune_min_area(val, val_probs, val_masks.astype(bool), threshold,
                                          cfg["empty"], cfg["largest_component"])
@@ -57,19 +71,24 @@ def main() -> None:
             pred = clean_stack(probs >= threshold, min_area, cfg["largest_component"])
             images = per_image_table(test, pred, gt, cfg["empty"])
             cases = per_case_table(test, pred, gt, cfg["empty"])
-            metrics, pr = summarize(images, cases, pred, gt, probs, float(threshold), min_area, cfg)
-            (out / name).mkdir()
-            write_json(out / name / "metrics.json", metrics)
-            cases.to_csv(out / name / "per_case.csv", index=False, float_format="%.6f")
-            images.to_csv(out / name / "per_image.csv", index=False, float_format="%.6f")
-            pr.to_csv(out / name / "pr.csv", index=False, float_format="%.6f")
+            metrics, pr = summarize(images, cases, pred, gt, probs, threshold, min_area, cfg)
+            write_model_results(out / name, metrics, cases, images, pr)
             np.savez_compressed(preds / f"{name}.npz", slice_id=test["slice_id"].to_numpy().astype(str),
-                                probs=np.round(probs * 255).astype(np.uint8), threshold=threshold,
+                                probs=np.round(probs * 255).astype(np.uint8), masks=pred, threshold=threshold,
                                 min_area=min_area, largest_component=cfg["largest_component"])
             summary[name] = metrics
-            log.info("%s: case Dice %.4f, IoU %.4f, AP %.4f (threshold %.3f, min_area %d)", name,
-                     metrics["dice"] or 0, metrics["iou"] or 0, metrics["ap"] or 0, threshold, min_area)
+            log.info("%s: case Dice %.4f, IoU %.4f, AP %.4f (threshold %.3f from %s, min_area %d)", name,
+                     metrics["dice"] or 0, metrics["iou"] or 0, metrics["ap"] or 0, threshold, source, min_area)
         write_atomic(out / "summary.md", summary_markdown(summary, cfg["empty"]))
+
+
+def write_model_results(folder: Path, metrics: dict[str, Any], cases: pd.DataFrame, images: pd.DataFrame,
+                        pr: pd.DataFrame) -> None:
+    folder.mkdir()
+    write_json(folder / "metrics.json", metrics)
+    cases.to_csv(folder / "per_case.csv", index=False, float_format="%.6f")
+    images.to_csv(folder / "per_image.csv", index=False, float_format="%.6f")
+    pr.to_csv(folder / "pr.csv", index=False, float_format="%.6f")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
-
+from medseg import paths
 from medseg.cli import run_stage
 from medseg.outputs import write_atomic
 from medseg.params import load_section
@@ -17,9 +16,9 @@ log = logging.getLogger("medseg.split")
 def main() -> None:
     argparse.ArgumentParser(description=__doc__).parse_args()
     cfg = load_section("split")
-    manifest = read_manifest(Path("data/slices"))
+    manifest = read_manifest()
     split = split_groups(manifest, cfg["fractions"], cfg["seed"])
-    write_atomic(Path("data/split.csv"), split.to_csv(index=False))
+    write_atomic(paths.SPLIT_CSV, split.to_csv(index=False))
     for name in SPLITS:
         part = split[split["split"] == name]
         log.info("%s: %d groups, %d slices", name, part["group"].nunique(), len(part))

@@ -7,52 +7,49 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
+from medseg import paths
 from medseg.cli import run_stage
 from medseg.distributed import cleanup, init_distributed
-from medseg.params import MODEL_NAMES, load_section
-from medseg.slices import dataset_info, load_arrays
+from medseg.losses import LOSS_PARAMS
+from medseg.networks import build_network, load_model_params
+from medseg.params import load_section
+from medseg.slices import SLICES, dataset_info, load_arrays, read_sampling, split_rows
 from medseg.training import RunState, TrainData, train
-from models import build_model
+from models import MODEL_NAMES
 
 log = logging.getLogger("medseg.train")
-SLICES = Path("data/slices")
 
 
 def load_train_data(channels: int) -> TrainData:
-    split = pd.read_csv("data/split.csv", dtype={"slice_id": str, "group": str})
-    sampling = pd.read_csv("data/train_sampling.csv", dtype={"slice_id": str})
+    sampling = read_sampling()
     sampling = sampling[sampling["repeats"] > 0]
-    val_ids = split.loc[split["split"] == "val", "slice_id"].tolist()
     train_images, train_masks = load_arrays(SLICES, sampling["slice_id"].tolist(), channels)
-    val_images, val_masks = load_arrays(SLICES, val_ids, channels)
+    val_images, val_masks = load_arrays(SLICES, split_rows("val")["slice_id"].tolist(), channels)
     return TrainData(train_images, train_masks, sampling["repeats"].to_numpy(np.int64), val_images, val_masks)
 
 
 def train_model(name: str, cfg: dict[str, Any], loss_cfg: dict[str, Any], aug_cfg: dict[str, Any],
                 model_cfg: dict[str, Any]) -> RunState:
-    info = dataset_info(SLICES)
+    info = dataset_info()
     channels = info["channels"]
     data = load_train_data(channels)
     torch.manual_seed(cfg["seed"])
-    model = build_model(name, channels, **model_cfg)
+    model = build_network(name, channels, model_cfg)
     header = {"model": name, "model_params": model_cfg, "in_channels": channels, "preprocess": info}
-    return train(model, name, header, data, cfg, loss_cfg, aug_cfg,
-                 Path("data/models") / name, Path("results/train") / name)
+    return train(model, name, header, data, cfg, loss_cfg, aug_cfg, paths.model_dir(name), paths.train_log_dir(name))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("model", choices=MODEL_NAMES)
     name = parser.parse_args().model
-    cfg, loss_cfg = load_section("train"), load_section("loss")
-    aug_cfg, model_cfg = load_section("augment"), load_section(f"models.{name}")
+    cfg, loss_cfg = load_section("train"), load_section("loss", schema=LOSS_PARAMS)
+    aug_cfg, model_cfg = load_section("augment"), load_model_params(name)
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     dist_info = init_distributed(cfg["device"])
     if not dist_info.is_main:  # under torchrun one process reports; the others only warn

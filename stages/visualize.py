@@ -4,32 +4,30 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from medseg import paths
 from medseg.cli import run_stage
 from medseg.outputs import staged_dir
-from medseg.params import MODEL_NAMES, load_section
+from medseg.params import load_section
 from medseg.plots import dice_boxplot, line_chart, overlay, overlay_grid
-from medseg.postprocess import clean_mask
-from medseg.slices import dataset_info, load_arrays, read_manifest
+from medseg.slices import SLICES, dataset_info, load_arrays, split_rows
+from models import MODEL_NAMES
 
 log = logging.getLogger("medseg.visualize")
-SLICES = Path("data/slices")
 
 
 def training_series(metric: str) -> dict[str, pd.DataFrame]:
-    return {m: pd.read_csv(Path("results/train") / m / "plots/metrics" / f"{metric}.tsv", sep="\t")
+    return {m: pd.read_csv(paths.train_log_dir(m) / "plots/metrics" / f"{metric}.tsv", sep="\t")
             for m in MODEL_NAMES}
 
 
 def case_panels(name: str, cases: pd.DataFrame, test: pd.DataFrame, count: int, channels: int) -> list:
     """Best and worst cases by Dice (among cases with foreground), each at its largest-lesion slice."""
-    preds = np.load(Path("data/predictions") / f"{name}.npz")
-    prob_of = dict(zip(preds["slice_id"], preds["probs"]))
-    threshold = float(preds["threshold"])
+    preds = np.load(paths.PREDICTIONS / f"{name}.npz")
+    mask_of = dict(zip(preds["slice_id"], preds["masks"]))  # exactly what evaluate scored
     ranked = cases[cases["gt_voxels"] > 0].sort_values("dice", ascending=False)
     chosen = [("best", g) for g in ranked["group"].head(count)]
     chosen += [("worst", g) for g in ranked["group"].tail(count)[::-1] if g not in ranked["group"].head(count).tolist()]
@@ -38,8 +36,7 @@ def case_panels(name: str, cases: pd.DataFrame, test: pd.DataFrame, count: int, 
         part = test[test["group"] == group]
         slice_id = part.sort_values("fg_pixels")["slice_id"].iloc[-1]
         images, masks = load_arrays(SLICES, [slice_id], channels)
-        pred = clean_mask(prob_of[slice_id] / 255.0 >= threshold, int(preds["min_area"]),
-                          bool(preds["largest_component"]))  # as evaluate scored it
+        pred = mask_of[slice_id]
         dice = float(cases.loc[cases["group"] == group, "dice"].iloc[0])
         panels.append((f"{label}: {group}\ncase Dice {dice:.3f}", overlay(images[0], masks[0] > 0, pred)))
     return panels
@@ -48,13 +45,11 @@ def case_panels(name: str, cases: pd.DataFrame, test: pd.DataFrame, count: int, 
 def main() -> None:
     argparse.ArgumentParser(description=__doc__).parse_args()
     cfg = load_section("visualize")
-    manifest = read_manifest(SLICES)
-    split = pd.read_csv("data/split.csv", dtype={"slice_id": str, "group": str})
-    test = manifest.merge(split[["slice_id", "split"]], on="slice_id").query("split == 'test'")
-    channels = dataset_info(SLICES)["channels"]
-    evaluate = Path("results/evaluate")
+    test = split_rows("test")
+    channels = dataset_info()["channels"]
+    evaluate = paths.EVALUATE
     cases = {m: pd.read_csv(evaluate / m / "per_case.csv", dtype={"group": str}) for m in MODEL_NAMES}
-    with staged_dir(Path("results/plots")) as out:
+    with staged_dir(paths.PLOTS) as out:
         line_chart(training_series("train_loss"), "step", "train_loss", "epoch", "train loss",
                    out / "train_loss.png")
         line_chart(training_series("val_dice"), "step", "val_dice", "epoch", "val Dice", out / "val_dice.png")

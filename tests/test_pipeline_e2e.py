@@ -17,8 +17,7 @@ import torch
 import yaml
 
 from medseg.checkpoints import load_checkpoint
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO
 MODELS = ("unet", "attn_unet", "deeplab", "upernet")
 
 

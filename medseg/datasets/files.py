@@ -1,5 +1,6 @@
 """File-level pieces every raw layout shares: clutter to skip, finding the dataset's folder in an
-unpacked archive (which often nests it, sometimes twice), and reading 2D images and masks."""
+unpacked archive (which often nests it, sometimes twice), and reading the stored pixels of 2D
+images, masks, DICOM and NIfTI files with one clear line for a broken file."""
 from __future__ import annotations
 
 import logging
@@ -7,7 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import cv2
+import nibabel as nib
 import numpy as np
+import pydicom
 
 from medseg.errors import MedsegError
 
@@ -16,6 +19,7 @@ log = logging.getLogger(__name__)
 CLUTTER_NAMES = {"__MACOSX", ".keepkaggle", ".DS_Store"}
 JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
 MASK_VALUES = {0, 1, 255}
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
 JPEG_TAIL = 1024  # the end marker must sit in the last bytes (tolerates a little trailing padding)
 
 
@@ -85,3 +89,25 @@ def _listed(values: np.ndarray, most: int = 8) -> str:
     """'0, 3, 255' or '0, 1, 2, ... (300 distinct)' for a message."""
     shown = ", ".join(str(v) for v in values[:most].tolist())
     return shown if len(values) <= most else f"{shown}, ... ({len(values)} distinct)"
+
+
+def read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
+    """The voxels in the closest canonical (RAS) orientation as float32, and the voxel size (mm)."""
+    try:
+        img = nib.as_closest_canonical(nib.load(str(path)))
+        data = np.asarray(img.dataobj, dtype=np.float32)
+    except Exception as err:  # nibabel raises many types for broken files
+        raise MedsegError(f"{path}: cannot read NIfTI ({type(err).__name__}: {err})".splitlines()[0]) from err
+    return data, tuple(float(z) for z in img.header.get_zooms()[:3])
+
+
+def read_dicom(path: Path) -> tuple[pydicom.Dataset, np.ndarray]:
+    """Header and pixels of a one-frame grayscale DICOM."""
+    try:
+        ds = pydicom.dcmread(path)
+        pixels = ds.pixel_array
+    except Exception as err:  # truncated files, unsupported compression, broken headers
+        raise MedsegError(f"{path}: cannot read DICOM ({type(err).__name__}: {err})".splitlines()[0]) from err
+    if pixels.ndim != 2:
+        raise MedsegError(f"{path}: expected one grayscale frame, got pixel array of shape {pixels.shape}")
+    return ds, pixels

@@ -16,12 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from medseg.datasets import CaseRef, Slice
 from medseg.datasets.files import find_shallowest, is_clutter, read_binary_mask, read_image
 from medseg.errors import MedsegError
+from medseg.preprocess import match_channels, unit_image
 
 log = logging.getLogger(__name__)
 
@@ -106,13 +106,7 @@ def _rgb(path: Path) -> np.ndarray:
     array = read_image(path)
     if array.dtype != np.uint8:
         raise MedsegError(f"{path}: expected 8-bit pixels, got {array.dtype}")
-    if array.ndim == 2:
-        array = cv2.cvtColor(array, cv2.COLOR_GRAY2RGB)
-    elif array.shape[2] == 4:
-        array = cv2.cvtColor(array, cv2.COLOR_BGRA2RGB)
-    else:
-        array = cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
-    return array.astype(np.float32) / 255.0
+    return match_channels(unit_image(array), CHANNELS)
 
 
 def read_case(case: CaseRef, cfg: dict[str, Any]) -> Iterator[Slice]:

@@ -13,12 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from medseg.datasets import CaseRef, Slice
 from medseg.datasets.files import find_shallowest, is_clutter, read_binary_mask, read_image, subfolders
 from medseg.errors import MedsegError
+from medseg.preprocess import unit_image
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,7 @@ def _image(path: Path) -> np.ndarray:
     array = read_image(path)
     if array.ndim != 3 or array.shape[2] != CHANNELS or array.dtype != np.uint8:
         raise MedsegError(f"{path}: expected a {CHANNELS}-channel uint8 image, got {array.dtype} {array.shape}")
-    rgb = np.ascontiguousarray(array[..., ::-1])  # undo cv2's BGR: channel 0 = the file's first
-    return rgb.astype(np.float32) / 255.0
+    return unit_image(array)  # channel 0 = the file's first
 
 
 def read_case(case: CaseRef, cfg: dict[str, Any]) -> Iterator[Slice]:

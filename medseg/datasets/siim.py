@@ -33,6 +33,7 @@ from medseg.datasets import CaseRef, Slice
 from medseg.datasets.rle import EMPTY, parse_rle, rle_decode
 from medseg.datasets.files import find_shallowest, is_clutter
 from medseg.errors import MedsegError
+from medseg.preprocess import dicom_image
 
 log = logging.getLogger(__name__)
 
@@ -148,33 +149,6 @@ def list_cases(raw: Path) -> list[CaseRef]:
     return cases
 
 
-def read_dicom(path: Path) -> tuple[pydicom.Dataset, np.ndarray]:
-    try:
-        ds = pydicom.dcmread(path)
-        pixels = ds.pixel_array
-    except Exception as err:  # truncated files, unsupported compression, broken headers
-        raise MedsegError(f"{path}: cannot read DICOM ({type(err).__name__}: {err})".splitlines()[0]) from err
-    if pixels.ndim != 2:
-        raise MedsegError(f"{path}: expected one grayscale frame, got pixel array of shape {pixels.shape}")
-    return ds, pixels
-
-
-def to_unit_range(ds: pydicom.Dataset, pixels: np.ndarray) -> np.ndarray:
-    """Scale by the stored bit range (min/max when the header's range does not hold the data);
-    MONOCHROME1 (bright = air) is inverted so that air is always dark."""
-    data = pixels.astype(np.float32)
-    bits = int(ds.get("BitsStored", 0) or 0)
-    unsigned = int(ds.get("PixelRepresentation", 0) or 0) == 0
-    if unsigned and 0 < bits <= 16 and data.max() <= 2**bits - 1:
-        lo, hi = 0.0, float(2**bits - 1)
-    else:
-        lo, hi = float(data.min()), float(data.max())
-    out = np.clip((data - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
-    if str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip() == "MONOCHROME1":
-        out = 1.0 - out
-    return out
-
-
 def _spacing(ds: pydicom.Dataset) -> tuple[float, float, float] | None:
     """(row mm, column mm, 0) from PixelSpacing; None when the header has no usable pair."""
     value = ds.get("PixelSpacing")
@@ -198,9 +172,8 @@ def read_mask(case: CaseRef, height: int, width: int) -> np.ndarray:
 
 
 def read_case(case: CaseRef, cfg: dict[str, Any]) -> Iterator[Slice]:
-    ds, pixels = read_dicom(case.image)
+    ds, image = dicom_image(case.image)
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    if pixels.shape != (rows, cols):
-        raise MedsegError(f"{case.image}: pixel array {pixels.shape} differs from Rows x Columns {rows}x{cols}")
-    image = to_unit_range(ds, pixels)[..., None]
+    if image.shape[:2] != (rows, cols):
+        raise MedsegError(f"{case.image}: pixel array {image.shape[:2]} differs from Rows x Columns {rows}x{cols}")
     yield Slice(index=0, image=image, mask=read_mask(case, rows, cols), spacing=_spacing(ds))

@@ -1,6 +1,5 @@
 """`make bench`: the ratios it reports, and its core on a toy setting (1 warm-up + 1 timed step)."""
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,8 +8,9 @@ import yaml
 
 from bench.loops import Setting, TimedLoader, bf16_peak, write_pngs
 from bench.run import Context, bench_setting, summarize, table
+from tests.conftest import REPO
 
-PARAMS = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
+PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 
 
 def model(ours: float, naive: float, step: float) -> dict:

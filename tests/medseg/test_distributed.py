@@ -1,19 +1,17 @@
 """DDP through the real launch path: torchrun starts 2 CPU processes (gloo) that run the training loop."""
 import json
 import os
+import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from medseg.checkpoints import load_checkpoint, model_from_checkpoint
-from medseg.datasets.phantom_msd import write as write_phantom_msd
 from medseg.distributed import DistInfo, broadcast_from_main, current, mean_over_ranks
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO
 
 # Run by torchrun on every rank: train a width-4 U-Net for 2 epochs and report what this rank wrote.
 WORKER = '''
@@ -74,8 +72,8 @@ def test_single_process_helpers_are_identity():
     assert broadcast_from_main((0.5, 0.75), torch.device("cpu")) == (0.5, 0.75)
 
 
-def test_torchrun_two_cpu_ranks_train_and_only_rank0_writes(tmp_path):
-    write_phantom_msd(tmp_path / "raw", cases=4, depth=12, size=32, seed=1)
+def test_torchrun_two_cpu_ranks_train_and_only_rank0_writes(tmp_path, msd_phantom):
+    shutil.copytree(msd_phantom, tmp_path / "raw")
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",

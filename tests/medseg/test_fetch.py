@@ -23,6 +23,7 @@ import pytest
 from medseg import fetch
 from medseg.datasets.msd import list_cases, read_case
 from medseg.errors import MedsegError
+from medseg.fetch import archives, kaggle_api, pickles
 
 CFG = {"window_level": -600, "window_width": 1500}
 FAKE_KEY = "f4k3k3y0123456789abcdef0123456789"
@@ -102,7 +103,7 @@ def test_zip_with_nested_archive_is_kept_and_unpacked(tmp_path):
 def test_tar_gz_with_nested_zip(tmp_path):
     archive = write_tar(tmp_path / "ds.tar.gz", {"top/readme.txt": b"r", "top/inner.zip": zip_bytes({"d/f.txt": b"F"})})
     dest = tmp_path / "out"
-    written = fetch.unpack_archive(archive, dest)
+    written = archives.unpack_archive(archive, dest)
     assert (dest / "top" / "readme.txt").read_bytes() == b"r"
     assert (dest / "top" / "inner" / "d" / "f.txt").read_bytes() == b"F"
     assert dest / "top" / "inner" / "d" / "f.txt" in written
@@ -174,7 +175,7 @@ def test_malicious_archive_is_refused_and_writes_nothing(tmp_path, case):
     before = sorted(p.name for p in tmp_path.rglob("*"))
 
     with pytest.raises(MedsegError) as err:
-        fetch.unpack_archive(archive, dest)
+        archives.unpack_archive(archive, dest)
 
     assert str(archive) in str(err.value) and repr(name) in str(err.value)
     assert sorted(p.name for p in tmp_path.rglob("*") if p.name != "dest") == before
@@ -198,7 +199,7 @@ def test_numpy_pickles_load_in_all_protocols(tmp_path):
     for protocol in (2, 4, 5):
         path = tmp_path / f"a{protocol}.pkl.gz"
         path.write_bytes(gzip.compress(pickle.dumps({"gt": arr, "spacing": np.float32(1.5)}, protocol=protocol)))
-        loaded = fetch.load_array_pickle(path)
+        loaded = pickles.load_array_pickle(path)
         assert np.array_equal(loaded["gt"], arr) and loaded["spacing"] == np.float32(1.5)
 
 
@@ -207,7 +208,7 @@ def test_pickle_calling_os_system_is_refused(tmp_path):
     path = tmp_path / "evil.pkl"
     path.write_bytes(pickle.dumps(_Pwn(flag)))
     with pytest.raises(MedsegError, match=r"evil\.pkl: refused to unpickle (posix|os|nt)\.system \(only numpy arrays"):
-        fetch.load_array_pickle(path)
+        pickles.load_array_pickle(path)
     assert not flag.exists()
 
 
@@ -223,10 +224,10 @@ def test_pickle_calling_os_system_is_refused(tmp_path):
 )
 def test_label_array_structures(tmp_path, obj, expect_ok):
     if expect_ok:
-        assert fetch.label_array(obj, tmp_path / "x.pkl").shape == (2, 2, 2)
+        assert pickles.label_array(obj, tmp_path / "x.pkl").shape == (2, 2, 2)
     else:
         with pytest.raises(MedsegError, match=r"x\.pkl: no single label array found in"):
-            fetch.label_array(obj, tmp_path / "x.pkl")
+            pickles.label_array(obj, tmp_path / "x.pkl")
 
 
 def test_evalseg_segment_array_pickle_becomes_dense(tmp_path, monkeypatch):
@@ -245,7 +246,7 @@ def test_evalseg_segment_array_pickle_becomes_dense(tmp_path, monkeypatch):
     path = tmp_path / "seg.pkl.gz"
     path.write_bytes(gzip.compress(pickle.dumps(seg, protocol=4)))
 
-    dense = fetch.label_array(fetch.load_array_pickle(path), path)
+    dense = pickles.label_array(pickles.load_array_pickle(path), path)
     assert dense.shape == (4, 4, 5) and dense.sum() == 4 and dense[1:3, 0:2, 3].all()
 
 
@@ -342,7 +343,7 @@ def fake_key(no_kaggle_env, monkeypatch, caplog):
 
 
 def _patch_download(monkeypatch, behaviour) -> None:
-    api_class = fetch._kaggle_api_class()
+    api_class = kaggle_api._kaggle_api_class()
     monkeypatch.setattr(api_class, "dataset_download_files", behaviour)
 
 

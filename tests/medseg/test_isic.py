@@ -10,20 +10,18 @@ import pytest
 from PIL import Image
 
 from medseg.datasets.isic import CHANNELS, EXPECTED, count_summary, list_cases, read_case
-from medseg.datasets.phantom_isic import write as write_phantom_isic
 from medseg.errors import MedsegError
+from tests.conftest import REALDATA
 
-REAL = Path(__file__).resolve().parents[3] / "shared" / "realdata" / "isic"
+REAL = REALDATA / "isic"
 real_only = pytest.mark.skipif(not REAL.is_dir(), reason="../shared/realdata/isic is absent")
 INPUT, TRUTH = "ISIC2018_Task1-2_Training_Input", "ISIC2018_Task1_Training_GroundTruth"
 SIZE = 40
 
 
 @pytest.fixture(scope="module")
-def phantom(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("raw") / "phantom_isic"
-    write_phantom_isic(root, cases=8, depth=99, size=SIZE, seed=3)
-    return root
+def phantom(make_phantom) -> Path:
+    return make_phantom("isic", cases=8, depth=99, size=SIZE, seed=3)
 
 
 def _copy(phantom: Path, tmp_path: Path) -> Path:
@@ -51,9 +49,9 @@ def test_layout_sizes_and_masks_on_disk(phantom):
     assert len(shapes) > 3
 
 
-def test_deterministic_by_seed(tmp_path):
-    write_phantom_isic(tmp_path / "a", 3, 0, 32, seed=7)
-    write_phantom_isic(tmp_path / "b", 3, 0, 32, seed=7)
+def test_deterministic_by_seed(tmp_path, make_phantom):
+    make_phantom("isic", tmp_path / "a", cases=3, depth=0, size=32, seed=7)
+    make_phantom("isic", tmp_path / "b", cases=3, depth=0, size=32, seed=7)
     for name in (f"{INPUT}/ISIC_0000002.jpg", f"{TRUTH}/ISIC_0000002_segmentation.png"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
@@ -82,9 +80,9 @@ def test_slices_rgb_and_lesion_aligned(phantom):
         assert sl.image[sl.mask].mean() < sl.image[~sl.mask].mean() - 0.1  # mask sits on the dark lesion
 
 
-def test_nested_root_and_validation_with_truth(tmp_path):
+def test_nested_root_and_validation_with_truth(tmp_path, make_phantom):
     root = tmp_path / "raw" / "isic2018" / "data"
-    write_phantom_isic(root, 3, 0, 24, seed=1)
+    make_phantom("isic", root, cases=3, depth=0, size=24, seed=1)
     assert [c.case_id for c in list_cases(tmp_path / "raw")] == [f"ISIC_{i:07d}" for i in range(3)]
     val_in, val_truth = root / "ISIC2018_Task1-2_Validation_Input", root / "ISIC2018_Task1_Validation_GroundTruth"
     val_in.mkdir()

@@ -10,18 +10,16 @@ import pytest
 from PIL import Image
 
 from medseg.datasets.lgg import CHANNELS, EXPECTED, count_summary, list_cases, mask_path, read_case
-from medseg.datasets.phantom_lgg import write as write_phantom_lgg
 from medseg.errors import MedsegError
+from tests.conftest import REALDATA
 
-REAL = Path(__file__).resolve().parents[3] / "shared" / "realdata" / "lgg"
+REAL = REALDATA / "lgg"
 real_only = pytest.mark.skipif(not (REAL / "kaggle_3m").is_dir(), reason="../shared/realdata/lgg is absent")
 
 
 @pytest.fixture(scope="module")
-def phantom(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("raw") / "phantom_lgg"
-    write_phantom_lgg(root, cases=6, depth=16, size=48, seed=3)
-    return root
+def phantom(make_phantom) -> Path:
+    return make_phantom("lgg", cases=6, depth=16, size=48, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +50,9 @@ def test_layout_and_data_csv(phantom):
         assert img.mode == "L" and set(np.unique(np.asarray(img))) <= {0, 255}
 
 
-def test_deterministic_by_seed(tmp_path):
-    write_phantom_lgg(tmp_path / "a", 2, 6, 24, seed=7)
-    write_phantom_lgg(tmp_path / "b", 2, 6, 24, seed=7)
+def test_deterministic_by_seed(tmp_path, make_phantom):
+    make_phantom("lgg", tmp_path / "a", cases=2, depth=6, size=24, seed=7)
+    make_phantom("lgg", tmp_path / "b", cases=2, depth=6, size=24, seed=7)
     for name in ("TCGA_PH_0002_20000101/TCGA_PH_0002_20000101_3.tif", "data.csv"):
         assert (tmp_path / "a/kaggle_3m" / name).read_bytes() == (tmp_path / "b/kaggle_3m" / name).read_bytes()
 
@@ -109,26 +107,26 @@ def test_masks_on_flair_tumour(phantom_slices):
     assert 0 < positives < len(slices) / 2
 
 
-def test_some_patients_tumour_free(tmp_path):
-    write_phantom_lgg(tmp_path, cases=30, depth=4, size=16, seed=1)
+def test_some_patients_tumour_free(tmp_path, make_phantom):
+    make_phantom("lgg", tmp_path, cases=30, depth=4, size=16, seed=1)
     free = sum(not any(s.mask.any() for s in read_case(c, {})) for c in list_cases(tmp_path))
     assert 2 <= free <= 12  # about 20 %
 
 
-def test_shallowest_copy_only(tmp_path):
+def test_shallowest_copy_only(tmp_path, make_phantom):
     """The Kaggle archive holds kaggle_3m/ and lgg-mri-segmentation/kaggle_3m/: read one copy."""
-    write_phantom_lgg(tmp_path / "raw", 2, 4, 16, seed=1)
-    write_phantom_lgg(tmp_path / "raw" / "lgg-mri-segmentation", 2, 4, 16, seed=1)
-    write_phantom_lgg(tmp_path / "raw" / "__MACOSX", 3, 4, 16, seed=1)
+    make_phantom("lgg", tmp_path / "raw", cases=2, depth=4, size=16, seed=1)
+    make_phantom("lgg", tmp_path / "raw" / "lgg-mri-segmentation", cases=2, depth=4, size=16, seed=1)
+    make_phantom("lgg", tmp_path / "raw" / "__MACOSX", cases=3, depth=4, size=16, seed=1)
     cases = list_cases(tmp_path / "raw")
     assert len(cases) == 2 and all(c.image.parent == tmp_path / "raw" / "kaggle_3m" for c in cases)
     nested = list_cases(tmp_path / "raw" / "lgg-mri-segmentation")
     assert [c.case_id for c in nested] == [c.case_id for c in cases]
 
 
-def test_nested_root_and_mac_clutter(tmp_path):
+def test_nested_root_and_mac_clutter(tmp_path, make_phantom):
     raw = tmp_path / "raw"
-    write_phantom_lgg(raw / "lgg-mri-segmentation", 2, 4, 16, seed=1)
+    make_phantom("lgg", raw / "lgg-mri-segmentation", cases=2, depth=4, size=16, seed=1)
     folder = raw / "lgg-mri-segmentation" / "kaggle_3m" / "TCGA_PH_0001_20000101"
     (folder / "._TCGA_PH_0001_20000101_1.tif").write_bytes(b"mac")
     (folder / "._TCGA_PH_0001_20000101_1_mask.tif").write_bytes(b"mac")

@@ -3,7 +3,7 @@ import torch
 
 from medseg.errors import MedsegError
 from medseg.losses import build_loss
-from medseg.params import LOSS_TYPES
+from medseg.losses import LOSS_TYPES
 
 CFG = {"pos_weight": 5.0, "tversky_alpha": 0.3, "tversky_beta": 0.7, "focal_gamma": 2.0}
 

@@ -1,23 +1,20 @@
 """The phantom is written in the MSD layout and read back by the real NIfTI converter."""
 import json
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
 from medseg.datasets.msd import list_cases, read_case
-from medseg.datasets.phantom_msd import write as write_phantom_msd
 from medseg.errors import MedsegError
+from tests.conftest import REALDATA
 
 CFG = {"window_level": -600, "window_width": 1500}
 
 
 @pytest.fixture(scope="module")
-def phantom(tmp_path_factory):
-    root = tmp_path_factory.mktemp("raw") / "phantom"
-    write_phantom_msd(root, cases=6, depth=16, size=48, seed=3)
-    return root
+def phantom(make_phantom):
+    return make_phantom("msd", cases=6, depth=16, size=48, seed=3)
 
 
 def test_layout_and_dataset_json(phantom):
@@ -30,9 +27,9 @@ def test_layout_and_dataset_json(phantom):
     assert img.get_data_dtype() == np.int16
 
 
-def test_deterministic_by_seed(tmp_path):
-    write_phantom_msd(tmp_path / "a", 3, 8, 32, seed=7)
-    write_phantom_msd(tmp_path / "b", 3, 8, 32, seed=7)
+def test_deterministic_by_seed(tmp_path, make_phantom):
+    make_phantom("msd", tmp_path / "a", cases=3, depth=8, size=32, seed=7)
+    make_phantom("msd", tmp_path / "b", cases=3, depth=8, size=32, seed=7)
     for name in ("imagesTr/phantom_002.nii.gz", "labelsTr/phantom_002.nii.gz"):
         a = np.asarray(nib.load(tmp_path / "a" / name).dataobj)
         b = np.asarray(nib.load(tmp_path / "b" / name).dataobj)
@@ -65,7 +62,6 @@ def test_missing_label_is_reported(phantom, tmp_path):
         list_cases(copy)
 
 
-REALDATA = Path(__file__).resolve().parents[3] / "shared" / "realdata"
 BRATS = REALDATA / "msd" / "Task98_BraTS2021Edema"
 
 

@@ -3,10 +3,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from medseg.datasets.registry import DATASET_PARAMS
 from medseg.errors import MedsegError
+from medseg.losses import LOSS_PARAMS
+from medseg.networks import model_params_schema
 from medseg.params import SCHEMA, load_section
-
-REPO = Path(__file__).resolve().parents[2]
+from models import MODEL_NAMES
+from tests.conftest import REPO
 
 
 def write_params(tmp_path: Path, edit) -> Path:
@@ -17,15 +20,25 @@ def write_params(tmp_path: Path, edit) -> Path:
     return path
 
 
-@pytest.mark.parametrize("section", [s for s in SCHEMA if s != "models"] + [f"models.{m}" for m in SCHEMA["models"]])
+OWNED = {"dataset": DATASET_PARAMS, "loss": LOSS_PARAMS} | {f"models.{m}": model_params_schema(m) for m in MODEL_NAMES}
+
+
+@pytest.mark.parametrize("section", [*SCHEMA, *OWNED])
 def test_shipped_params_are_valid(section):
-    assert isinstance(load_section(section, REPO / "params.yaml"), dict)
+    assert isinstance(load_section(section, REPO / "params.yaml", OWNED.get(section)), dict)
+
+
+def test_every_section_of_params_yaml_has_a_schema():
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    described = set(SCHEMA) | {s.split(".")[0] for s in OWNED}
+    assert set(params) == described
+    assert set(params["models"]) == set(MODEL_NAMES)  # the model names come from models/
 
 
 def test_bad_choice_names_key_and_allowed_values(tmp_path):
     path = write_params(tmp_path, lambda p: p["loss"].update(type="nonsense"))
     with pytest.raises(MedsegError, match=r"loss\.type='nonsense'.*dice_bce"):
-        load_section("loss", path)
+        load_section("loss", path, LOSS_PARAMS)
 
 
 def test_unknown_key_is_named(tmp_path):
@@ -58,7 +71,7 @@ def test_split_fractions_must_sum_to_one(tmp_path):
 def test_missing_key_is_named(tmp_path):
     path = write_params(tmp_path, lambda p: p["models"]["unet"].pop("width"))
     with pytest.raises(MedsegError, match=r"missing key models\.unet\.width"):
-        load_section("models.unet", path)
+        load_section("models.unet", path, model_params_schema("unet"))
 
 
 @pytest.mark.parametrize("value", ["sometimes", -1, 2.5])

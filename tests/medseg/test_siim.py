@@ -11,11 +11,11 @@ import pydicom
 import pytest
 
 from medseg.datasets import CaseRef, siim
-from medseg.datasets.phantom_siim import write as write_phantom_siim
 from medseg.datasets.rle import rle_decode, rle_encode
 from medseg.errors import MedsegError
+from tests.conftest import REALDATA
 
-REAL = Path(__file__).resolve().parents[3] / "shared" / "realdata" / "siim"
+REAL = REALDATA / "siim"
 REAL_DICOM = REAL / "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
 needs_real = pytest.mark.skipif(not REAL_DICOM.exists(), reason="../shared/realdata/siim is absent")
 
@@ -95,11 +95,10 @@ CASES = 20
 
 
 @pytest.fixture(scope="module")
-def phantom(tmp_path_factory):
+def phantom(tmp_path_factory, make_phantom):
     root = tmp_path_factory.mktemp("raw") / "phantom_siim"
     root.mkdir()  # the download stage creates the target before calling the writer
-    write_phantom_siim(root, cases=CASES, depth=99, size=64, seed=5)
-    return root
+    return make_phantom("siim", root, cases=CASES, depth=99, size=64, seed=5)
 
 
 def _phi(root: Path) -> list[str]:
@@ -129,9 +128,9 @@ def test_phantom_layout_and_csv(phantom):
     assert len(lines) - 1 > CASES  # some positives span two rows
 
 
-def test_phantom_is_deterministic_by_seed(tmp_path):
+def test_phantom_is_deterministic_by_seed(tmp_path, make_phantom):
     for name in ("a", "b"):
-        write_phantom_siim(tmp_path / name, 4, 1, 32, seed=9)
+        make_phantom("siim", tmp_path / name, cases=4, depth=1, size=32, seed=9)
     a, b = (sorted(p.relative_to(tmp_path / n) for p in (tmp_path / n).rglob("*")) for n in ("a", "b"))
     assert a == b
     for rel in a:
@@ -264,15 +263,6 @@ def test_truncated_dicom_names_the_file(phantom, tmp_path):
         broken.write_bytes(data[:size])
         with pytest.raises(MedsegError, match=rf"{broken.name}: cannot read DICOM \("):
             siim.patient_group(broken)
-
-
-def test_monochrome1_is_inverted_and_bits_scale():
-    ds = pydicom.Dataset()
-    ds.PhotometricInterpretation, ds.BitsStored, ds.PixelRepresentation = "MONOCHROME1", 12, 0
-    out = siim.to_unit_range(ds, np.array([[0, 4095], [1365, 4095]], np.uint16))
-    assert np.allclose(out, [[1.0, 0.0], [1 - 1365 / 4095, 0.0]])
-    ds.PhotometricInterpretation, ds.BitsStored = "MONOCHROME2", 8  # header too small: min/max
-    assert np.allclose(siim.to_unit_range(ds, np.array([[100, 300]], np.uint16)), [[0.0, 1.0]])
 
 
 def test_missing_layout_is_reported(tmp_path):

@@ -8,12 +8,10 @@ import yaml
 
 import medseg.training as training
 from medseg.checkpoints import load_checkpoint
-from medseg.datasets.msd import list_cases, read_case
-from medseg.datasets.phantom_msd import write as write_phantom_msd
 from medseg.training import TrainData, lr_factor, train
 from models import build_model
+from tests.conftest import REPO, read_slices, slice_arrays
 
-REPO = Path(__file__).resolve().parents[2]
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 
 
@@ -28,12 +26,8 @@ def test_lr_schedule_warmup_cosine_floor():
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> TrainData:
-    root = tmp_path_factory.mktemp("raw") / "phantom"
-    write_phantom_msd(root, cases=4, depth=12, size=32, seed=1)
-    slices = [s for c in list_cases(root) for s in read_case(c, PARAMS["convert"])]
-    images = np.stack([np.round(s.image * 255).astype(np.uint8) for s in slices])
-    masks = np.stack([s.mask.astype(np.uint8) for s in slices])
+def data(msd_phantom) -> TrainData:
+    images, masks = slice_arrays(read_slices(msd_phantom, "msd", PARAMS["convert"]))
     positive = masks.reshape(len(masks), -1).any(1)
     train_idx = np.flatnonzero(positive)[:12]
     return TrainData(images[train_idx], masks[train_idx], np.ones(len(train_idx), np.int64),
@@ -117,3 +111,35 @@ def test_ema_keeps_the_average_as_the_best_model(tmp_path, data):
     assert last["ema"] and not torch.equal(best["state_dict"][key], last["state_dict"][key])
     model = build_model("unet", 1, width=8)
     model.load_state_dict(best["state_dict"])  # the averaged weights load into a plain model
+
+
+def test_kill_after_dvclive_logged_but_before_last_pt_resumes_exactly(tmp_path, data, monkeypatch):
+    """The other worst moment: dvclive has the rows of epoch 2, last.pt still holds epoch 1, so
+    the resume must drop those rows (rewind_live) and train epoch 2 again."""
+    ref_state, reference = run(tmp_path / "a", data, epochs=3)
+    real_save, saves = training.save_checkpoint, []
+
+    def dies_before_second_last_pt(path, payload):
+        if path.name == "last.pt":
+            saves.append(1)
+            if len(saves) == 2:
+                raise KeyboardInterrupt
+        real_save(path, payload)
+
+    monkeypatch.setattr(training, "save_checkpoint", dies_before_second_last_pt)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", data, epochs=3)
+    assert load_checkpoint(tmp_path / "b/models/last.pt")["train_state"]["epoch"] == 1
+    logged = np.loadtxt(tmp_path / "b/live/plots/metrics/val_dice.tsv", skiprows=1, usecols=0)
+    assert list(logged) == [0, 1]  # epoch 2 logged, not checkpointed: exactly the moment
+    monkeypatch.setattr(training, "save_checkpoint", real_save)
+    state, resumed = run(tmp_path / "b", data, epochs=3)
+    assert (state.epoch, state.best_dice, state.best_epoch) == (ref_state.epoch, ref_state.best_dice,
+                                                                ref_state.best_epoch)
+    for key, tensor in reference["state_dict"].items():
+        assert torch.equal(tensor, resumed["state_dict"][key]), key
+    for name in ("val_dice", "val_loss", "train_loss", "lr"):
+        got = np.loadtxt(tmp_path / f"b/live/plots/metrics/{name}.tsv", skiprows=1, usecols=(0, 1))
+        expected = np.loadtxt(tmp_path / f"a/live/plots/metrics/{name}.tsv", skiprows=1, usecols=(0, 1))
+        assert np.array_equal(got, expected), name
+    assert (tmp_path / "b/live/metrics.json").read_text() == (tmp_path / "a/live/metrics.json").read_text()

@@ -69,9 +69,10 @@ def test_upernet_takes_seed_001_swin_b_encoder():
 
 
 def test_pretrained_offline_fails_with_one_clear_line(monkeypatch):
+    from medseg.networks import build_network
     from medseg.errors import MedsegError
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TORCH_HOME", "/nonexistent-medseg-cache")
     with pytest.raises(MedsegError, match=r"models\.deeplab\.pretrained=imagenet but the encoder weights cannot"):
-        build_model("deeplab", 3, encoder="resnet18", decoder_channels=32, pretrained="imagenet")
+        build_network("deeplab", 3, {"encoder": "resnet18", "decoder_channels": 32, "pretrained": "imagenet"})

@@ -1,17 +1,13 @@
 """Overfit check (seed 000's overfit_test): every model, trained by the real loop on a handful of
 phantom slices, drives its loss down and fits them to Dice >= 0.9."""
-from pathlib import Path
-
 import numpy as np
 import pytest
 import yaml
 
-from medseg.datasets.msd import list_cases, read_case
-from medseg.datasets.phantom_msd import write as write_msd
 from medseg.training import TrainData, train
 from models import build_model
+from tests.conftest import REPO, read_slices, slice_arrays
 
-REPO = Path(__file__).resolve().parents[2]
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 SMALL = {
     "unet": {"width": 8},
@@ -22,13 +18,10 @@ SMALL = {
 
 
 @pytest.fixture(scope="module")
-def handful(tmp_path_factory) -> TrainData:
-    root = tmp_path_factory.mktemp("raw") / "phantom"
-    write_msd(root, cases=3, depth=12, size=64, seed=5)
-    slices = [s for c in list_cases(root) for s in read_case(c, PARAMS["convert"])]
+def handful(make_phantom) -> TrainData:
+    slices = read_slices(make_phantom("msd", cases=3, depth=12, size=64, seed=5), "msd", PARAMS["convert"])
     chosen = sorted(slices, key=lambda s: -s.mask.sum())[:6]  # the six largest lesions
-    images = np.stack([np.round(s.image * 255).astype(np.uint8) for s in chosen])
-    masks = np.stack([s.mask.astype(np.uint8) for s in chosen])
+    images, masks = slice_arrays(chosen)
     return TrainData(images, masks, np.ones(len(chosen), np.int64), images, masks)
 
 

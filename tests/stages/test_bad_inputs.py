@@ -14,7 +14,6 @@ import os
 import pickle
 import shutil
 import subprocess
-import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -26,45 +25,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 from medseg.checkpoints import save_checkpoint
-from medseg.datasets import phantom_writer
 from models import build_model
+from tests.conftest import REALDATA, STAGE_PHANTOM, make_workdir, stage
 
-REPO = Path(__file__).resolve().parents[2]
-REALDATA = REPO.parent / "shared" / "realdata"
 BRATS = REALDATA / "brats_multiclass" / "brats_2013_pat0001_1"
-PHANTOM = {"cases": 3, "depth": 4, "size": 32, "seed": 0}
 LGG_PATIENT = "kaggle_3m/TCGA_PH_0002_20000101"
 ISIC_IN, ISIC_TRUTH = "ISIC2018_Task1-2_Training_Input", "ISIC2018_Task1_Training_GroundTruth"
 KAGGLE_SECRET = "secret123abc"
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def tiny_params() -> dict[str, Any]:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["dataset"].update(name="phantom", source="kaggle")
-    params["dataset"]["phantom"].update(PHANTOM)
-    params["convert"].update(size=32, workers=1, on_error="fail")
-    return params
-
-
-def make_workdir(tmp_path: Path, edits: dict[str, Any] | None = None) -> Path:
-    """A scratch working folder holding params.yaml with dotted-key `edits` applied."""
-    work = tmp_path / "work"
-    work.mkdir()
-    params = tiny_params()
-    for dotted, value in (edits or {}).items():
-        *parents, leaf = dotted.split(".")
-        section = params
-        for part in parents:
-            section = section[part]
-        section[leaf] = value
-    (work / "params.yaml").write_text(yaml.safe_dump(params))
-    return work
 
 
 def put_old_outputs(work: Path) -> None:
@@ -79,14 +51,6 @@ def put_old_outputs(work: Path) -> None:
 def tree(root: Path) -> dict[str, bytes | None]:
     """Every path under `root` (hidden ones included) with its bytes; None for folders."""
     return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None for p in sorted(root.rglob("*"))}
-
-
-def stage(work: Path, module: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m module args` in `work`; `env` (default os.environ) is the whole environment."""
-    env = {**(os.environ if env is None else env), "PYTHONPATH": str(REPO), "NO_ALBUMENTATIONS_UPDATE": "1",
-           "DVC_NO_ANALYTICS": "1"}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=work, env=env,
-                          capture_output=True, text=True, timeout=300)
 
 
 def assert_refused(result: subprocess.CompletedProcess, *needles: str) -> str:
@@ -118,18 +82,9 @@ def truncate(path: Path, keep: float = 0.5) -> None:
 
 
 @pytest.fixture(scope="module")
-def phantoms(tmp_path_factory) -> Callable[[str], Path]:
-    """Pristine phantom raw folders, written once per module, copied by `put_raw`."""
-    root = tmp_path_factory.mktemp("phantoms")
-    written: dict[str, Path] = {}
-
-    def get(name: str) -> Path:
-        if name not in written:
-            phantom_writer(name).write(root / name, **PHANTOM)
-            written[name] = root / name
-        return written[name]
-
-    return get
+def phantoms(make_phantom) -> Callable[[str], Path]:
+    """Pristine phantom raw folders by dataset name (STAGE_PHANTOM sizes), written once, copied by `put_raw`."""
+    return lambda name: make_phantom(name, **STAGE_PHANTOM)
 
 
 def put_raw(work: Path, phantoms: Callable[[str], Path], name: str) -> Path:

@@ -11,13 +11,11 @@ import torch
 
 import medseg.prediction as prediction
 from medseg.checkpoints import save_checkpoint
-from medseg.datasets.msd import normalise
-from medseg.datasets.phantom_msd import write as write_msd
-from medseg.datasets.phantom_siim import write as write_siim
 from medseg.errors import MedsegError
+from medseg.preprocess import normalise_volume
 from models import build_model
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 PRE = {"size": 32, "channels": 1, "window_level": -600, "window_width": 1500, "dataset": "phantom"}
 
 
@@ -35,25 +33,25 @@ def identity_probs(model, images, device, batch_size=32, amp_dtype=None, tta=Fal
     return images[..., 0].astype(np.float32) / 255.0
 
 
-def test_nifti_mask_keeps_shape_affine_and_orientation(tmp_path, monkeypatch):
+def test_nifti_mask_keeps_shape_affine_and_orientation(tmp_path, monkeypatch, make_phantom):
     monkeypatch.setattr(prediction, "predict_probs", identity_probs)
-    write_msd(tmp_path / "raw", cases=1, depth=8, size=32, seed=0)
+    make_phantom("msd", tmp_path / "raw", cases=1, depth=8, size=32, seed=0)
     source = tmp_path / "raw/imagesTr/phantom_000.nii.gz"
     original = nib.load(source)
     predict_volume = volume = prediction.predict_nifti(source, None, PRE, torch.device("cpu"), 0.5, False)
     assert volume.shape == original.shape and np.allclose(volume.affine, original.affine)
-    expected = normalise(np.asarray(original.dataobj, np.float32), "CT", PRE) >= 0.5
+    expected = normalise_volume(np.asarray(original.dataobj, np.float32), "CT", PRE) >= 0.5
     agreement = (np.asarray(predict_volume.dataobj) > 0) == expected
     assert agreement.mean() > 0.99  # equal up to quantisation at the threshold
 
 
-def test_cli_on_png_dicom_and_folder(tmp_path, checkpoint):
+def test_cli_on_png_dicom_and_folder(tmp_path, checkpoint, make_phantom):
     folder = tmp_path / "in"
     folder.mkdir()
     rng = np.random.default_rng(0)
     cv2.imwrite(str(folder / "odd.png"), rng.integers(0, 255, (97, 131), dtype=np.uint8))
     cv2.imwrite(str(folder / "colour.jpg"), rng.integers(0, 255, (40, 50, 3), dtype=np.uint8))
-    write_siim(tmp_path / "siim", cases=1, depth=1, size=48, seed=0)
+    make_phantom("siim", tmp_path / "siim", cases=1, depth=1, size=48, seed=0)
     dicom = next((tmp_path / "siim").rglob("*.dcm"))
     (folder / "._odd.png").write_bytes(b"mac clutter")
     (folder / "x.dcm").write_bytes(dicom.read_bytes())

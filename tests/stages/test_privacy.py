@@ -1,11 +1,10 @@
 """No personal data: DICOMs carrying PatientName, PatientBirthDate and PatientID go through the
 real download/convert/split/balance stages, and none of those values appears under data/ or results/
 (the converted raw copy of the DICOMs in data/raw excepted: it is the user's input as it ships)."""
-from pathlib import Path
 
 import pydicom
 
-from tests.stages.test_bad_inputs import make_workdir, stage
+from tests.conftest import make_workdir, stage
 
 
 def test_no_patient_identifiers_in_outputs(tmp_path):

@@ -1,0 +1,129 @@
+"""The one path from a source file's pixels to the uint8 slice a model sees, shared by `convert`
+(which stores it) and `predict` (which feeds it to a model), so the two cannot drift apart.
+
+Hand-written: the steps are a few opencv/numpy calls, but which ones and in which order is the
+product's definition of its input (and must stay bit-identical between the two stages).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pydicom
+
+from medseg.datasets.files import read_dicom, read_image, read_nifti
+from medseg.errors import MedsegError
+
+
+def normalise_volume(volume: np.ndarray, kind: str, cfg: dict[str, Any]) -> np.ndarray:
+    """CT: the `convert` window (level, width in HU); MR: 0.5-99.5 percentile of the non-zero
+    voxels. Result in [0, 1]."""
+    if kind == "CT":
+        low = cfg["window_level"] - cfg["window_width"] / 2
+        out = (volume - low) / cfg["window_width"]
+    else:
+        body = volume[volume != 0]
+        lo, hi = np.percentile(body, [0.5, 99.5]) if body.size else (0.0, 1.0)
+        out = (volume - lo) / max(hi - lo, 1e-6)
+    return np.clip(out, 0.0, 1.0)
+
+
+def modality(image: Path, volume: np.ndarray) -> str:
+    """'CT' or 'MR' from the Decathlon dataset.json beside imagesTr/; without one, CT when air
+    reads as HU (1st percentile below -500)."""
+    meta_file = image.parent.parent / "dataset.json"
+    if meta_file.exists():
+        try:
+            meta = json.loads(meta_file.read_text())
+        except (OSError, ValueError) as err:
+            raise MedsegError(f"{meta_file}: not valid JSON ({err})") from err
+        found = meta.get("modality") or meta.get("channel_names") or {}
+        if found:
+            return "CT" if str(next(iter(found.values()))).upper() == "CT" else "MR"
+    return "CT" if np.percentile(volume, 1) < -500 else "MR"
+
+
+def upright(volume_slice: np.ndarray) -> np.ndarray:
+    """RAS (x, y) slice -> display rows (anterior at top) and columns (patient right on the left);
+    its own inverse."""
+    return volume_slice.T[::-1, ::-1]
+
+
+def nifti_volume(path: Path, cfg: dict[str, Any]) -> tuple[np.ndarray, tuple[float, ...]]:
+    """The first modality of a NIfTI image in RAS, normalised to [0, 1], and its voxel size."""
+    volume, zooms = read_nifti(path)
+    if volume.ndim == 4:
+        volume = volume[..., 0]
+    return normalise_volume(volume, modality(path, volume), cfg), zooms
+
+
+def volume_slice(volume: np.ndarray, k: int) -> np.ndarray:
+    """Axial slice k of a RAS volume, upright, as (H, W, 1)."""
+    return np.ascontiguousarray(upright(volume[:, :, k]))[..., None]
+
+
+def dicom_unit_range(ds: pydicom.Dataset, pixels: np.ndarray) -> np.ndarray:
+    """(H, W, 1) in [0, 1], scaled by the stored bit range (min/max when the header's range does
+    not hold the data); MONOCHROME1 (bright = air) is inverted so that air is always dark."""
+    data = pixels.astype(np.float32)
+    bits = int(ds.get("BitsStored", 0) or 0)
+    unsigned = int(ds.get("PixelRepresentation", 0) or 0) == 0
+    if unsigned and 0 < bits <= 16 and data.max() <= 2**bits - 1:
+        lo, hi = 0.0, float(2**bits - 1)
+    else:
+        lo, hi = float(data.min()), float(data.max())
+    out = np.clip((data - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+    if str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip() == "MONOCHROME1":
+        out = 1.0 - out
+    return out[..., None]
+
+
+def dicom_image(path: Path) -> tuple[pydicom.Dataset, np.ndarray]:
+    """A one-frame DICOM's header and its (H, W, 1) image in [0, 1]."""
+    ds, pixels = read_dicom(path)
+    return ds, dicom_unit_range(ds, pixels)
+
+
+def unit_image(array: np.ndarray) -> np.ndarray:
+    """Stored 2D pixels (opencv order: BGR/BGRA colour) -> (H, W, C) float32 in [0, 1], colour in
+    RGB (the file's channel order), alpha dropped; 8-bit scaled by 255, deeper by its maximum."""
+    if array.ndim == 3 and array.shape[2] == 4:
+        array = cv2.cvtColor(array, cv2.COLOR_BGRA2BGR)
+    if array.ndim == 3:
+        array = np.ascontiguousarray(array[..., ::-1])
+    scale = 255.0 if array.dtype == np.uint8 else float(max(array.max(), 1))
+    image = array.astype(np.float32) / scale
+    return image if image.ndim == 3 else image[..., None]
+
+
+def file_image(path: Path) -> np.ndarray:
+    """A PNG/JPG/TIF file as unit_image does it."""
+    return unit_image(read_image(path))
+
+
+def match_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """(H, W, C) -> (H, W, channels): grey repeated to colour, colour averaged to grey."""
+    if image.shape[2] == channels:
+        return image
+    if channels == 1:
+        return image.mean(axis=2, keepdims=True)
+    return np.repeat(image[..., :1], channels, axis=2)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
+
+
+def model_input(image: np.ndarray, size: int, channels: int) -> np.ndarray:
+    """(H, W, C) in [0, 1] -> (size, size, channels) uint8: channels matched, area-averaged resize,
+    quantised. What `convert` stores as the slice PNG and `predict` feeds the model."""
+    resized = cv2.resize(match_channels(image, channels), (size, size), interpolation=cv2.INTER_AREA)
+    return to_uint8(resized.reshape(size, size, channels))
+
+
+def model_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """(H, W) bool -> (size, size) uint8 {0, 1}, nearest neighbour (a label is never averaged)."""
+    return cv2.resize(mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
