@@ -31,7 +31,7 @@ import torch
 from bench import loops
 from bench.loops import Setting
 from medseg.cli import run_stage
-from medseg.hardware import pick_amp_dtype, pick_device
+from medseg.hardware import amp_name, pick_amp_dtype, pick_device
 from medseg.outputs import write_json
 from medseg import paths
 from medseg.losses import LOSS_PARAMS
@@ -92,10 +92,6 @@ def bench_setting(s: Setting, ctx: Context, warmup: int, steps: int) -> dict:
     return {"size": s.images.shape[1], "channels": s.images.shape[3], "batch": s.batch, "warmup": warmup,
             "steps": steps, "amp": amp_name(ctx.amp), "data_ips": data_ips,
             "models": {name: bench_model(name, p, s, ctx, warmup, steps) for name, p in s.models.items()}}
-
-
-def amp_name(amp: torch.dtype | None) -> str:
-    return "fp32" if amp is None else str(amp).removeprefix("torch.")
 
 
 def summarize(settings: dict[str, dict]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import pandas as pd
 
 from medseg.metrics import EMPTY_RULES, global_dice, global_iou, hd95, overlap_scores, pixel_pr, thin_curve
 from medseg.postprocess import clean_stack
+from medseg.uncertainty import comparison_sentence, mean_ci
 
 
 ISIC_JACCARD_FLOOR = 0.65  # ISIC 2018 Task 1: a per-image Jaccard below 0.65 counts as 0
@@ -71,6 +72,25 @@ def tune_min_area(slices: pd.DataFrame, probs: np.ndarray, gt: np.ndarray, thres
     return MIN_AREA_CANDIDATES[int(np.argmax(scores))]
 
 
+def uncertainty(cases: pd.DataFrame, resamples: int, seed: int) -> dict[str, float | None]:
+    """95% bootstrap CIs over test cases of the mean per-case Dice and IoU, and the segmentation
+    quality where there is something to segment: `dice_fg` over the cases with foreground."""
+    fg = cases[cases["gt_voxels"] > 0]
+    out: dict[str, float | None] = {"dice_fg": _mean(fg["dice"])}
+    for key, values in (("dice", cases["dice"]), ("iou", cases["iou"]), ("dice_fg", fg["dice"])):
+        out[f"{key}_ci_low"], out[f"{key}_ci_high"] = mean_ci(values, resamples, seed)
+    return out
+
+
+def detection(images: pd.DataFrame, cases: pd.DataFrame) -> dict[str, float | int | None]:
+    """Detection of absent targets, apart from segmentation quality: the share of lesion-free test
+    cases and images where anything is predicted (after post-processing)."""
+    empty_cases, empty_images = cases[cases["gt_voxels"] == 0], images[images["gt_pixels"] == 0]
+    rate = lambda part, col: float((part[col] > 0).mean()) if len(part) else None  # noqa: E731
+    return {"fp_case_rate": rate(empty_cases, "pred_voxels"), "fp_image_rate": rate(empty_images, "pred_pixels"),
+            "fg_cases": int((cases["gt_voxels"] > 0).sum()), "empty_cases": int(len(empty_cases))}
+
+
 def _mean(values: pd.Series) -> float | None:
     value = float(np.nanmean(values)) if values.notna().any() else math.nan
     return None if math.isnan(value) else value
@@ -82,6 +102,7 @@ def summarize(images: pd.DataFrame, cases: pd.DataFrame, pred: np.ndarray, gt: n
     ap, precision, recall, _ = pixel_pr(probs, gt, cfg["pr_max_pixels"], cfg["seed"])
     metrics = {
         "dice": _mean(cases["dice"]), "iou": _mean(cases["iou"]),
+        **uncertainty(cases, cfg["resamples"], cfg["seed"]), **detection(images, cases),
         "ap": None if math.isnan(ap) else ap,
         "hd95_px": _mean(cases["hd95_px"]), "hd95_mm": _mean(cases["hd95_mm"]),
         "image_dice": _mean(images["dice"]), "image_iou": _mean(images["iou"]),
@@ -96,26 +117,73 @@ def summarize(images: pd.DataFrame, cases: pd.DataFrame, pred: np.ndarray, gt: n
 
 
 METRIC_NOTES = {
-    "dice": "mean over test cases of the 3D Dice of the re-stacked volume",
-    "iou": "mean over test cases of the 3D IoU",
+    "dice [95% CI]": "mean over test cases of the 3D Dice of the re-stacked volume, with its percentile-bootstrap 95% CI over cases",
+    "iou [95% CI]": "mean over test cases of the 3D IoU, with its CI",
+    "dice_fg [95% CI]": "mean per-case Dice over the test cases that hold foreground: segmentation quality alone",
+    "fp_case_rate, fp_image_rate": "share of lesion-free test cases / images with any predicted foreground: detection of absent targets",
     "ap": "pixel average precision (scikit-learn) over a uniform pixel subsample",
     "hd95": "mean over cases of the 95th-percentile Hausdorff distance (MONAI); cases with an empty side left out",
     "image_dice": "mean per-image Dice",
     "global_dice": "Dice of all test pixels pooled",
     "siim_dice": "SIIM-ACR challenge metric: mean per-image Dice, an empty truth scoring 1 only when predicted empty",
     "isic_jaccard": "ISIC 2018 Task 1 metric: mean per-image Jaccard, values below 0.65 counted as 0",
-    "threshold, min_area": "probability cut-off and smallest kept connected component (pixels), chosen on val when `auto`",
+    "threshold, min_area": "probability cut-off (best pixel F1 on val, from best.pt) and smallest kept connected component (pixels, chosen on val when `auto`)",
 }
 
 
-def summary_markdown(metrics: dict[str, dict[str, Any]], empty: str) -> str:
-    """One table of every model, with the metric definitions and the empty-mask rule."""
-    cols = ["dice", "iou", "ap", "hd95_px", "image_dice", "global_dice", "siim_dice", "isic_jaccard", "threshold", "min_area"]
-    fmt = lambda v: "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for name, m in metrics.items():
-        lines.append(f"| {name} | " + " | ".join(fmt(m.get(c)) for c in cols) + " |")
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def with_ci(m: dict[str, Any], key: str) -> str:
+    """'0.912 [0.851, 0.953]' for metric `key` of a model."""
+    if m.get(key) is None:
+        return "n/a"
+    return f"{m[key]:.3f} [{_fmt(m.get(key + '_ci_low'))}, {_fmt(m.get(key + '_ci_high'))}]"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|---" * len(header) + "|", *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def comparison_table(pairs: list[dict[str, Any]]) -> list[str]:
+    rows = [[f"{p['a']} − {p['b']}", str(p["cases"]),
+             f"{_fmt(p['mean_diff'])} [{_fmt(p['ci_low'])}, {_fmt(p['ci_high'])}]",
+             "n/a" if p["p_wilcoxon"] is None else f"{p['p_wilcoxon']:.3g}",
+             _fmt(p["median_diff"]), p["favours"] or "neither",
+             "n/a" if p["p_holm"] is None else f"{p['p_holm']:.3g}", "yes" if p["significant"] else "no"]
+            for p in pairs]
+    return _table(["pair (a − b)", "cases", "mean Dice difference [95% CI]", "Wilcoxon p", "median difference",
+                   "ranks favour", "Holm p", "significant at 0.05"], rows)
+
+
+def cost_table(costs: dict[str, dict[str, Any]]) -> list[str]:
+    number = lambda v, f: "n/a" if v is None else format(v, f)  # noqa: E731
+    rows = [[name, number(c["parameters"] / 1e6, ".2f"), number(c["gflops_per_image"], ".2f"), _fmt(c["epochs"]),
+             number(c["train_seconds"], ".0f"), number(c["train_images_per_s"], ".1f"),
+             number(c["train_peak_memory_mb"], ".0f"), number(c["infer_images_per_s"], ".0f"),
+             f"{c['train_device']} ({c['train_amp']})"] for name, c in costs.items()]
+    size = next(iter(costs.values()))["image_size"] if costs else "?"
+    return _table(["model", "parameters (M)", f"GFLOPs / image at {size} px", "epochs", "train s",
+                   "train img/s", "train peak memory (MB)", "inference img/s", "trained on (autocast)"], rows)
+
+
+def summary_markdown(metrics: dict[str, dict[str, Any]], empty: str, pairs: list[dict[str, Any]],
+                     costs: dict[str, dict[str, Any]]) -> str:
+    """Every model's scores with their CIs, the paired comparisons in numbers and in words, what
+    each model cost, and the metric definitions with the empty-mask rule."""
+    plain = ["fp_case_rate", "fp_image_rate", "ap", "hd95_px", "image_dice", "global_dice", "siim_dice",
+             "isic_jaccard", "threshold", "min_area"]
+    rows = [[name, with_ci(m, "dice"), with_ci(m, "iou"), with_ci(m, "dice_fg"), *(_fmt(m.get(c)) for c in plain)]
+            for name, m in metrics.items()]
+    first = next(iter(metrics.values()), {})
+    cases = (f"{first.get('cases')} test cases ({first.get('fg_cases')} with foreground, "
+             f"{first.get('empty_cases')} lesion-free)")
     notes = [f"- `{k}`: {v}" for k, v in METRIC_NOTES.items()]
-    return "\n".join(["# Test-split results", "", *lines, "",
+    return "\n".join(["# Test-split results", "", f"{cases}; `evaluate.empty: {empty}`.", "",
+                      *_table(["model", "dice [95% CI]", "iou [95% CI]", "dice_fg [95% CI]", *plain], rows), "",
+                      "## Paired comparison (per-case Dice on the same test cases)", "",
+                      *comparison_table(pairs), "", comparison_sentence(pairs), "",
+                      "## Compute", "", *cost_table(costs), "",
                       f"Empty ground truth rule (`evaluate.empty: {empty}`): {EMPTY_RULES[empty]}.", "",
                       *notes, ""])

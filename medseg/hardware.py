@@ -41,3 +41,27 @@ def pick_amp_dtype(choice: str, device: torch.device) -> torch.dtype | None:
     native = (torch.cuda.is_bf16_supported() and torch.cuda.get_device_capability(device)[0] >= 8
               if device.type == "cuda" else cpu_has_native_bf16())
     return torch.bfloat16 if native else None
+
+
+def amp_name(dtype: torch.dtype | None) -> str:
+    return "fp32" if dtype is None else str(dtype).removeprefix("torch.")
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model name (from /proc/cpuinfo where there is one)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return "cpu"
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "cpu")
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak GPU memory allocated by torch on CUDA; on CPU the process's peak resident set."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

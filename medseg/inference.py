@@ -29,3 +29,14 @@ def predict_probs(model: nn.Module, images: np.ndarray, device: torch.device, ba
                 prob = (prob + torch.sigmoid(model(x.flip(-1)).float()).flip(-1)) / 2
         out[start: start + len(batch)] = prob[:, 0].cpu().numpy()
     return out
+
+
+def forward_flops(model: nn.Module, channels: int, size: int, device: torch.device) -> int:
+    """FLOPs of one forward pass on one channels x size x size image (torch's FLOP counter:
+    convolutions and matrix products, 2 FLOPs per multiply-add)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, channels, size, size, device=device))
+    return int(counter.get_total_flops())

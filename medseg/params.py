@@ -113,6 +113,7 @@ SCHEMA: dict[str, Any] = {
         "min_area": Spec((int, str)),
         "largest_component": Spec(bool),
         "pr_max_pixels": integer(1_000, 100_000_000),
+        "resamples": integer(2_000, 1_000_000),
         "seed": integer(0),
     },
     "visualize": {"cases": integer(1, 100)},

@@ -60,3 +60,27 @@ def line_chart(series: dict[str, pd.DataFrame], x: str, y: str, xlabel: str, yla
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def forest_plot(metrics: dict[str, dict], path: Path) -> None:
+    """Each model's mean per-case Dice and dice_fg (cases with foreground) with their 95% CIs:
+    overlapping bars are the first sign that a ranking is noise."""
+    names = list(metrics)
+    fig, ax = plt.subplots(figsize=(6.5, 0.6 * len(names) + 1.6))
+    for offset, key, colour in ((-0.15, "dice", "#1f5fa8"), (0.15, "dice_fg", "#d9822b")):
+        for row, name in enumerate(names):
+            m = metrics[name]
+            if m.get(key) is None:
+                continue
+            low, high = m.get(f"{key}_ci_low", m[key]), m.get(f"{key}_ci_high", m[key])
+            ax.errorbar(m[key], row + offset, xerr=[[m[key] - low], [high - m[key]]], fmt="o", color=colour,
+                        capsize=4, label=key if row == 0 else None)
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set_xlim(max(0.0, ax.get_xlim()[0]), 1.0)
+    ax.set_xlabel("mean per-case Dice on the test cases, 95% bootstrap CI")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from medseg.augment import build_augmentation
 from medseg.checkpoints import load_checkpoint, save_checkpoint
 from medseg.distributed import (DistInfo, barrier, broadcast_from_main, current, gradient_sync,
                                 local_device, mean_over_ranks, unwrap, wrap)
-from medseg.hardware import pick_amp_dtype, pick_device
+from medseg.hardware import amp_name, device_name, peak_memory_mb, pick_amp_dtype, pick_device
 from medseg.inference import autocast, predict_probs
 from medseg.losses import build_loss
 from medseg.metrics import best_f1_threshold, global_dice, pixel_pr
@@ -85,6 +86,7 @@ class RunState:
     best_epoch: int = -1
     bad_epochs: int = 0
     finished: bool = False
+    train_seconds: float = 0.0  # wall time of the training epochs (validation excluded), over resumes
 
 
 def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, cfg: dict[str, Any],
@@ -137,8 +139,10 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
             dataset = SliceDataset(data.train_images, data.train_masks, order,
                                    build_augmentation(aug_cfg, epoch_seed + 1_000_003 * info.rank))
             loader = make_loader(dataset, cfg, state.epoch, epoch_seed, device, info)
+            started = time.perf_counter()
             train_loss = train_epoch(model, loader, criterion, optimizer, scaler, cfg, device,
                                       amp_dtype, memory_format, ema)
+            state.train_seconds += time.perf_counter() - started
             train_loss = mean_over_ranks(train_loss, device)
             scored = core if ema is None else ema.module  # with EMA, the average is what we keep
             lr = optimizer.param_groups[0]["lr"]
@@ -175,7 +179,7 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
                      cfg["epochs"], train_loss, val_loss, val_dice)
             live.next_step()
     if info.is_main and state.finished and best.exists():
-        _store_val_threshold(best, data, cfg, device, amp_dtype)
+        _finalise_best(best, data, cfg, device, amp_dtype, state, len(order))
     barrier()  # no rank returns (and reads best.pt) before rank 0 has written it
     return state
 
@@ -226,9 +230,10 @@ def make_loader(dataset: SliceDataset, cfg: dict[str, Any], epoch: int, epoch_se
                       pin_memory=device.type == "cuda", persistent_workers=False)
 
 
-def _store_val_threshold(best: Path, data: TrainData, cfg: dict[str, Any], device: torch.device,
-                         amp_dtype: torch.dtype | None) -> None:
-    """Put the val best-F1 threshold into best.pt, so the checkpoint alone is enough to predict."""
+def _finalise_best(best: Path, data: TrainData, cfg: dict[str, Any], device: torch.device,
+                   amp_dtype: torch.dtype | None, state: RunState, draws_per_epoch: int) -> None:
+    """Put into best.pt the val best-F1 threshold, so the checkpoint alone is enough to predict,
+    and what training cost (device, dtype, time, epochs, throughput, peak memory)."""
     from medseg.checkpoints import model_from_checkpoint
 
     ckpt = load_checkpoint(best)
@@ -237,6 +242,10 @@ def _store_val_threshold(best: Path, data: TrainData, cfg: dict[str, Any], devic
     _, precision, recall, thresholds = pixel_pr(probs, data.val_masks, 1_000_000, cfg["seed"])
     ckpt["threshold"] = best_f1_threshold(precision, recall, thresholds)
     ckpt["threshold_source"] = "best pixel F1 on the val split"
+    ckpt["compute"] = {"device": device_name(device), "amp": amp_name(amp_dtype), "torch": str(torch.__version__),
+                       "epochs": state.epoch, "train_seconds": state.train_seconds,
+                       "train_images_per_s": draws_per_epoch * state.epoch / max(state.train_seconds, 1e-9),
+                       "peak_memory_mb": peak_memory_mb(device)}
     save_checkpoint(best, {k: v for k, v in ckpt.items() if k != "format"})
     log.info("val best-F1 threshold %.3f stored in %s", ckpt["threshold"], best)
 

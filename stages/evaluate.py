@@ -1,13 +1,17 @@
 """Stage `evaluate`: score every trained model on the test split (threshold, min_area chosen on val).
 
-Writes results/evaluate/<model>/{metrics.json, per_case.csv, per_image.csv, pr.csv},
+Writes results/evaluate/<model>/{metrics.json, compute.json, per_case.csv, per_image.csv, pr.csv},
+results/evaluate/comparison.json (paired tests between the models on the same test cases),
 results/evaluate/summary.md and, in data/predictions/<model>.npz, the test probabilities and the
 exact binary masks that were scored (visualize draws those, never a re-thresholded copy).
+metrics.json holds only what the same params on the same machine reproduce byte for byte;
+timings and memory go to compute.json.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +23,14 @@ from medseg.checkpoints import load_checkpoint, model_from_checkpoint
 from medseg.cli import run_stage
 from medseg.errors import MedsegError
 from medseg.evaluation import per_case_table, per_image_table, summarize, summary_markdown, tune_min_area
-from medseg.hardware import pick_device
-from medseg.inference import predict_probs
+from medseg.hardware import device_name, pick_device
+from medseg.inference import forward_flops, predict_probs
 from medseg.metrics import best_f1_threshold, pixel_pr
 from medseg.outputs import staged_dir, write_atomic, write_json
 from medseg.params import load_section
 from medseg.postprocess import clean_stack
 from medseg.slices import SLICES, dataset_info, load_arrays, split_rows
+from medseg.uncertainty import paired_comparison
 from models import MODEL_NAMES
 
 log = logging.getLogger("medseg.evaluate")
@@ -54,7 +59,8 @@ def main() -> None:
     test_images, test_masks = load_arrays(SLICES, test["slice_id"].tolist(), channels)
     gt = test_masks.astype(bool)
     device = pick_device("auto")
-    summary = {}
+    size = dataset_info()["size"]
+    summary, costs, case_tables = {}, {}, {}
     with staged_dir(paths.EVALUATE) as out, staged_dir(paths.PREDICTIONS) as preds:
         for name in MODEL_NAMES:
             path = paths.model_dir(name) / "best.pt"
@@ -67,19 +73,44 @@ def main() -> None:
             if min_area == "auto":
                 min_area = tune_min_area(val, val_probs, val_masks.astype(bool), threshold,
                                          cfg["empty"], cfg["largest_component"])
+            started = time.perf_counter()
             probs = predict_probs(model, test_images, device, tta=cfg["tta"])
+            infer_seconds = time.perf_counter() - started
             pred = clean_stack(probs >= threshold, min_area, cfg["largest_component"])
             images = per_image_table(test, pred, gt, cfg["empty"])
             cases = per_case_table(test, pred, gt, cfg["empty"])
             metrics, pr = summarize(images, cases, pred, gt, probs, threshold, min_area, cfg)
+            metrics |= provenance(ckpt, device)
+            costs[name] = compute_cost(ckpt, model, channels, size, device, len(test_images) / infer_seconds)
             write_model_results(out / name, metrics, cases, images, pr)
+            write_json(out / name / "compute.json", costs[name])
             np.savez_compressed(preds / f"{name}.npz", slice_id=test["slice_id"].to_numpy().astype(str),
                                 probs=np.round(probs * 255).astype(np.uint8), masks=pred, threshold=threshold,
                                 min_area=min_area, largest_component=cfg["largest_component"])
-            summary[name] = metrics
+            summary[name], case_tables[name] = metrics, cases
             log.info("%s: case Dice %.4f, IoU %.4f, AP %.4f (threshold %.3f from %s, min_area %d)", name,
                      metrics["dice"] or 0, metrics["iou"] or 0, metrics["ap"] or 0, threshold, source, min_area)
-        write_atomic(out / "summary.md", summary_markdown(summary, cfg["empty"]))
+        comparison = paired_comparison(case_tables, "dice", cfg["resamples"], cfg["seed"])
+        write_json(out / "comparison.json", {"metric": "dice", "alpha": 0.05, "pairs": comparison})
+        write_atomic(out / "summary.md", summary_markdown(summary, cfg["empty"], comparison, costs))
+
+
+def provenance(ckpt: dict[str, Any], device) -> dict[str, Any]:
+    """What produced the numbers: torch, and the device and autocast dtype training really used."""
+    trained = ckpt.get("compute", {})
+    return {"torch": trained.get("torch", "unknown"), "train_device": trained.get("device", "unknown"),
+            "train_amp": trained.get("amp", "unknown"), "eval_device": device_name(device), "eval_amp": "fp32"}
+
+
+def compute_cost(ckpt: dict[str, Any], model, channels: int, size: int, device, infer_ips: float) -> dict[str, Any]:
+    """What a model cost, so a comparison on "equal terms" can be checked (Isensee et al. 2024)."""
+    trained = ckpt.get("compute", {})
+    return {"parameters": int(sum(p.numel() for p in model.parameters())),
+            "gflops_per_image": forward_flops(model, channels, size, device) / 1e9, "image_size": size,
+            "epochs": trained.get("epochs"), "train_seconds": trained.get("train_seconds"),
+            "train_images_per_s": trained.get("train_images_per_s"),
+            "train_peak_memory_mb": trained.get("peak_memory_mb"), "infer_images_per_s": infer_ips,
+            "train_device": trained.get("device"), "train_amp": trained.get("amp"), "eval_device": device_name(device)}
 
 
 def write_model_results(folder: Path, metrics: dict[str, Any], cases: pd.DataFrame, images: pd.DataFrame,

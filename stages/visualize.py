@@ -1,8 +1,10 @@
 """Stage `visualize`: figures in results/plots/ — training curves, PR curves, per-case Dice box
-plot, and overlays of the best and worst test cases of each model."""
+plot, a forest plot of every model's Dice with its 95% CI, and overlays of the best and worst
+test cases of each model."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 
 import numpy as np
@@ -12,7 +14,7 @@ from medseg import paths
 from medseg.cli import run_stage
 from medseg.outputs import staged_dir
 from medseg.params import load_section
-from medseg.plots import dice_boxplot, line_chart, overlay, overlay_grid
+from medseg.plots import dice_boxplot, forest_plot, line_chart, overlay, overlay_grid
 from medseg.slices import SLICES, dataset_info, load_arrays, split_rows
 from models import MODEL_NAMES
 
@@ -56,6 +58,8 @@ def main() -> None:
         line_chart({m: pd.read_csv(evaluate / m / "pr.csv") for m in MODEL_NAMES}, "recall", "precision",
                    "recall", "precision", out / "pr_curves.png")
         dice_boxplot({m: c["dice"] for m, c in cases.items()}, out / "case_dice_boxplot.png")
+        forest_plot({m: json.loads((evaluate / m / "metrics.json").read_text()) for m in MODEL_NAMES},
+                    out / "forest.png")
         (out / "overlays").mkdir()
         for name in MODEL_NAMES:
             panels = case_panels(name, cases[name], test, cfg["cases"], channels)

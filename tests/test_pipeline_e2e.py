@@ -25,6 +25,7 @@ def tiny_params() -> dict:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["dataset"]["phantom"].update(cases=8, depth=12, size=48, seed=0)
     params["convert"].update(size=48, workers=1)
+    params["split"]["fractions"].update(train=0.6, val=0.2, test=0.2)  # the tiny set: not the default
     params["train"].update(epochs=5, batch_size=8, patience=0, lr=0.01)
     params["balance"].update(pos_repeat=4.0)
     params["models"]["unet"]["width"] = 8
@@ -84,10 +85,21 @@ def test_outputs_exist_and_metrics_are_sane(repo_copy):
             assert m[key] is not None and 0.0 <= m[key] <= 1.0 and math.isfinite(m[key]), (name, key, m)
         assert m["iou"] <= m["dice"] + 1e-9
         assert m["ap"] > 2 * prevalence, (name, m["ap"], prevalence)  # better than chance ranking
+        for key in ("dice", "iou", "dice_fg"):  # every headline number with its CI, bracketing it
+            assert m[f"{key}_ci_low"] <= m[key] <= m[f"{key}_ci_high"], (name, key, m)
+        assert m["torch"] == torch.__version__ and m["train_amp"] in ("fp32", "bfloat16")
+        cost = json.loads((dest / f"results/evaluate/{name}/compute.json").read_text())
+        assert cost["parameters"] > 1000 and cost["gflops_per_image"] > 0 and cost["epochs"] == 5
+        assert cost["train_seconds"] > 0 and cost["infer_images_per_s"] > 0
         log = pd.read_csv(dest / f"results/train/{name}/plots/metrics/train_loss.tsv", sep="\t")
         assert len(log) == 5 and log["train_loss"].iloc[-1] < log["train_loss"].iloc[0]
         assert (dest / f"results/plots/overlays/{name}.png").stat().st_size > 1000
-    assert (dest / "results/evaluate/summary.md").read_text().count("| unet |") == 1
+    summary = (dest / "results/evaluate/summary.md").read_text()
+    assert summary.count("| unet |") == 2  # the scores table and the compute table
+    pairs = json.loads((dest / "results/evaluate/comparison.json").read_text())["pairs"]
+    assert len(pairs) == 6 and all(p["cases"] == m["cases"] for p in pairs)
+    assert "unet − attn_unet" in summary and ("differs significantly" in summary or "Significant at" in summary)
+    assert (dest / "results/plots/forest.png").stat().st_size > 1000
 
 
 @pytest.mark.e2e
@@ -133,6 +145,7 @@ def test_sigkilled_training_resumes_under_dvc_repro_to_the_same_result(repo_copy
     """Runs last in this module: it re-trains unet, so dvc.lock afterwards is this test's business."""
     dest, env = repo_copy
     reference = json.loads((dest / "results/train/unet/metrics.json").read_text())
+    scored = (dest / "results/evaluate/unet/metrics.json").read_bytes()
     reference_best = load_checkpoint(dest / "data/models/unet/best.pt")
     last = dest / "data/models/unet/last.pt"
     with open(dest / "killed.log", "w") as log:
@@ -156,3 +169,5 @@ def test_sigkilled_training_resumes_under_dvc_repro_to_the_same_result(repo_copy
     assert best["threshold"] == reference_best["threshold"] and best["epoch"] == reference_best["epoch"]
     for key, tensor in reference_best["state_dict"].items():
         assert torch.equal(best["state_dict"][key], tensor), key
+    run(["dvc", "repro", "evaluate"], dest, env)  # trained twice (once killed), scored again:
+    assert (dest / "results/evaluate/unet/metrics.json").read_bytes() == scored  # byte for byte

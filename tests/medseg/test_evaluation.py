@@ -35,3 +35,21 @@ def test_siim_column_follows_the_one_rule_whatever_the_configured_rule():
         table = per_image_table(slices, pred, gt, rule)
         assert table["siim_dice"].tolist() == [1.0, 1.0, 0.0, 0.0]  # a1: empty and predicted empty
         assert table["pred_pixels"].tolist() == [25, 0, 2, 1]
+
+
+def test_detection_rates_and_dice_fg_on_hand_made_masks():
+    from medseg.evaluation import detection, per_case_table, uncertainty
+
+    slices, probs, gt = two_cases()
+    pred = probs >= 0.5  # case a: exact; case b (lesion-free): specks in both slices
+    images, cases = per_image_table(slices, pred, gt, "one"), per_case_table(slices, pred, gt, "one", distances=False)
+    rates = detection(images, cases)
+    assert rates["fp_case_rate"] == 1.0 and rates["fg_cases"] == 1 and rates["empty_cases"] == 1
+    assert rates["fp_image_rate"] == pytest.approx(2 / 3)  # a1, b0, b1 are empty; b0 and b1 have specks
+    clean = np.zeros_like(pred)
+    clean[0] = pred[0]
+    images, cases = per_image_table(slices, clean, gt, "one"), per_case_table(slices, clean, gt, "one", distances=False)
+    assert detection(images, cases)["fp_case_rate"] == 0.0 and detection(images, cases)["fp_image_rate"] == 0.0
+    scores = uncertainty(per_case_table(slices, pred, gt, "one", distances=False), 2_000, 0)
+    assert scores["dice_fg"] == 1.0 and scores["dice_fg_ci_low"] == scores["dice_fg_ci_high"] == 1.0
+    assert scores["dice_ci_low"] == 0.0 and scores["dice_ci_high"] == 1.0  # cases scoring 1 and 0
