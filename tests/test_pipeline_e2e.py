@@ -95,7 +95,7 @@ def test_outputs_exist_and_metrics_are_sane(repo_copy):
         assert len(log) == 5 and log["train_loss"].iloc[-1] < log["train_loss"].iloc[0]
         assert (dest / f"results/plots/overlays/{name}.png").stat().st_size > 1000
     summary = (dest / "results/evaluate/summary.md").read_text()
-    assert summary.count("| unet |") == 2  # the scores table and the compute table
+    assert sum(line.startswith("| unet |") for line in summary.splitlines()) == 2  # scores and compute rows
     pairs = json.loads((dest / "results/evaluate/comparison.json").read_text())["pairs"]
     assert len(pairs) == 6 and all(p["cases"] == m["cases"] for p in pairs)
     assert "unet − attn_unet" in summary and ("differs significantly" in summary or "Significant at" in summary)
@@ -125,6 +125,8 @@ def test_plots_page_renders_offline(repo_copy):
         assert f'"filename": "{name}/plots/metrics/train_loss.tsv"' in page
         assert f'"filename": "{name}/pr.csv"' in page
         assert (dest / f"plots_page/static/workspace_results_plots_overlays_{name}.png").exists()
+    assert page.count('"as": "model"') >= 4  # the repo's template: colour by model, dash by experiment
+    assert (dest / "plots_page/static/workspace_results_plots_forest.png").exists()
 
 
 
