@@ -31,7 +31,7 @@ import torch
 from bench import loops
 from bench.loops import Setting
 from medseg.cli import run_stage
-from medseg.hardware import amp_name, pick_amp_dtype, pick_device
+from medseg.hardware import amp_name, device_name, pick_amp_dtype, pick_device
 from medseg.outputs import write_json
 from medseg import paths
 from medseg.losses import LOSS_PARAMS
@@ -143,9 +143,7 @@ def gpu_efficiency(result: dict, s: Setting, ctx: Context) -> None:
 
 
 def machine(device: torch.device) -> dict[str, Any]:
-    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
-    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown")
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    return {"cpu": device_name(torch.device("cpu")), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None, "torch": torch.__version__}
 
 

@@ -10,7 +10,6 @@ line; a schema library would add a dependency for ~80 lines and word its errors 
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ class Spec:
     """Type and allowed values of one leaf key."""
 
     kind: type | tuple[type, ...]
-    choices: tuple[Any, ...] | Callable[[], tuple[Any, ...]] | None = None  # a callable: a registry read late
+    choices: tuple[Any, ...] | None = None
     low: float | None = None
     high: float | None = None
     nullable: bool = False
@@ -44,9 +43,8 @@ class Spec:
         if not ok:
             names = "/".join(k.__name__ for k in kinds)
             raise MedsegError(f"params.yaml: {key}={value!r} has the wrong type; expected {names}")
-        choices = self.choices() if callable(self.choices) else self.choices
-        if choices is not None and value not in choices:
-            allowed = ", ".join(map(str, choices))
+        if self.choices is not None and value not in self.choices:
+            allowed = ", ".join(map(str, self.choices))
             raise MedsegError(f"params.yaml: {key}={value!r} is not allowed; choose one of: {allowed}")
         if isinstance(value, (int, float)) and not is_bool:
             if self.low is not None and value < self.low or self.high is not None and value > self.high:

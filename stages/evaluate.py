@@ -54,12 +54,12 @@ def main() -> None:
     argparse.ArgumentParser(description=__doc__).parse_args()
     cfg = load_section("evaluate")
     val, test = split_rows("val"), split_rows("test")
-    channels = dataset_info()["channels"]
+    info = dataset_info()
+    channels, size = info["channels"], info["size"]
     val_images, val_masks = load_arrays(SLICES, val["slice_id"].tolist(), channels)
     test_images, test_masks = load_arrays(SLICES, test["slice_id"].tolist(), channels)
     gt = test_masks.astype(bool)
     device = pick_device("auto")
-    size = dataset_info()["size"]
     summary, costs, case_tables = {}, {}, {}
     with staged_dir(paths.EVALUATE) as out, staged_dir(paths.PREDICTIONS) as preds:
         for name in MODEL_NAMES:
