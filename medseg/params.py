@@ -72,6 +72,7 @@ SCHEMA: dict[str, Any] = {
     "split": {
         "fractions": {"train": num(0, 1), "val": num(0, 1), "test": num(0, 1)},
         "seed": integer(0),
+        "folds": integer(1, 20),
     },
     "balance": {"neg_keep": num(0, 1), "pos_repeat": num(0, 100), "seed": integer(0)},
     "augment": {

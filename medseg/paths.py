@@ -20,14 +20,24 @@ def raw_dir(dataset: str) -> Path:
     return RAW / dataset
 
 
-def model_dir(model: str) -> Path:
-    """best.pt and last.pt of one model."""
-    return MODELS / model
+def model_dir(model: str, fold: int | None = None) -> Path:
+    """best.pt and last.pt of one model, or of its cross-validation fold `fold`."""
+    return MODELS / model if fold is None else MODELS / model / f"fold_{fold}"
 
 
-def train_log_dir(model: str) -> Path:
-    """The dvclive folder of one model's training."""
-    return RESULTS / "train" / model
+def ensemble_json(model: str) -> Path:
+    """The fold count and out-of-fold threshold of a k-fold model (its folder is then the model)."""
+    return MODELS / model / "ensemble.json"
+
+
+def train_log_dir(model: str, fold: int | None = None) -> Path:
+    """The dvclive folder of one model's training, or of its fold `fold`."""
+    return RESULTS / "train" / model if fold is None else RESULTS / "train" / model / f"fold_{fold}"
+
+
+def fold_curves(model: str) -> Path:
+    """Every fold's training curves of one model in one table (what `dvc plots show` draws per fold)."""
+    return RESULTS / "train" / model / "folds.tsv"
 
 
 def stage_results(stage: str) -> Path:

@@ -56,10 +56,27 @@ def read_split(path: Path = paths.SPLIT_CSV) -> pd.DataFrame:
 
 
 def split_rows(name: str, slices: Path = paths.SLICES, split_csv: Path = paths.SPLIT_CSV) -> pd.DataFrame:
-    """The manifest rows of split `name` (train, val or test) in manifest order, with their split."""
+    """The manifest rows of split `name` (train, val or test) in manifest order, with their split
+    (and fold, when the split has cross-validation folds)."""
     split = read_split(split_csv)
-    rows = read_manifest(slices).merge(split[["slice_id", "split"]], on="slice_id")
+    rows = read_manifest(slices).merge(split[["slice_id", "split", *(["fold"] if "fold" in split else [])]],
+                                       on="slice_id")
     return rows[rows["split"] == name].reset_index(drop=True)
+
+
+def fold_count(split_csv: Path = paths.SPLIT_CSV) -> int:
+    """K of `split.folds` as the split stage wrote it: 1 for a plain train/val split."""
+    split = read_split(split_csv)
+    return int(split["fold"].max()) + 1 if "fold" in split else 1
+
+
+def fold_rows(fold: int, role: str, slices: Path = paths.SLICES, split_csv: Path = paths.SPLIT_CSV) -> pd.DataFrame:
+    """The rows fold `fold` trains on (`role` "train") or validates on ("val"). Without folds,
+    fold 0 is the plain train/val split, so one code path serves both layouts."""
+    if fold_count(split_csv) == 1:
+        return split_rows(role, slices, split_csv)
+    pool = split_rows("train", slices, split_csv)
+    return pool[(pool["fold"] == fold) == (role == "val")].reset_index(drop=True)
 
 
 def read_sampling(path: Path = paths.SAMPLING_CSV) -> pd.DataFrame:

@@ -1,16 +1,22 @@
-"""Patient/volume-level train/val/test split, stratified by whether a group has any foreground.
+"""Patient/volume-level train/val/test split, stratified by whether a group has any foreground,
+and, with `split.folds` K >= 2, K patient-level cross-validation folds over the non-test groups.
 
-Hand-written: scikit-learn's StratifiedGroupKFold gives k equal folds, not three arbitrary
-fractions, and does not guarantee every split a positive group.
+The three-way split is hand-written: scikit-learn's StratifiedGroupKFold gives k equal folds, not
+three arbitrary fractions, and does not guarantee every split a positive group. The folds are
+scikit-learn's StratifiedKFold over whole groups.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
+from sklearn.model_selection import StratifiedKFold
 
 from medseg.errors import MedsegError
 
 SPLITS = ("train", "val", "test")
+NO_FOLD = -1  # the `fold` of a test slice
 
 
 def _allocate(n: int, fractions: dict[str, float]) -> dict[str, int]:
@@ -82,8 +88,37 @@ def split_groups(manifest: pd.DataFrame, fractions: dict[str, float], seed: int)
 
 
 def check_group_integrity(split: pd.DataFrame) -> None:
-    """Fail loudly if any group appears in more than one split."""
-    per_group = split.groupby("group")["split"].nunique()
-    leaked = per_group[per_group > 1]
-    if len(leaked):
-        raise MedsegError(f"split: group {leaked.index[0]!r} appears in more than one split")
+    """Fail loudly if any group appears in more than one split (or, with folds, in two folds)."""
+    for column, what in (("split", "split"), ("fold", "fold")):
+        if column not in split:
+            continue
+        per_group = split.groupby("group")[column].nunique()
+        leaked = per_group[per_group > 1]
+        if len(leaked):
+            raise MedsegError(f"split: group {leaked.index[0]!r} appears in more than one {what}")
+
+
+def assign_folds(manifest: pd.DataFrame, split: pd.DataFrame, folds: int, seed: int) -> pd.DataFrame:
+    """`split` with train and val pooled into `folds` patient-level folds (the `fold` column,
+    NO_FOLD for test), stratified by whether a group has foreground; the test split is unchanged.
+
+    Groups are merged as in split_groups, so the same image under two ids stays in one fold."""
+    unit_of = dict(zip(manifest["slice_id"], merged_groups(manifest)))
+    fg_of = dict(zip(manifest["slice_id"], manifest["fg_pixels"]))
+    pool = split[split["split"] != "test"]
+    units = pool["slice_id"].map(unit_of)
+    positive = pool["slice_id"].map(fg_of).gt(0).groupby(units).any().sort_index()
+    if positive.sum() < folds:
+        raise MedsegError(f"split: {int(positive.sum())} non-test groups with foreground cannot give each of "
+                          f"split.folds={folds} folds one; lower split.folds or add cases")
+    with warnings.catch_warnings():  # fewer lesion-free groups than folds: some folds get none, as intended
+        warnings.simplefilter("ignore", UserWarning)
+        held_out = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(positive, positive)
+        fold_of = {unit: k for k, (_, held) in enumerate(held_out) for unit in positive.index[held]}
+    out = split.assign(split=np.where(split["split"] == "test", "test", "train"))
+    out["fold"] = out["slice_id"].map(unit_of).map(fold_of).where(out["split"] != "test", NO_FOLD).astype(int)
+    for k in range(folds):
+        if not out.loc[out["fold"] == k, "slice_id"].map(fg_of).gt(0).any():
+            raise MedsegError(f"split: fold {k} holds no group with foreground; lower split.folds or add cases")
+    check_group_integrity(out)
+    return out

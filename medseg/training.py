@@ -90,11 +90,14 @@ class RunState:
 
 
 def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, cfg: dict[str, Any],
-          loss_cfg: dict[str, Any], aug_cfg: dict[str, Any], ckpt_dir: Path, live_dir: Path) -> RunState:
+          loss_cfg: dict[str, Any], aug_cfg: dict[str, Any], ckpt_dir: Path, live_dir: Path,
+          keep_finished: bool = False) -> RunState:
     """Train `model`; `header` (model name, params, channels) goes into every checkpoint.
 
     Under torchrun every rank runs this loop on its share of each epoch; rank 0 alone writes
-    `ckpt_dir` and `live_dir`, and every rank takes the same early-stopping decision.
+    `ckpt_dir` and `live_dir`, and every rank takes the same early-stopping decision. With
+    `keep_finished` a run of the same fingerprint that already finished is kept, not repeated
+    (the folds before the one a killed k-fold run was in).
     """
     info = current()
     device = local_device(pick_device(cfg["device"]), info)
@@ -114,6 +117,9 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
         run_config["world_size"] = info.world_size
     fingerprint = data.fingerprint(run_config)
     last, best = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
+    if keep_finished and (done := finished_run(last, best, fingerprint)) is not None:
+        log.info("%s: %s already holds this run, finished; kept", name, ckpt_dir)
+        return done
     resumed = resume_from(last, best, fingerprint, model, optimizer, scheduler, scaler, ema)
     resume, state = resumed is not None, resumed or RunState()
     if resume:
@@ -202,6 +208,22 @@ def resume_from(last: Path, best: Path, fingerprint: str, model: nn.Module, opti
     return RunState(**ckpt["train_state"])
 
 
+def finished_run(last: Path, best: Path, fingerprint: str) -> RunState | None:
+    """The state of a finished run of this fingerprint whose best.pt is complete, else None."""
+    if not (last.exists() and best.exists()):
+        return None
+    state = load_checkpoint(last)
+    if state.get("fingerprint") != fingerprint or not state["train_state"]["finished"]:
+        return None
+    return RunState(**state["train_state"]) if "threshold_source" in load_checkpoint(best) else None
+
+
+def best_threshold(probs: np.ndarray, masks: np.ndarray, seed: int) -> float:
+    """The best pixel-F1 cut-off of these probabilities (on a 1M-pixel subsample)."""
+    _, precision, recall, thresholds = pixel_pr(probs, masks, 1_000_000, seed)
+    return best_f1_threshold(precision, recall, thresholds)
+
+
 def rewind_live(live_dir: Path, epochs_done: int) -> None:
     """Drop dvclive rows logged after the checkpoint we resume from.
 
@@ -239,8 +261,7 @@ def _finalise_best(best: Path, data: TrainData, cfg: dict[str, Any], device: tor
     ckpt = load_checkpoint(best)
     model = model_from_checkpoint(ckpt, best).to(device)
     probs = predict_probs(model, data.val_images, device, cfg["batch_size"], amp_dtype)
-    _, precision, recall, thresholds = pixel_pr(probs, data.val_masks, 1_000_000, cfg["seed"])
-    ckpt["threshold"] = best_f1_threshold(precision, recall, thresholds)
+    ckpt["threshold"] = best_threshold(probs, data.val_masks, cfg["seed"])
     ckpt["threshold_source"] = "best pixel F1 on the val split"
     ckpt["compute"] = {"device": device_name(device), "amp": amp_name(amp_dtype), "torch": str(torch.__version__),
                        "epochs": state.epoch, "train_seconds": state.train_seconds,

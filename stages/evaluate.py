@@ -1,5 +1,11 @@
 """Stage `evaluate`: score every trained model on the test split (threshold, min_area chosen on val).
 
+With K cross-validation folds a model is the ensemble of its K fold models (the mean of their
+probabilities) on the test split; threshold and min_area are chosen on the out-of-fold
+predictions (each non-test case by the fold model that did not train on it), which also give the
+cross-validation estimate (`cv` in metrics.json, per_case_oof.csv) and a second set of paired
+comparisons (`oof_pairs` in comparison.json).
+
 Writes results/evaluate/<model>/{metrics.json, compute.json, per_case.csv, per_image.csv, pr.csv},
 results/evaluate/comparison.json (paired tests between the models on the same test cases),
 results/evaluate/summary.md and, in data/predictions/<model>.npz, the test probabilities and the
@@ -22,14 +28,17 @@ from medseg import paths
 from medseg.checkpoints import load_checkpoint, model_from_checkpoint
 from medseg.cli import run_stage
 from medseg.errors import MedsegError
+from medseg.crossval import cv_markdown, cv_metrics, fold_of_rows
 from medseg.evaluation import per_case_table, per_image_table, summarize, summary_markdown, tune_min_area
-from medseg.hardware import device_name, pick_device
-from medseg.inference import forward_flops, predict_probs
+from medseg.compute import compute_cost, provenance
+from medseg.hardware import pick_device
+from medseg.inference import predict_probs
 from medseg.metrics import best_f1_threshold, pixel_pr
 from medseg.outputs import staged_dir, write_atomic, write_json
 from medseg.params import load_section
 from medseg.postprocess import clean_stack
-from medseg.slices import SLICES, dataset_info, load_arrays, split_rows
+from medseg.folds import checkpoint_paths, mean_probs, read_ensemble
+from medseg.slices import SLICES, dataset_info, fold_count, fold_rows, load_arrays, split_rows
 from medseg.uncertainty import paired_comparison
 from models import MODEL_NAMES
 
@@ -39,7 +48,8 @@ log = logging.getLogger("medseg.evaluate")
 def choose_threshold(ckpt: dict[str, Any], path: Path, cfg: dict[str, Any],
                      val_probs: np.ndarray | None, val_masks: np.ndarray) -> tuple[float, str]:
     """The probability cut-off and where it came from: an explicit number, else the val best-F1
-    threshold train stored in best.pt, recomputed on val only when TTA changes the probabilities."""
+    threshold train stored in best.pt (the out-of-fold one in ensemble.json for a k-fold model),
+    recomputed on val only when TTA changes the probabilities."""
     if cfg["threshold"] != "auto":
         return float(cfg["threshold"]), "evaluate.threshold"
     if cfg["tta"]:
@@ -50,39 +60,65 @@ def choose_threshold(ckpt: dict[str, Any], path: Path, cfg: dict[str, Any],
     return float(ckpt["threshold"]), ckpt["threshold_source"]
 
 
+def load_members(name: str, folds: int, device) -> tuple[list[tuple[dict[str, Any], Any]], dict[str, Any], Path]:
+    """The model's checkpoints and networks (one, or one per fold), its threshold record and its path."""
+    folder = paths.model_dir(name)
+    found = checkpoint_paths(folder)
+    if len(found) != folds:
+        raise MedsegError(f"{folder}: holds {len(found)} model(s) but data/split.csv has {folds} fold(s); "
+                          f"run the train_{name} stage")
+    members = []
+    for path in found:
+        ckpt = load_checkpoint(path)
+        members.append((ckpt, model_from_checkpoint(ckpt, path).to(device)))
+    if folds == 1:
+        return members, members[0][0], found[0]
+    return members, read_ensemble(folder), folder / "ensemble.json"
+
+
 def main() -> None:
     argparse.ArgumentParser(description=__doc__).parse_args()
     cfg = load_section("evaluate")
-    val, test = split_rows("val"), split_rows("test")
+    folds = fold_count()
+    val_parts = [fold_rows(k, "val") for k in range(folds)]  # without folds: the val split
+    val, test = pd.concat(val_parts, ignore_index=True), split_rows("test")
+    val_fold = fold_of_rows([len(p) for p in val_parts])
     info = dataset_info()
     channels, size = info["channels"], info["size"]
     val_images, val_masks = load_arrays(SLICES, val["slice_id"].tolist(), channels)
     test_images, test_masks = load_arrays(SLICES, test["slice_id"].tolist(), channels)
     gt = test_masks.astype(bool)
     device = pick_device("auto")
-    summary, costs, case_tables = {}, {}, {}
+    summary, costs, case_tables, oof_tables = {}, {}, {}, {}
     with staged_dir(paths.EVALUATE) as out, staged_dir(paths.PREDICTIONS) as preds:
         for name in MODEL_NAMES:
-            path = paths.model_dir(name) / "best.pt"
-            ckpt = load_checkpoint(path)
-            model = model_from_checkpoint(ckpt, path).to(device)
-            needs_val = cfg["min_area"] == "auto" or cfg["threshold"] == "auto" and cfg["tta"]
-            val_probs = predict_probs(model, val_images, device, tta=cfg["tta"]) if needs_val else None
-            threshold, source = choose_threshold(ckpt, path, cfg, val_probs, val_masks)
+            members, record, record_path = load_members(name, folds, device)
+            needs_val = folds > 1 or cfg["min_area"] == "auto" or cfg["threshold"] == "auto" and cfg["tta"]
+            val_probs = out_of_fold_probs(members, val_images, val_fold, device, cfg["tta"]) if needs_val else None
+            threshold, source = choose_threshold(record, record_path, cfg, val_probs, val_masks)
             min_area = cfg["min_area"]
             if min_area == "auto":
                 min_area = tune_min_area(val, val_probs, val_masks.astype(bool), threshold,
                                          cfg["empty"], cfg["largest_component"])
             started = time.perf_counter()
-            probs = predict_probs(model, test_images, device, tta=cfg["tta"])
+            probs = mean_probs([predict_probs(model, test_images, device, tta=cfg["tta"]) for _, model in members])
             infer_seconds = time.perf_counter() - started
             pred = clean_stack(probs >= threshold, min_area, cfg["largest_component"])
             images = per_image_table(test, pred, gt, cfg["empty"])
             cases = per_case_table(test, pred, gt, cfg["empty"])
             metrics, pr = summarize(images, cases, pred, gt, probs, threshold, min_area, cfg)
-            metrics |= provenance(ckpt, device)
-            costs[name] = compute_cost(ckpt, model, channels, size, device, len(test_images) / infer_seconds)
+            metrics |= provenance(members[0][0], device)
+            costs[name] = compute_cost([c for c, _ in members], members[0][1], channels, size, device,
+                                       len(test_images) / infer_seconds)
             write_model_results(out / name, metrics, cases, images, pr)
+            if folds > 1:
+                oof_pred = clean_stack(val_probs >= threshold, min_area, cfg["largest_component"])
+                oof = per_case_table(val, oof_pred, val_masks.astype(bool), cfg["empty"])
+                oof.insert(1, "fold", oof["group"].map(dict(zip(val["group"], val["fold"]))))
+                metrics["cv"] = cv_metrics(oof, cfg["resamples"], cfg["seed"])
+                write_json(out / name / "metrics.json", metrics)
+                oof.to_csv(out / name / "per_case_oof.csv", index=False, float_format="%.6f")
+                oof_tables[name] = oof
             write_json(out / name / "compute.json", costs[name])
             np.savez_compressed(preds / f"{name}.npz", slice_id=test["slice_id"].to_numpy().astype(str),
                                 probs=np.round(probs * 255).astype(np.uint8), masks=pred, threshold=threshold,
@@ -90,27 +126,27 @@ def main() -> None:
             summary[name], case_tables[name] = metrics, cases
             log.info("%s: case Dice %.4f, IoU %.4f, AP %.4f (threshold %.3f from %s, min_area %d)", name,
                      metrics["dice"] or 0, metrics["iou"] or 0, metrics["ap"] or 0, threshold, source, min_area)
+            if folds > 1:
+                log.info("%s: %d-fold CV per-case Dice %.4f over %d cases", name, folds,
+                         metrics["cv"]["dice"] or 0, metrics["cv"]["cases"])
         comparison = paired_comparison(case_tables, "dice", cfg["resamples"], cfg["seed"])
-        write_json(out / "comparison.json", {"metric": "dice", "alpha": 0.05, "pairs": comparison})
-        write_atomic(out / "summary.md", summary_markdown(summary, cfg["empty"], comparison, costs))
+        report = {"metric": "dice", "alpha": 0.05, "pairs": comparison}
+        text = summary_markdown(summary, cfg["empty"], comparison, costs)
+        if folds > 1:
+            report["oof_pairs"] = paired_comparison(oof_tables, "dice", cfg["resamples"], cfg["seed"])
+            text += "\n" + cv_markdown(summary, report["oof_pairs"])
+        write_json(out / "comparison.json", report)
+        write_atomic(out / "summary.md", text)
 
 
-def provenance(ckpt: dict[str, Any], device) -> dict[str, Any]:
-    """What produced the numbers: torch, and the device and autocast dtype training really used."""
-    trained = ckpt.get("compute", {})
-    return {"torch": trained.get("torch", "unknown"), "train_device": trained.get("device", "unknown"),
-            "train_amp": trained.get("amp", "unknown"), "eval_device": device_name(device), "eval_amp": "fp32"}
-
-
-def compute_cost(ckpt: dict[str, Any], model, channels: int, size: int, device, infer_ips: float) -> dict[str, Any]:
-    """What a model cost, so a comparison on "equal terms" can be checked (Isensee et al. 2024)."""
-    trained = ckpt.get("compute", {})
-    return {"parameters": int(sum(p.numel() for p in model.parameters())),
-            "gflops_per_image": forward_flops(model, channels, size, device) / 1e9, "image_size": size,
-            "epochs": trained.get("epochs"), "train_seconds": trained.get("train_seconds"),
-            "train_images_per_s": trained.get("train_images_per_s"),
-            "train_peak_memory_mb": trained.get("peak_memory_mb"), "infer_images_per_s": infer_ips,
-            "train_device": trained.get("device"), "train_amp": trained.get("amp"), "eval_device": device_name(device)}
+def out_of_fold_probs(members: list, images: np.ndarray, fold: np.ndarray, device, tta: bool) -> np.ndarray:
+    """Each row's probability from the member that did not train on it (fold k -> member k)."""
+    probs = np.empty(images.shape[:3], dtype=np.float32)
+    for k, (_, model) in enumerate(members):
+        rows = np.flatnonzero(fold == k)
+        if len(rows):
+            probs[rows] = predict_probs(model, images[rows], device, tta=tta)
+    return probs
 
 
 def write_model_results(folder: Path, metrics: dict[str, Any], cases: pd.DataFrame, images: pd.DataFrame,

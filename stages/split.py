@@ -1,4 +1,5 @@
-"""Stage `split`: whole patients/volumes into train/val/test -> data/split.csv."""
+"""Stage `split`: whole patients/volumes into train/val/test -> data/split.csv; with
+`split.folds` K >= 2, train and val are pooled into K cross-validation folds (a `fold` column)."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +9,7 @@ from medseg.cli import run_stage
 from medseg.outputs import write_atomic
 from medseg.params import load_section
 from medseg.slices import read_manifest
-from medseg.splitting import SPLITS, split_groups
+from medseg.splitting import assign_folds, split_groups
 
 log = logging.getLogger("medseg.split")
 
@@ -18,9 +19,11 @@ def main() -> None:
     cfg = load_section("split")
     manifest = read_manifest()
     split = split_groups(manifest, cfg["fractions"], cfg["seed"])
+    if cfg["folds"] > 1:
+        split = assign_folds(manifest, split, cfg["folds"], cfg["seed"])
     write_atomic(paths.SPLIT_CSV, split.to_csv(index=False))
-    for name in SPLITS:
-        part = split[split["split"] == name]
+    label = split["fold"].map(lambda k: "test" if k < 0 else f"fold {k}") if "fold" in split else split["split"]
+    for name, part in split.groupby(label):
         log.info("%s: %d groups, %d slices", name, part["group"].nunique(), len(part))
 
 

@@ -1,4 +1,6 @@
-"""Stage `train_<model>`: train one of the four models on the balanced train split.
+"""Stage `train_<model>`: train one of the four models on the balanced train split, or, when
+data/split.csv has K cross-validation folds, K fold models (fold k validates on fold k) and
+ensemble.json with the threshold chosen on their out-of-fold predictions.
 
 Usage: python -m stages.train MODEL   (MODEL in unet, attn_unet, deeplab, upernet)
        torchrun --nproc_per_node=N -m stages.train MODEL   (DDP on N GPUs; rank 0 logs and writes)
@@ -18,30 +20,64 @@ from medseg.distributed import cleanup, init_distributed
 from medseg.losses import LOSS_PARAMS
 from medseg.networks import build_network, load_model_params
 from medseg.params import load_section
-from medseg.slices import SLICES, dataset_info, load_arrays, read_sampling, split_rows
-from medseg.training import RunState, TrainData, train
+from medseg.checkpoints import load_checkpoint, model_from_checkpoint
+from medseg.folds import tidy_layout, write_ensemble, write_fold_curves
+from medseg.hardware import pick_amp_dtype, pick_device
+from medseg.inference import predict_probs
+from medseg.slices import SLICES, dataset_info, fold_count, fold_rows, load_arrays, read_sampling
+from medseg.training import RunState, TrainData, best_threshold, train
 from models import MODEL_NAMES
 
 log = logging.getLogger("medseg.train")
 
 
-def load_train_data(channels: int) -> TrainData:
+def load_train_data(fold: int, channels: int) -> TrainData:
+    """Fold `fold`'s balanced training draws (the sampling rows of its training groups) and its val set."""
     sampling = read_sampling()
-    sampling = sampling[sampling["repeats"] > 0]
+    sampling = sampling[(sampling["repeats"] > 0) & sampling["slice_id"].isin(fold_rows(fold, "train")["slice_id"])]
     train_images, train_masks = load_arrays(SLICES, sampling["slice_id"].tolist(), channels)
-    val_images, val_masks = load_arrays(SLICES, split_rows("val")["slice_id"].tolist(), channels)
+    val_images, val_masks = load_arrays(SLICES, fold_rows(fold, "val")["slice_id"].tolist(), channels)
     return TrainData(train_images, train_masks, sampling["repeats"].to_numpy(np.int64), val_images, val_masks)
 
 
 def train_model(name: str, cfg: dict[str, Any], loss_cfg: dict[str, Any], aug_cfg: dict[str, Any],
-                model_cfg: dict[str, Any]) -> RunState:
+                model_cfg: dict[str, Any], is_main: bool) -> list[RunState]:
+    """Train the model (or each of its K fold models, resuming in the fold a killed run was in)."""
     info = dataset_info()
-    channels = info["channels"]
-    data = load_train_data(channels)
-    torch.manual_seed(cfg["seed"])
-    model = build_network(name, channels, model_cfg)
-    header = {"model": name, "model_params": model_cfg, "in_channels": channels, "preprocess": info}
-    return train(model, name, header, data, cfg, loss_cfg, aug_cfg, paths.model_dir(name), paths.train_log_dir(name))
+    channels, folds = info["channels"], fold_count()
+    states = []
+    for fold in range(folds):
+        data = load_train_data(fold, channels)
+        torch.manual_seed(cfg["seed"])
+        model = build_network(name, channels, model_cfg)
+        header = {"model": name, "model_params": model_cfg, "in_channels": channels, "preprocess": info}
+        where = None if folds == 1 else fold
+        if where is not None:
+            header |= {"fold": fold, "folds": folds}
+            log.info("%s: fold %d of %d", name, fold, folds)
+        states.append(train(model, name, header, data, cfg, loss_cfg, aug_cfg, paths.model_dir(name, where),
+                            paths.train_log_dir(name, where), keep_finished=folds > 1))
+    if is_main:
+        if folds > 1:
+            threshold = out_of_fold_threshold(name, folds, channels, cfg)
+            write_ensemble(paths.model_dir(name), folds, threshold, "best pixel F1 on the out-of-fold predictions")
+            log.info("%s: out-of-fold threshold %.3f for the %d-fold ensemble", name, threshold, folds)
+        tidy_layout(name, folds)
+        write_fold_curves(name, folds)
+    return states
+
+
+def out_of_fold_threshold(name: str, folds: int, channels: int, cfg: dict[str, Any]) -> float:
+    """The ensemble's cut-off: best pixel F1 over every fold model's predictions on its own val fold."""
+    device = pick_device(cfg["device"])
+    probs, masks = [], []
+    for fold in range(folds):
+        path = paths.model_dir(name, fold) / "best.pt"
+        model = model_from_checkpoint(load_checkpoint(path), path).to(device)
+        images, fold_masks = load_arrays(SLICES, fold_rows(fold, "val")["slice_id"].tolist(), channels)
+        probs.append(predict_probs(model, images, device, cfg["batch_size"], pick_amp_dtype(cfg["amp"], device)))
+        masks.append(fold_masks)
+    return best_threshold(np.concatenate(probs), np.concatenate(masks), cfg["seed"])
 
 
 def main() -> None:
@@ -55,11 +91,13 @@ def main() -> None:
     if not dist_info.is_main:  # under torchrun one process reports; the others only warn
         logging.getLogger("medseg").setLevel(logging.WARNING)
     try:
-        state = train_model(name, cfg, loss_cfg, aug_cfg, model_cfg)
+        states = train_model(name, cfg, loss_cfg, aug_cfg, model_cfg, dist_info.is_main)
     finally:
         cleanup()
     if dist_info.is_main:
-        log.info("%s: best val Dice %.4f at epoch %d", name, state.best_dice, state.best_epoch)
+        for fold, state in enumerate(states):
+            where = f" fold {fold}" if len(states) > 1 else ""
+            log.info("%s%s: best val Dice %.4f at epoch %d", name, where, state.best_dice, state.best_epoch)
 
 
 if __name__ == "__main__":

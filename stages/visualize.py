@@ -22,8 +22,13 @@ log = logging.getLogger("medseg.visualize")
 
 
 def training_series(metric: str) -> dict[str, pd.DataFrame]:
-    return {m: pd.read_csv(paths.train_log_dir(m) / "plots/metrics" / f"{metric}.tsv", sep="\t")
-            for m in MODEL_NAMES}
+    """Per model (per model and fold, with cross-validation folds) the curve of `metric` by epoch."""
+    series = {}
+    for m in MODEL_NAMES:
+        curves = pd.read_csv(paths.fold_curves(m), sep="\t")
+        for fold, part in curves.groupby("fold"):
+            series[m if curves["fold"].nunique() == 1 else f"{m} fold {fold}"] = part[["step", metric]]
+    return series
 
 
 def case_panels(name: str, cases: pd.DataFrame, test: pd.DataFrame, count: int, channels: int) -> list:

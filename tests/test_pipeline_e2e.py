@@ -42,9 +42,9 @@ def run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
     return result
 
 
-@pytest.fixture(scope="module")
-def repo_copy(tmp_path_factory) -> tuple[Path, dict]:
-    dest = tmp_path_factory.mktemp("e2e") / "repo"
+def copy_repo(dest: Path, params: dict | None = None) -> tuple[Path, dict]:
+    """The repository's tracked files (no data, results or dvc.lock) with `params` (default
+    tiny_params()), committed in a fresh git repository at `dest`; and the environment to run dvc there."""
     listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
                             cwd=REPO, capture_output=True, text=True, check=True).stdout.split("\n")
     for rel in filter(None, listed):
@@ -54,7 +54,7 @@ def repo_copy(tmp_path_factory) -> tuple[Path, dict]:
             shutil.copy2(src, dest / rel)
     (dest / "data").mkdir(exist_ok=True)
     shutil.copy2(REPO / "data/.gitignore", dest / "data/.gitignore")
-    (dest / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
+    (dest / "params.yaml").write_text(yaml.safe_dump(params or tiny_params()))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            "DVC_NO_ANALYTICS": "1", "NO_ALBUMENTATIONS_UPDATE": "1",
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
@@ -62,6 +62,12 @@ def repo_copy(tmp_path_factory) -> tuple[Path, dict]:
     run(["git", "init", "-q"], dest, env)
     run(["git", "add", "-A"], dest, env)
     run(["git", "commit", "-qm", "copy"], dest, env)
+    return dest, env
+
+
+@pytest.fixture(scope="module")
+def repo_copy(tmp_path_factory) -> tuple[Path, dict]:
+    dest, env = copy_repo(tmp_path_factory.mktemp("e2e") / "repo")
     run(["dvc", "repro"], dest, env)
     return dest, env
 
@@ -122,7 +128,7 @@ def test_plots_page_renders_offline(repo_copy):
     for chart in ("train_loss", "val_dice", "pr_curves"):
         assert f'<div id = "{chart}"' in page
     for name in MODELS:  # one line per model in the training-curve and PR charts
-        assert f'"filename": "{name}/plots/metrics/train_loss.tsv"' in page
+        assert f'"filename": "{name}/folds.tsv"' in page
         assert f'"filename": "{name}/pr.csv"' in page
         assert (dest / f"plots_page/static/workspace_results_plots_overlays_{name}.png").exists()
     assert page.count('"as": "model"') >= 4  # the repo's template: colour by model, dash by experiment

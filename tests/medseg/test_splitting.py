@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from medseg.errors import MedsegError
-from medseg.splitting import check_group_integrity, split_groups
+from medseg.splitting import NO_FOLD, assign_folds, check_group_integrity, split_groups
 
 FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
 
@@ -52,3 +52,48 @@ def test_groups_sharing_an_identical_image_stay_together():
         split = split_groups(m, FRACTIONS, seed).drop_duplicates("group").set_index("group")["split"]
         assert split["g1"] == split["g2"] == split["g9"]
         assert split.index.nunique() == 20
+
+
+@pytest.mark.parametrize("folds", [2, 3, 5])
+def test_folds_keep_groups_whole_stratified_and_the_test_split_unchanged(folds):
+    m = manifest(30, positive=set(range(0, 30, 2)))
+    plain = split_groups(m, FRACTIONS, 0)
+    split = assign_folds(m, plain, folds, 0)
+    assert split["slice_id"].equals(plain["slice_id"])
+    assert (split["split"] == "test").equals(plain["split"] == "test")  # the same held-out cases
+    assert (split.loc[split.split == "test", "fold"] == NO_FOLD).all()
+    assert set(split.loc[split.split != "test", "split"]) == {"train"}
+    assert (split.groupby("group")["fold"].nunique() == 1).all()
+    groups = split[split.fold >= 0].drop_duplicates("group").set_index("group")["fold"]
+    positive = m.groupby("group")["fg_pixels"].sum().gt(0)
+    pos_per_fold = groups[positive[groups.index].to_numpy()].value_counts().reindex(range(folds), fill_value=0)
+    neg_per_fold = groups[~positive[groups.index].to_numpy()].value_counts().reindex(range(folds), fill_value=0)
+    assert pos_per_fold.min() >= 1 and pos_per_fold.max() - pos_per_fold.min() <= 1, pos_per_fold
+    assert neg_per_fold.max() - neg_per_fold.min() <= 1, neg_per_fold
+    assert sorted(groups.unique()) == list(range(folds)) and len(groups) == 24
+
+
+def test_folds_deterministic_by_seed():
+    m = manifest(30, positive=set(range(0, 30, 3)))
+    plain = split_groups(m, FRACTIONS, 0)
+    assert assign_folds(m, plain, 3, 7).equals(assign_folds(m, plain, 3, 7))
+    assert not assign_folds(m, plain, 3, 7)["fold"].equals(assign_folds(m, plain, 3, 8)["fold"])
+
+
+def test_more_folds_than_positive_groups_fails_loudly():
+    m = manifest(20, positive={0, 3, 5, 8})
+    plain = split_groups(m, FRACTIONS, 0)
+    with pytest.raises(MedsegError, match=r"cannot give each of split.folds=5 folds one"):
+        assign_folds(m, plain, 5, 0)
+
+
+def test_groups_sharing_an_image_share_a_fold_and_a_leak_is_caught():
+    m = manifest(30, positive=set(range(0, 30, 2)))
+    m["pixel_hash"] = ""
+    m.loc[m.slice_id.isin(["g1_0", "g7_1", "g13_2"]), "pixel_hash"] = "same"
+    split = assign_folds(m, split_groups(m, FRACTIONS, 0), 3, 0)
+    assert split[split.group.isin(["g1", "g7", "g13"])]["fold"].nunique() == 1
+    leaked = split.copy()
+    leaked.loc[leaked.slice_id == "g1_0", "fold"] = (leaked.loc[leaked.slice_id == "g1_1", "fold"].iloc[0] + 1) % 3
+    with pytest.raises(MedsegError, match="appears in more than one fold"):
+        check_group_integrity(leaked)
