@@ -8,6 +8,7 @@ same model with the same batch, AdamW, loss and augmentation, so their ratio is 
 pipeline's engineering buys. Also timed: our data path alone and the train step alone (their
 ratio, the loader headroom, says whether the model waits for data), predict_probs, the convert
 stage, peak memory; on a GPU, U-Net width 64 at 512 px in bf16 and its share of the bf16 peak.
+The ONNX row (bench/onnx_speed.py): predict with onnxruntime against PyTorch fp32 on the CPU.
 
 Settings: `default` (params.yaml models and batch on data/slices) and `real` (paper-width
 models, 256 px, 3 channels, batch 8, the default slices upsampled). Writes results/bench.json
@@ -20,7 +21,7 @@ import logging
 import os
 import resource
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ import cv2
 import numpy as np
 import torch
 
-from bench import loops
+from bench import loops, onnx_speed
 from bench.loops import Setting
 from medseg.cli import run_stage
 from medseg.hardware import amp_name, device_name, pick_amp_dtype, pick_device
@@ -184,19 +185,22 @@ def main() -> None:
         if not args.quick:
             real = upsampled(base, "real", REAL_MODELS, 256, 3, 8, Path(tmp) / "real")
             settings["real"] = bench_setting(real, ctx, warmup, real_steps)
-        if gpu and not args.quick:
+        if gpu and not args.quick:  # in the card's native dtype: bf16 (and its share of the peak) only where native
             big = upsampled(base, "gpu_unet512", {"unet": {"width": 64}}, 512, 1, 16, Path(tmp) / "gpu")
-            bf16 = replace(ctx, amp=torch.bfloat16)
-            settings["gpu_unet512"] = bench_setting(big, bf16, warmup, real_steps)
-            gpu_efficiency(settings["gpu_unet512"], big, bf16)
+            settings["gpu_unet512"] = bench_setting(big, ctx, warmup, real_steps)
+            if ctx.amp == torch.bfloat16:
+                gpu_efficiency(settings["gpu_unet512"], big, ctx)
     result = {"quick": args.quick, "machine": machine(device), "settings": settings, **summarize(settings),
               "convert_slices_per_s": loops.convert_rate(RAW, {**load_section("convert"), "workers": 2})}
     result["memory"] = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                         "peak_rss_children_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
                         "gpu_peak_mb": max((m.get("gpu_peak_mb", 0.0) for s in settings.values()
                                             for m in s["models"].values()), default=0.0) if gpu else None}
+    result["onnx"] = onnx_speed.onnx_vs_torch(base.models, base.test_images[:32 if args.quick else 256],
+                                              dataset_info(), rounds=1 if args.quick else 3)
     write_json(args.out, result)
     print(table(result))
+    print(onnx_speed.table(result["onnx"]))
     log.info("wrote %s", args.out)
 
 

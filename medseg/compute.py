@@ -9,23 +9,22 @@ from medseg.hardware import device_name
 from medseg.inference import forward_flops
 
 
-def provenance(ckpt: dict[str, Any], device) -> dict[str, Any]:
-    """What produced the numbers: torch, and the device and autocast dtype training really used."""
-    trained = ckpt.get("compute", {})
+def provenance(trained: dict[str, Any], device, eval_amp: str) -> dict[str, Any]:
+    """What produced the numbers: torch, and the device and autocast dtype training (its `compute`
+    record in best.pt) and evaluation really used."""
     return {"torch": trained.get("torch", "unknown"), "train_device": trained.get("device", "unknown"),
-            "train_amp": trained.get("amp", "unknown"), "eval_device": device_name(device), "eval_amp": "fp32"}
+            "train_amp": trained.get("amp", "unknown"), "eval_device": device_name(device), "eval_amp": eval_amp}
 
 
-def compute_cost(ckpts: list[dict[str, Any]], model, channels: int, size: int, device,
+def compute_cost(trained: list[dict[str, Any]], model, channels: int, size: int, device,
                  infer_ips: float) -> dict[str, Any]:
     """What a model cost, so a comparison on "equal terms" can be checked (Isensee et al. 2024);
     a k-fold model's epochs and training time are the sums over its folds, its inference the ensemble's."""
-    trained = [c.get("compute", {}) for c in ckpts]
     total = lambda key: None if any(t.get(key) is None for t in trained) else sum(t[key] for t in trained)  # noqa: E731
     seconds = total("train_seconds")
     draws = None if seconds is None else sum(t["train_images_per_s"] * t["train_seconds"] for t in trained)
     first = trained[0]
-    return {"parameters": int(sum(p.numel() for p in model.parameters())), "members": len(ckpts),
+    return {"parameters": int(sum(p.numel() for p in model.parameters())), "members": len(trained),
             "gflops_per_image": forward_flops(model, channels, size, device) / 1e9, "image_size": size,
             "epochs": total("epochs"), "train_seconds": seconds,
             "train_images_per_s": None if draws is None else draws / max(seconds, 1e-9),

@@ -26,9 +26,15 @@ SKIPPED_COLUMNS = ["case_id", "source", "error"]
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:
+    """One slice as PNG: grey, RGB, or 4 channels (a 4-modality MSD task) as stored RGBA; PNG has no
+    2-channel colour type, so 2 channels (e.g. T2 + ADC) go as RGB with an empty third channel."""
+    if array.ndim == 3 and array.shape[2] > 4:
+        raise MedsegError(f"{path}: {array.shape[2]} image channels; a slice PNG holds at most 4")
+    if array.ndim == 3 and array.shape[2] == 2:
+        array = np.concatenate([array, np.zeros_like(array[..., :1])], axis=2)
     if array.ndim == 3 and array.shape[2] == 3:
         array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
-    elif array.ndim == 3:
+    elif array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
     if not cv2.imwrite(str(path), array):
         raise MedsegError(f"{path}: cannot write PNG")
@@ -134,4 +140,9 @@ def convert_all(fmt_name: str, cases: list[CaseRef], cfg: dict[str, Any], raw: P
     dupes = manifest["slice_id"][manifest["slice_id"].duplicated()]
     if len(dupes):
         raise MedsegError(f"{raw}: duplicate slice id {dupes.iloc[0]!r}")
+    counts = sorted(manifest["channels"].unique().tolist())
+    if len(counts) > 1:
+        first = manifest.groupby("channels")["group"].first()
+        raise MedsegError(f"{raw}: cases differ in image channels ({', '.join(map(str, counts))}; e.g. "
+                          f"{', '.join(f'{g}: {c}' for c, g in first.items())}); a network takes one channel count")
     return manifest, skipped

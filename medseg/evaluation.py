@@ -7,13 +7,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medseg.metrics import EMPTY_RULES, global_dice, global_iou, hd95, overlap_scores, pixel_pr, thin_curve
+from medseg.metrics import (EMPTY_RULES, global_dice, global_iou, hd95, nsd, overlap_scores, pixel_pr, pixel_scores,
+                            thin_curve)
 from medseg.postprocess import clean_stack
 from medseg.uncertainty import comparison_sentence, mean_ci
 
 
 ISIC_JACCARD_FLOOR = 0.65  # ISIC 2018 Task 1: a per-image Jaccard below 0.65 counts as 0
 MIN_AREA_CANDIDATES = (0, 4, 10, 25, 50, 100, 200)  # pixels, tried by `evaluate.min_area: auto`
+PIXEL_KEYS = ("accuracy", "sensitivity", "specificity")  # reported per case and per image
 
 
 def parse_spacing(text: str) -> tuple[float, float, float] | None:
@@ -24,8 +26,13 @@ def parse_spacing(text: str) -> tuple[float, float, float] | None:
     return row, col, depth
 
 
+def mask_scores(pred: np.ndarray, gt: np.ndarray, empty: str) -> dict[str, float]:
+    """Overlap and pixel scores (Dice, IoU, precision, recall, accuracy, sensitivity, specificity) of one image or volume."""
+    return overlap_scores(pred, gt, empty) | pixel_scores(pred, gt, empty)
+
+
 def per_image_table(slices: pd.DataFrame, pred: np.ndarray, gt: np.ndarray, empty: str) -> pd.DataFrame:
-    rows = [overlap_scores(p, g, empty) for p, g in zip(pred, gt)]
+    rows = [mask_scores(p, g, empty) for p, g in zip(pred, gt)]
     table = pd.DataFrame(rows)
     table.insert(0, "slice_id", slices["slice_id"].to_numpy())
     table.insert(1, "group", slices["group"].to_numpy())
@@ -38,25 +45,29 @@ def per_image_table(slices: pd.DataFrame, pred: np.ndarray, gt: np.ndarray, empt
 
 
 def per_case_table(slices: pd.DataFrame, pred: np.ndarray, gt: np.ndarray, empty: str,
-                   distances: bool = True) -> pd.DataFrame:
-    """3D scores of each group, its slices re-stacked in `index` order; HD95 only with `distances`."""
+                   nsd_tolerance_mm: float | None = None) -> pd.DataFrame:
+    """3D scores of each group, its slices re-stacked in `index` order. The boundary metrics (HD95,
+    NSD at `nsd_tolerance_mm`) only when a tolerance is given: tuning min_area needs Dice alone."""
     rows = []
     for group, part in slices.reset_index(drop=True).groupby("group", sort=True):
         order = part.sort_values("index").index.to_numpy()
         p, g = pred[order], gt[order]
-        scores = overlap_scores(p, g, empty)
-        if distances:
+        row = mask_scores(p, g, empty)
+        if nsd_tolerance_mm is not None:
             spacing = parse_spacing(part["spacing"].iloc[0])
-            scores["hd95_px"] = hd95(p, g)
-            scores["hd95_mm"] = hd95(p, g, (spacing[2], spacing[0], spacing[1])) if spacing else math.nan
+            zyx = (spacing[2], spacing[0], spacing[1]) if spacing else None  # slice, row, col: the stack's axes
+            row["hd95_px"] = hd95(p, g)
+            row["hd95_mm"] = hd95(p, g, zyx) if zyx else math.nan
+            row["nsd"] = nsd(p, g, nsd_tolerance_mm, zyx, empty)
+            row["nsd_units"] = "mm" if zyx else "px"
         rows.append({"group": group, "slices": len(order), "gt_voxels": int(g.sum()),
-                     "pred_voxels": int(p.sum()), **scores})
+                     "pred_voxels": int(p.sum()), **row})
     return pd.DataFrame(rows)
 
 
 def case_dice(slices: pd.DataFrame, pred: np.ndarray, gt: np.ndarray, empty: str) -> float:
     """Mean per-case 3D Dice, the headline metric (cases the empty rule leaves out are skipped)."""
-    value = _mean(per_case_table(slices, pred, gt, empty, distances=False)["dice"])
+    value = _mean(per_case_table(slices, pred, gt, empty)["dice"])
     return math.nan if value is None else value
 
 
@@ -105,8 +116,12 @@ def summarize(images: pd.DataFrame, cases: pd.DataFrame, pred: np.ndarray, gt: n
         **uncertainty(cases, cfg["resamples"], cfg["seed"]), **detection(images, cases),
         "ap": None if math.isnan(ap) else ap,
         "hd95_px": _mean(cases["hd95_px"]), "hd95_mm": _mean(cases["hd95_mm"]),
+        "case_nsd": _mean(cases["nsd"]), "nsd_tolerance_mm": cfg["nsd_tolerance_mm"],
+        "nsd_units": "/".join(sorted(set(cases["nsd_units"]))),
+        **{f"case_{k}": _mean(cases[k]) for k in PIXEL_KEYS},
         "image_dice": _mean(images["dice"]), "image_iou": _mean(images["iou"]),
         "image_precision": _mean(images["precision"]), "image_recall": _mean(images["recall"]),
+        **{f"image_{k}": _mean(images[k]) for k in PIXEL_KEYS},
         "global_dice": global_dice(pred, gt), "global_iou": global_iou(pred, gt),
         "siim_dice": _mean(images["siim_dice"]), "isic_jaccard": _mean(images["isic_jaccard"]),
         "threshold": threshold, "min_area": min_area, "cases": int(len(cases)), "images": int(len(images)),
@@ -123,6 +138,12 @@ METRIC_NOTES = {
     "fp_case_rate, fp_image_rate": "share of lesion-free test cases / images with any predicted foreground: detection of absent targets",
     "ap": "pixel average precision (scikit-learn) over a uniform pixel subsample",
     "hd95": "mean over cases of the 95th-percentile Hausdorff distance (MONAI); cases with an empty side left out",
+    "case_nsd": "mean over cases of the normalised surface Dice (MONAI): the share of both 3D boundaries within "
+                "`evaluate.nsd_tolerance_mm` of the other (in pixels where no spacing is recorded); an empty "
+                "truth follows the empty rule, an empty prediction of a lesion scores 0",
+    "case_sensitivity, case_specificity": "mean over cases of TP / (TP + FN) (= recall) and TN / (TN + FP) of the "
+                                          "volume; an empty truth follows the empty rule; `case_accuracy` and the "
+                                          "`image_` versions (per slice) in metrics.json",
     "image_dice": "mean per-image Dice",
     "global_dice": "Dice of all test pixels pooled",
     "siim_dice": "SIIM-ACR challenge metric: mean per-image Dice, an empty truth scoring 1 only when predicted empty",
@@ -172,8 +193,8 @@ def summary_markdown(metrics: dict[str, dict[str, Any]], empty: str, pairs: list
                      costs: dict[str, dict[str, Any]]) -> str:
     """Every model's scores with their CIs, the paired comparisons in numbers and in words, what
     each model cost, and the metric definitions with the empty-mask rule."""
-    plain = ["fp_case_rate", "fp_image_rate", "ap", "hd95_px", "image_dice", "global_dice", "siim_dice",
-             "isic_jaccard", "threshold", "min_area"]
+    plain = ["fp_case_rate", "fp_image_rate", "ap", "hd95_px", "case_nsd", "case_sensitivity", "image_dice",
+             "global_dice", "siim_dice", "isic_jaccard", "threshold", "min_area"]
     rows = [[name, with_ci(m, "dice"), with_ci(m, "iou"), with_ci(m, "dice_fg"), *(_fmt(m.get(c)) for c in plain)]
             for name, m in metrics.items()]
     first = next(iter(metrics.values()), {})

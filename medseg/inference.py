@@ -1,7 +1,9 @@
-"""Batched sigmoid probabilities of a model over uint8 slices."""
+"""Batched sigmoid probabilities of a model over uint8 slices: one batch on the device at a time,
+so inference memory is bounded by the batch, not by the number of slices."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -14,20 +16,34 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def model_batch(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(B, H, W, C) uint8 -> (B, C, H, W) float in [0, 1] on `device`, as training feeds the model."""
+    return torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+
+
 @torch.no_grad()
-def predict_probs(model: nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 32,
+def batch_logits(model: nn.Module, images: np.ndarray, device: torch.device, batch_size: int,
+                 amp_dtype: torch.dtype | None = None, tta: bool = False) -> Iterator[tuple[slice, torch.Tensor]]:
+    """Per batch, its rows and the float32 (B, 1, H, W) logits on the device; with `tta` the logit
+    of the mean of the plain and the h-flipped probabilities."""
+    model.eval()
+    for start in range(0, len(images), batch_size):
+        rows = slice(start, min(start + batch_size, len(images)))
+        x = model_batch(images[rows], device)
+        with autocast(device, amp_dtype):
+            logits = model(x).float()
+            if tta:
+                prob = (torch.sigmoid(logits) + torch.sigmoid(model(x.flip(-1)).float()).flip(-1)) / 2
+                logits = torch.logit(prob)
+        yield rows, logits
+
+
+def predict_probs(model: nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 16,
                   amp_dtype: torch.dtype | None = None, tta: bool = False) -> np.ndarray:
     """(N, H, W, C) uint8 -> (N, H, W) float32 foreground probabilities; `tta` averages a h-flip."""
-    model.eval()
     out = np.empty(images.shape[:3], np.float32)
-    for start in range(0, len(images), batch_size):
-        batch = torch.from_numpy(images[start: start + batch_size]).to(device)
-        x = batch.permute(0, 3, 1, 2).float().div_(255.0)
-        with autocast(device, amp_dtype):
-            prob = torch.sigmoid(model(x).float())
-            if tta:
-                prob = (prob + torch.sigmoid(model(x.flip(-1)).float()).flip(-1)) / 2
-        out[start: start + len(batch)] = prob[:, 0].cpu().numpy()
+    for rows, logits in batch_logits(model, images, device, batch_size, amp_dtype, tta):
+        out[rows] = torch.sigmoid(logits)[:, 0].cpu().numpy()
     return out
 
 

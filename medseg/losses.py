@@ -1,4 +1,5 @@
-"""Loss factory keyed by `loss.type`; MONAI losses where they exist.
+"""Loss factory keyed by `loss.type`; MONAI losses where they exist, segmentation-models-pytorch's
+for the IoU losses MONAI lacks (soft Jaccard, Lovász hinge).
 
 Hand-written: balanced_ce (per-image class-area weighting, seed 000) and the focal exponent on
 MONAI's Tversky loss, which MONAI does not provide for the binary sigmoid case.
@@ -11,6 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from monai.losses import DiceCELoss, DiceLoss, FocalLoss, TverskyLoss
+from segmentation_models_pytorch.losses import JaccardLoss, LovaszLoss
 from torch import nn
 
 from medseg.errors import MedsegError
@@ -50,6 +52,9 @@ BUILDERS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
     "tversky": lambda cfg: TverskyLoss(sigmoid=True, alpha=cfg["tversky_alpha"], beta=cfg["tversky_beta"],
                                        batch=True),
     "focal_tversky": lambda cfg: FocalTversky(cfg["tversky_alpha"], cfg["tversky_beta"], cfg["focal_gamma"]),
+    # over the whole batch, like the losses above (batch=True); smp's Jaccard gives 0 to a batch without foreground
+    "jaccard": lambda cfg: JaccardLoss(mode="binary", from_logits=True),
+    "lovasz": lambda cfg: LovaszLoss(mode="binary", per_image=False, from_logits=True),
 }
 LOSS_TYPES: tuple[str, ...] = tuple(BUILDERS)  # the allowed values of `loss.type`
 LOSS_PARAMS = {  # the schema of the `loss` params section

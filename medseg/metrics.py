@@ -1,13 +1,14 @@
 """Segmentation metrics with explicit rules for empty masks; the definitions are the product.
 
-Per-image and per-case overlap scores are written out here because the empty-mask rule must be a
-parameter; MONAI computes HD95 and scikit-learn the PR curve and average precision.
+Per-image and per-case overlap and pixel scores are written out here because the empty-mask rule
+must be a parameter; MONAI computes HD95 and the normalised surface Dice, scikit-learn the PR curve
+and average precision.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
-from monai.metrics import compute_hausdorff_distance
+from monai.metrics import compute_hausdorff_distance, compute_surface_dice
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
 EMPTY_RULES = {
@@ -29,13 +30,24 @@ def global_iou(pred: np.ndarray, gt: np.ndarray) -> float:
     return 1.0 if union == 0 else float(np.logical_and(pred, gt).sum() / union)
 
 
-def overlap_scores(pred: np.ndarray, gt: np.ndarray, empty: str) -> dict[str, float]:
-    """Dice, IoU, precision, recall of one binary image or volume under the empty-GT rule."""
+def _counts(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float, float, float]:
+    """True positives, false positives, false negatives, true negatives."""
     tp = float(np.logical_and(pred, gt).sum())
     fp = float(np.logical_and(pred, ~gt).sum())
     fn = float(np.logical_and(~pred, gt).sum())
+    return tp, fp, fn, pred.size - tp - fp - fn
+
+
+def _empty_score(empty: str, clean: bool) -> float:
+    """The score of a ratio whose reference set is empty, under rule `empty`; `clean`: nothing was predicted into it."""
+    return {"one": 1.0 if clean else 0.0, "nan": np.nan, "zero": 0.0}[empty]
+
+
+def overlap_scores(pred: np.ndarray, gt: np.ndarray, empty: str) -> dict[str, float]:
+    """Dice, IoU, precision, recall of one binary image or volume under the empty-GT rule."""
+    tp, fp, fn, _ = _counts(pred, gt)
     if tp + fn == 0:  # empty ground truth
-        value = {"one": 1.0 if fp == 0 else 0.0, "nan": np.nan, "zero": 0.0}[empty]
+        value = _empty_score(empty, fp == 0)
         return {"dice": value, "iou": value, "precision": value, "recall": value}
     return {
         "dice": 2 * tp / (2 * tp + fp + fn),
@@ -45,13 +57,47 @@ def overlap_scores(pred: np.ndarray, gt: np.ndarray, empty: str) -> dict[str, fl
     }
 
 
+def pixel_scores(pred: np.ndarray, gt: np.ndarray, empty: str) -> dict[str, float]:
+    """Pixel accuracy, sensitivity (= recall) and specificity of one binary image or volume.
+
+    Sensitivity of an empty truth follows the empty rule as Dice does; so does specificity when
+    every pixel is foreground (no negatives), mirrored: 1 under `one` only if all is predicted."""
+    tp, fp, fn, tn = _counts(pred, gt)
+    return {
+        "accuracy": (tp + tn) / pred.size,
+        "sensitivity": tp / (tp + fn) if tp + fn else _empty_score(empty, fp == 0),
+        "specificity": tn / (tn + fp) if tn + fp else _empty_score(empty, fn == 0),
+    }
+
+
+def _surface_pair(pred: np.ndarray, gt: np.ndarray,
+                  spacing: tuple[float, ...] | None) -> tuple[torch.Tensor, torch.Tensor, list[float] | None]:
+    """MONAI's (1, 1, *spatial) inputs; a one-slice volume becomes 2D, since in 3D every one of its
+    pixels would lie on the surface (its top and bottom faces)."""
+    if pred.ndim == 3 and pred.shape[0] == 1:
+        pred, gt, spacing = pred[0], gt[0], spacing[1:] if spacing else None
+    as_tensor = lambda m: torch.from_numpy(np.ascontiguousarray(m)[None, None].astype(np.float32))  # noqa: E731
+    return as_tensor(pred), as_tensor(gt), list(spacing) if spacing else None
+
+
 def hd95(pred: np.ndarray, gt: np.ndarray, spacing: tuple[float, ...] | None = None) -> float:
     """95th-percentile Hausdorff distance (MONAI), in pixels or in mm with `spacing`; NaN if either is empty."""
     if not pred.any() or not gt.any():
         return float("nan")
-    p = torch.from_numpy(pred[None, None].astype(np.float32))
-    g = torch.from_numpy(gt[None, None].astype(np.float32))
-    value = compute_hausdorff_distance(p, g, percentile=95, spacing=list(spacing) if spacing else None)
+    p, g, spacing = _surface_pair(pred, gt, spacing)
+    return float(compute_hausdorff_distance(p, g, percentile=95, spacing=spacing).item())
+
+
+def nsd(pred: np.ndarray, gt: np.ndarray, tolerance: float, spacing: tuple[float, ...] | None, empty: str) -> float:
+    """Normalised surface Dice (MONAI): the share of both boundaries within `tolerance` of the other
+    (mm with `spacing`, else pixels). An empty truth follows the empty rule as Dice does; an empty
+    prediction of a non-empty truth scores 0."""
+    if not gt.any():
+        return _empty_score(empty, not pred.any())
+    if not pred.any():
+        return 0.0
+    p, g, spacing = _surface_pair(pred, gt, spacing)
+    value = compute_surface_dice(p, g, [float(tolerance)], include_background=True, spacing=spacing)
     return float(value.item())
 
 

@@ -10,6 +10,7 @@ line; a schema library would add a dependency for ~80 lines and word its errors 
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ class Spec:
     low: float | None = None
     high: float | None = None
     nullable: bool = False
+    items: Spec | None = None  # the spec of every element of a list value
 
     def check(self, key: str, value: Any) -> None:
         if value is None and self.nullable:
@@ -43,6 +45,9 @@ class Spec:
         if not ok:
             names = "/".join(k.__name__ for k in kinds)
             raise MedsegError(f"params.yaml: {key}={value!r} has the wrong type; expected {names}")
+        if self.items is not None:
+            for i, item in enumerate(value):
+                self.items.check(f"{key}[{i}]", item)
         if self.choices is not None and value not in self.choices:
             allowed = ", ".join(map(str, self.choices))
             raise MedsegError(f"params.yaml: {key}={value!r} is not allowed; choose one of: {allowed}")
@@ -101,8 +106,8 @@ SCHEMA: dict[str, Any] = {
         "patience": integer(0, 100_000),
         "ema": num(0, 0.99999),
         "seed": integer(0),
-        "device": Spec(str, ("auto", "cpu", "cuda")),
-        "workers": integer(0, 256),
+        "device": Spec(str),  # auto, cpu, cuda or cuda:N, checked in extra_checks
+        "workers": Spec((int, str)),  # auto or 0-256, checked in extra_checks
         "threshold": num(0, 1),
     },
     "evaluate": {
@@ -111,6 +116,9 @@ SCHEMA: dict[str, Any] = {
         "tta": Spec(bool),
         "min_area": Spec((int, str)),
         "largest_component": Spec(bool),
+        "batch_size": Spec((int, str)),  # auto or >= 1, checked in extra_checks
+        "amp": Spec(str, ("auto", "bf16", "fp16", "off")),
+        "nsd_tolerance_mm": num(0, 1_000),  # > 0, checked in extra_checks
         "pr_max_pixels": integer(1_000, 100_000_000),
         "resamples": integer(2_000, 1_000_000),
         "seed": integer(0),
@@ -153,8 +161,21 @@ def load_section(name: str, path: Path = PARAMS_FILE, schema: dict[str, Any] | N
     return values
 
 
+def _auto_or_int(key: str, value: Any, low: int, high: int) -> None:
+    if value == "auto" or isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:
+        return
+    raise MedsegError(f"params.yaml: {key}={value!r} is not allowed; use 'auto' or an integer in [{low}, {high}]")
+
+
 def extra_checks(section: str, values: dict[str, Any]) -> None:
     """Cross-key rules that one leaf spec cannot express."""
+    if section == "train":
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", values["device"]):
+            raise MedsegError(f"params.yaml: train.device={values['device']!r} is not allowed; "
+                              "use auto, cpu, cuda or cuda:N")
+        _auto_or_int("train.workers", values["workers"], 0, 256)
+    if section == "evaluate":
+        _auto_or_int("evaluate.batch_size", values["batch_size"], 1, 4_096)
     if section == "split":
         total = sum(values["fractions"].values())
         if abs(total - 1.0) > 1e-6:
@@ -165,6 +186,9 @@ def extra_checks(section: str, values: dict[str, Any]) -> None:
             raise MedsegError(
                 f"params.yaml: evaluate.threshold={thr!r} is not allowed; use 'auto' or a number in (0, 1)"
             )
+        if values["nsd_tolerance_mm"] <= 0:
+            raise MedsegError(f"params.yaml: evaluate.nsd_tolerance_mm={values['nsd_tolerance_mm']!r} must be "
+                              "positive (mm; pixels where no spacing is recorded)")
         area = values["min_area"]
         if isinstance(area, str) and area != "auto" or isinstance(area, int) and not 0 <= area <= 1_000_000:
             raise MedsegError(

@@ -1,17 +1,21 @@
-"""Apply a trained checkpoint to new files, returning masks in each source's own geometry."""
+"""Apply a trained model to new files, returning masks in each source's own geometry.
+
+torch is imported only when the model is a checkpoint: an ONNX export runs with onnxruntime alone.
+"""
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
 import nibabel as nib
 import numpy as np
-import torch
 
 from medseg.datasets.files import NIFTI_SUFFIXES, is_clutter
 from medseg.errors import MedsegError
-from medseg.inference import predict_probs
+from medseg.onnx_runtime import OnnxModel, is_export
 from medseg.preprocess import dicom_image, file_image, model_input, nifti_volume, upright, volume_slice
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -44,16 +48,37 @@ def list_sources(source: Path) -> list[Path]:
     return found
 
 
+@dataclass
+class Predictor:
+    """What predict runs: `probs` maps (N, H, W, C) uint8 model inputs to (N, H, W) float32
+    probabilities; `preprocess` and `threshold` come with the model."""
+
+    probs: Callable[[np.ndarray], np.ndarray]
+    preprocess: dict[str, Any]
+    threshold: float
+    runtime: str
+
+
+def load_predictor(model: Path, tta: bool, batch_size: int | None = None, amp: str = "auto") -> Predictor:
+    """The one loader of `predict --model`: an ONNX export (its .onnx file or folder) runs with
+    onnxruntime; a checkpoint or a k-fold model folder with PyTorch (the folds' mean probability)."""
+    if is_export(model):
+        onnx = OnnxModel.load(model)
+        return Predictor(lambda images: onnx.probs(images, tta, batch_size or 32), onnx.meta["preprocess"],
+                         float(onnx.meta["threshold"]), "onnxruntime")
+    from medseg.hardware import pick_amp_dtype, pick_device
+    from medseg.trained import load_trained
+
+    device = pick_device("auto")
+    dtype = pick_amp_dtype(amp, device, key="--amp")  # auto: what this hardware runs natively, as training chose
+    trained = load_trained(model).to(device)
+    return Predictor(lambda images: trained.probs(images, device, tta, batch_size, dtype), trained.header["preprocess"],
+                     trained.threshold, f"PyTorch on {device.type}, {trained.folds} fold(s)")
+
+
 def model_inputs(images: list[np.ndarray], pre: dict[str, Any]) -> np.ndarray:
     """The uint8 batch the model sees: each unit-range image through convert's own path."""
     return np.stack([model_input(image, pre["size"], pre["channels"]) for image in images])
-
-
-def _probs_at(model: torch.nn.Module, images: list[np.ndarray], pre: dict[str, Any], device: torch.device,
-              tta: bool) -> list[np.ndarray]:
-    probs = predict_probs(model, model_inputs(images, pre), device, tta=tta)
-    return [cv2.resize(p, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
-            for p, img in zip(probs, images)]
 
 
 def unit_images(path: Path, pre: dict[str, Any]) -> list[np.ndarray]:
@@ -66,17 +91,24 @@ def unit_images(path: Path, pre: dict[str, Any]) -> list[np.ndarray]:
     return [dicom_image(path)[1] if kind == "dicom" else file_image(path)]
 
 
-def predict_2d(path: Path, model, pre, device, threshold: float, tta: bool) -> tuple[np.ndarray, np.ndarray]:
+def file_probs(path: Path, predictor: Predictor) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """A source file's images in [0, 1] and their probabilities, resized back to each image's own size."""
+    images = unit_images(path, predictor.preprocess)
+    probs = predictor.probs(model_inputs(images, predictor.preprocess))
+    return images, [cv2.resize(p, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
+                    for p, img in zip(probs, images)]
+
+
+def predict_2d(path: Path, predictor: Predictor, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """(image in [0, 1], bool mask at the file's own height x width) of a 2D image or DICOM."""
-    image = unit_images(path, pre)[0]
-    prob = _probs_at(model, [image], pre, device, tta)[0]
-    return image, prob >= threshold
+    images, probs = file_probs(path, predictor)
+    return images[0], probs[0] >= threshold
 
 
-def predict_nifti(path: Path, model, pre, device, threshold: float, tta: bool) -> nib.Nifti1Image:
+def predict_nifti(path: Path, predictor: Predictor, threshold: float) -> nib.Nifti1Image:
     """A uint8 label volume with the input's shape and affine, slices predicted upright as trained."""
     original = nib.load(str(path))
-    probs = _probs_at(model, unit_images(path, pre), pre, device, tta)
+    _, probs = file_probs(path, predictor)
     mask_ras = np.stack([upright(p >= threshold) for p in probs], axis=2)  # upright is its own inverse
     to_original = nib.orientations.ornt_transform(
         nib.orientations.axcodes2ornt(("R", "A", "S")), nib.orientations.io_orientation(original.affine))

@@ -47,22 +47,26 @@ def modality(image: Path, volume: np.ndarray) -> str:
 
 
 def upright(volume_slice: np.ndarray) -> np.ndarray:
-    """RAS (x, y) slice -> display rows (anterior at top) and columns (patient right on the left);
-    its own inverse."""
-    return volume_slice.T[::-1, ::-1]
+    """RAS (x, y[, channel]) slice -> display rows (anterior at top) and columns (patient right on
+    the left), channels kept last; its own inverse."""
+    return np.swapaxes(volume_slice, 0, 1)[::-1, ::-1]
 
 
 def nifti_volume(path: Path, cfg: dict[str, Any]) -> tuple[np.ndarray, tuple[float, ...]]:
-    """The first modality of a NIfTI image in RAS, normalised to [0, 1], and its voxel size."""
+    """A NIfTI image in RAS normalised to [0, 1], and its voxel size. A 4D image (a multi-modal MSD
+    task, e.g. BraTS FLAIR, T1w, T1gd, T2w) keeps its modalities as a last axis, each normalised
+    on its own: their intensity scales differ."""
     volume, zooms = read_nifti(path)
+    kind = modality(path, volume)
     if volume.ndim == 4:
-        volume = volume[..., 0]
-    return normalise_volume(volume, modality(path, volume), cfg), zooms
+        return np.stack([normalise_volume(volume[..., c], kind, cfg) for c in range(volume.shape[3])], axis=3), zooms
+    return normalise_volume(volume, kind, cfg), zooms
 
 
 def volume_slice(volume: np.ndarray, k: int) -> np.ndarray:
-    """Axial slice k of a RAS volume, upright, as (H, W, 1)."""
-    return np.ascontiguousarray(upright(volume[:, :, k]))[..., None]
+    """Axial slice k of a RAS volume (x, y, z[, channel]), upright, as (H, W, C)."""
+    plane = volume[:, :, k]
+    return np.ascontiguousarray(upright(plane if plane.ndim == 3 else plane[..., None]))
 
 
 def dicom_unit_range(ds: pydicom.Dataset, pixels: np.ndarray) -> np.ndarray:

@@ -30,7 +30,8 @@ def dataset_info(slices: Path = paths.SLICES) -> dict[str, Any]:
 
 
 def read_png(path: Path, channels: int) -> np.ndarray:
-    """Decode a slice PNG as (H, W, channels) uint8 RGB, or (H, W) for masks (channels=0)."""
+    """Decode a slice PNG as (H, W, channels) uint8 RGB (2 channels: the first two of the stored 3,
+    4 channels as stored), or (H, W) for masks (channels=0)."""
     array = read_image(path)
     if channels == 0:
         return array if array.ndim == 2 else array[..., 0]
@@ -38,7 +39,7 @@ def read_png(path: Path, channels: int) -> np.ndarray:
         array = array[..., None]
     elif array.shape[2] == 3:
         array = cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
-    return array
+    return array[..., :channels]
 
 
 def load_arrays(slices: Path, slice_ids: list[str], channels: int) -> tuple[np.ndarray, np.ndarray]:

@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,13 +21,15 @@ from dvclive import Live
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
 
 from medseg.augment import build_augmentation
 from medseg.checkpoints import load_checkpoint, save_checkpoint
 from medseg.distributed import (DistInfo, barrier, broadcast_from_main, current, gradient_sync,
                                 local_device, mean_over_ranks, unwrap, wrap)
-from medseg.hardware import amp_name, device_name, peak_memory_mb, pick_amp_dtype, pick_device
-from medseg.inference import autocast, predict_probs
+from medseg.hardware import amp_name, device_name, peak_memory_mb, pick_amp_dtype, pick_device, pick_workers
+from medseg.inference import autocast, batch_logits, predict_probs
+from medseg.live_images import grid_slices, prediction_grid
 from medseg.losses import build_loss
 from medseg.metrics import best_f1_threshold, global_dice, pixel_pr
 from medseg.outputs import write_atomic
@@ -112,7 +115,9 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg["ema"]), use_buffers=True)
            if cfg["ema"] > 0 else None)
-    run_config = {"model": header, "train": cfg, "loss": loss_cfg, "augment": aug_cfg}
+    cfg = {**cfg, "workers": pick_workers(cfg["workers"], device, info.world_size)}
+    # the resolved dtype, not `auto`: a last.pt made under bf16 must not resume under fp16 and its GradScaler
+    run_config = {"model": header, "train": cfg, "loss": loss_cfg, "augment": aug_cfg, "amp": amp_name(amp_dtype)}
     if info.world_size > 1:  # another world size is another effective batch: not the same run
         run_config["world_size"] = info.world_size
     fingerprint = data.fingerprint(run_config)
@@ -120,7 +125,7 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
     if keep_finished and (done := finished_run(last, best, fingerprint)) is not None:
         log.info("%s: %s already holds this run, finished; kept", name, ckpt_dir)
         return done
-    resumed = resume_from(last, best, fingerprint, model, optimizer, scheduler, scaler, ema)
+    resumed = resume_from(last, best, fingerprint, amp_name(amp_dtype), model, optimizer, scheduler, scaler, ema)
     resume, state = resumed is not None, resumed or RunState()
     if resume:
         log.info("resuming %s from %s after epoch %d", name, last, state.epoch)
@@ -131,6 +136,7 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
              amp_dtype, int(data.repeats.sum()), len(data.val_images), info.world_size)
     core, model = model, wrap(model, device, info)  # core: the plain module, for eval and saving
     order = np.repeat(np.arange(len(data.train_images)), data.repeats)
+    shown = grid_slices(data.val_masks)
     if resume and info.is_main:
         rewind_live(live_dir, state.epoch)
     opened = (Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, resume=resume, report=None)
@@ -146,17 +152,17 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
                                    build_augmentation(aug_cfg, epoch_seed + 1_000_003 * info.rank))
             loader = make_loader(dataset, cfg, state.epoch, epoch_seed, device, info)
             started = time.perf_counter()
-            train_loss = train_epoch(model, loader, criterion, optimizer, scaler, cfg, device,
-                                      amp_dtype, memory_format, ema)
+            train_loss, grad_norm = train_epoch(model, loader, criterion, optimizer, scaler, cfg, device,
+                                                amp_dtype, memory_format, ema, info.is_main)
             state.train_seconds += time.perf_counter() - started
-            train_loss = mean_over_ranks(train_loss, device)
+            train_loss, grad_norm = mean_over_ranks(train_loss, device), mean_over_ranks(grad_norm, device)
             scored = core if ema is None else ema.module  # with EMA, the average is what we keep
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
             # rank 0 scores; the others take its numbers, so all agree on best epoch and stopping
-            val_loss, val_dice = broadcast_from_main(
-                _validate(scored, data, criterion, cfg, device, amp_dtype) if info.is_main else (0.0, 0.0),
-                device)
+            val_loss, val_dice, val_probs = (_validate(scored, data, criterion, cfg, device, amp_dtype)
+                                             if info.is_main else (0.0, 0.0, None))
+            val_loss, val_dice = broadcast_from_main((val_loss, val_dice), device)
             state.epoch += 1
             if val_dice > state.best_dice:
                 state.best_dice, state.best_epoch, state.bad_epochs = val_dice, state.epoch, 0
@@ -173,13 +179,15 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
             if not info.is_main:
                 continue
             for key, value in (("train_loss", train_loss), ("val_loss", val_loss), ("val_dice", val_dice),
-                               ("lr", lr)):
+                               ("lr", lr), ("grad_norm", grad_norm)):
                 live.log_metric(key, value)
+            live.log_image(f"val_predictions/{live.step}.png",
+                           prediction_grid(data.val_images, data.val_masks, val_probs, shown, cfg["threshold"]))
             live.log_metric("best_val_dice", state.best_dice, plot=False)
             save_checkpoint(last, {**header, "state_dict": core.state_dict(),
                                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                                    "scaler": scaler.state_dict(), "fingerprint": fingerprint,
-                                   "ema": ema.state_dict() if ema is not None else {},
+                                   "ema": ema.state_dict() if ema is not None else {}, "amp": amp_name(amp_dtype),
                                    "train_state": vars(state).copy()})
             log.info("epoch %d/%d train_loss %.4f val_loss %.4f val_dice %.4f", state.epoch,
                      cfg["epochs"], train_loss, val_loss, val_dice)
@@ -190,14 +198,20 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
     return state
 
 
-def resume_from(last: Path, best: Path, fingerprint: str, model: nn.Module, optimizer, scheduler, scaler,
-                ema: AveragedModel | None) -> RunState | None:
+def resume_from(last: Path, best: Path, fingerprint: str, amp: str, model: nn.Module, optimizer, scheduler,
+                scaler, ema: AveragedModel | None) -> RunState | None:
     """Load an unfinished run of the same fingerprint from `last` into the training objects and
-    return its state; None (nothing loaded) when there is no such run to continue."""
+    return its state; None (nothing loaded, the reason logged) when there is no such run to continue."""
     if not last.exists():
         return None
     ckpt = load_checkpoint(last)
-    if ckpt.get("fingerprint") != fingerprint or ckpt["train_state"]["finished"] or not best.exists():
+    if ckpt["train_state"]["finished"] or not best.exists():
+        return None
+    if ckpt.get("fingerprint") != fingerprint:
+        made_under = ckpt.get("amp", amp)
+        why = (f"it was made under {made_under} and this run resolves train.amp to {amp}" if made_under != amp
+               else "the params or the data changed since it was written")
+        log.info("not resuming from %s: %s; starting over", last, why)
         return None
     model.load_state_dict(ckpt["state_dict"])
     optimizer.load_state_dict(ckpt["optimizer"])
@@ -247,7 +261,8 @@ def make_loader(dataset: SliceDataset, cfg: dict[str, Any], epoch: int, epoch_se
         sampler.set_epoch(epoch)
     per_rank = len(dataset) if sampler is None else len(sampler)
     return DataLoader(dataset, batch_size=cfg["batch_size"], shuffle=sampler is None, sampler=sampler,
-                      drop_last=per_rank > cfg["batch_size"], num_workers=cfg["workers"],
+                      drop_last=per_rank > cfg["batch_size"],
+                      num_workers=pick_workers(cfg["workers"], device, info.world_size),
                       generator=torch.Generator().manual_seed(epoch_seed),
                       pin_memory=device.type == "cuda", persistent_workers=False)
 
@@ -264,6 +279,7 @@ def _finalise_best(best: Path, data: TrainData, cfg: dict[str, Any], device: tor
     ckpt["threshold"] = best_threshold(probs, data.val_masks, cfg["seed"])
     ckpt["threshold_source"] = "best pixel F1 on the val split"
     ckpt["compute"] = {"device": device_name(device), "amp": amp_name(amp_dtype), "torch": str(torch.__version__),
+                       "batch_size": cfg["batch_size"],
                        "epochs": state.epoch, "train_seconds": state.train_seconds,
                        "train_images_per_s": draws_per_epoch * state.epoch / max(state.train_seconds, 1e-9),
                        "peak_memory_mb": peak_memory_mb(device)}
@@ -272,11 +288,16 @@ def _finalise_best(best: Path, data: TrainData, cfg: dict[str, Any], device: tor
 
 
 def train_epoch(model, loader, criterion, optimizer, scaler, cfg, device, amp_dtype, memory_format,
-                 ema: AveragedModel | None) -> float:
+                ema: AveragedModel | None, progress: bool = False) -> tuple[float, float]:
+    """One pass over `loader`: (mean loss per image, mean gradient norm per optimizer step, before
+    clipping). Both are summed on the device and read once, so no step waits for the host; with
+    `progress` and a terminal, a progress bar over the batches."""
     model.train()
-    total, count = 0.0, 0
+    total, count = torch.zeros((), dtype=torch.float64, device=device), 0
+    norms, steps_taken = torch.zeros((), dtype=torch.float64, device=device), torch.zeros((), device=device)
     optimizer.zero_grad(set_to_none=True)
-    for step, (x, y) in enumerate(loader, start=1):
+    batches = tqdm(loader, desc="batches", unit="batch", leave=False, disable=not (progress and sys.stderr.isatty()))
+    for step, (x, y) in enumerate(batches, start=1):
         x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
         y = y.to(device, non_blocking=True)
         steps = step % cfg["grad_accum"] == 0 or step == len(loader)
@@ -286,23 +307,30 @@ def train_epoch(model, loader, criterion, optimizer, scaler, cfg, device, amp_dt
             loss = criterion(logits.float(), y)
             scaler.scale(loss / cfg["grad_accum"]).backward()
         if steps:
-            if cfg["grad_clip"] > 0:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+            scaler.unscale_(optimizer)  # the norm (and clipping) of the true gradients, not the fp16-scaled ones
+            norm = nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"] if cfg["grad_clip"] > 0 else math.inf)
+            finite = torch.isfinite(norm)  # an fp16 overflow step (skipped by the scaler) is left out
+            norms += torch.where(finite, norm, 0).double()
+            steps_taken += finite
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             if ema is not None:
                 ema.update_parameters(unwrap(model))
-        total += loss.item() * len(x)
+        total += loss.detach().double() * len(x)
         count += len(x)
-    return total / max(count, 1)
+    return float(total) / max(count, 1), float(norms) / max(float(steps_taken), 1.0)
 
 
 @torch.no_grad()
-def _validate(model, data: TrainData, criterion, cfg, device, amp_dtype) -> tuple[float, float]:
-    probs = predict_probs(model, data.val_images, device, cfg["batch_size"], amp_dtype)
-    logits = torch.logit(torch.from_numpy(probs).clamp(1e-6, 1 - 1e-6))[:, None]
-    target = torch.from_numpy(data.val_masks[:, None]).float()
-    loss = float(criterion(logits.to(device), target.to(device)))
-    return loss, global_dice(probs >= cfg["threshold"], data.val_masks.astype(bool))
+def _validate(model, data: TrainData, criterion, cfg, device, amp_dtype) -> tuple[float, float, np.ndarray]:
+    """Val loss (mean over batches, weighted by their size), global val Dice and the val
+    probabilities, one batch on the device at a time."""
+    probs = np.empty(data.val_images.shape[:3], np.float32)
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    for rows, logits in batch_logits(model, data.val_images, device, cfg["batch_size"], amp_dtype):
+        target = torch.from_numpy(data.val_masks[rows, None]).to(device).float()
+        total += criterion(logits, target).double() * len(logits)
+        probs[rows] = torch.sigmoid(logits)[:, 0].cpu().numpy()
+    loss = float(total) / max(len(probs), 1)
+    return loss, global_dice(probs >= cfg["threshold"], data.val_masks.astype(bool)), probs

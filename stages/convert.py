@@ -15,7 +15,7 @@ from types import ModuleType
 from medseg import paths
 from medseg.cli import run_stage
 from medseg.datasets import CaseRef
-from medseg.datasets.registry import DATASET_PARAMS, format_for, phantom_writer
+from medseg.datasets.registry import DATASET_PARAMS, format_for, phantom_writer, reader_config
 from medseg.outputs import staged_dir, write_atomic, write_json
 from medseg.params import load_section
 from medseg.conversion import MANIFEST_COLUMNS, convert_all
@@ -36,7 +36,7 @@ def warn_on_count_mismatch(fmt: ModuleType, cases: list[CaseRef], raw: Path) -> 
 def main() -> None:
     argparse.ArgumentParser(description=__doc__).parse_args()
     dataset = load_section("dataset", schema=DATASET_PARAMS)
-    cfg = load_section("convert")
+    cfg = reader_config(dataset, load_section("convert"))  # + dataset.labels, checked here
     raw = paths.raw_dir(dataset["name"])
     fmt = format_for(dataset["name"])
     started = time.perf_counter()
@@ -46,7 +46,7 @@ def main() -> None:
     with staged_dir(SLICES) as tmp:
         manifest, skipped = convert_all(fmt.__name__, cases, cfg, raw, tmp)
         manifest[MANIFEST_COLUMNS].to_csv(tmp / "manifest.csv", index=False)
-        write_json(tmp / "info.json", {"dataset": dataset["name"], "channels": fmt.CHANNELS,
+        write_json(tmp / "info.json", {"dataset": dataset["name"], "channels": int(manifest["channels"].iloc[0]),
                                        "size": cfg["size"], "window_level": cfg["window_level"],
                                        "window_width": cfg["window_width"]})
     seconds = time.perf_counter() - started

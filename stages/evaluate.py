@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,28 +27,28 @@ import numpy as np
 import pandas as pd
 
 from medseg import paths
-from medseg.checkpoints import load_checkpoint, model_from_checkpoint
 from medseg.cli import run_stage
 from medseg.errors import MedsegError
 from medseg.crossval import cv_markdown, cv_metrics, fold_of_rows
 from medseg.evaluation import per_case_table, per_image_table, summarize, summary_markdown, tune_min_area
 from medseg.compute import compute_cost, provenance
-from medseg.hardware import pick_device
+from medseg.hardware import amp_name, pick_amp_dtype, pick_device
 from medseg.inference import predict_probs
 from medseg.metrics import best_f1_threshold, pixel_pr
 from medseg.outputs import staged_dir, write_atomic, write_json
 from medseg.params import load_section
 from medseg.postprocess import clean_stack
-from medseg.folds import checkpoint_paths, mean_probs, read_ensemble
+from medseg.folds import mean_probs
 from medseg.slices import SLICES, dataset_info, fold_count, fold_rows, load_arrays, split_rows
+from medseg.trained import TrainedModel, load_trained
 from medseg.uncertainty import paired_comparison
 from models import MODEL_NAMES
 
 log = logging.getLogger("medseg.evaluate")
 
 
-def choose_threshold(ckpt: dict[str, Any], path: Path, cfg: dict[str, Any],
-                     val_probs: np.ndarray | None, val_masks: np.ndarray) -> tuple[float, str]:
+def choose_threshold(trained: TrainedModel, cfg: dict[str, Any], val_probs: np.ndarray | None,
+                     val_masks: np.ndarray) -> tuple[float, str]:
     """The probability cut-off and where it came from: an explicit number, else the val best-F1
     threshold train stored in best.pt (the out-of-fold one in ensemble.json for a k-fold model),
     recomputed on val only when TTA changes the probabilities."""
@@ -55,25 +57,19 @@ def choose_threshold(ckpt: dict[str, Any], path: Path, cfg: dict[str, Any],
     if cfg["tta"]:
         _, prec, rec, thr = pixel_pr(val_probs, val_masks, cfg["pr_max_pixels"], cfg["seed"])
         return best_f1_threshold(prec, rec, thr), "best pixel F1 on val, with TTA"
-    if "threshold_source" not in ckpt:
-        raise MedsegError(f"{path}: holds no val threshold (its training did not finish); run its train stage")
-    return float(ckpt["threshold"]), ckpt["threshold_source"]
+    if not trained.tuned:
+        raise MedsegError(f"{trained.paths[0]}: holds no val threshold (its training did not finish); "
+                          "run its train stage")
+    return trained.threshold, trained.threshold_source
 
 
-def load_members(name: str, folds: int, device) -> tuple[list[tuple[dict[str, Any], Any]], dict[str, Any], Path]:
-    """The model's checkpoints and networks (one, or one per fold), its threshold record and its path."""
-    folder = paths.model_dir(name)
-    found = checkpoint_paths(folder)
-    if len(found) != folds:
-        raise MedsegError(f"{folder}: holds {len(found)} model(s) but data/split.csv has {folds} fold(s); "
-                          f"run the train_{name} stage")
-    members = []
-    for path in found:
-        ckpt = load_checkpoint(path)
-        members.append((ckpt, model_from_checkpoint(ckpt, path).to(device)))
-    if folds == 1:
-        return members, members[0][0], found[0]
-    return members, read_ensemble(folder), folder / "ensemble.json"
+def load_model(name: str, folds: int, device) -> TrainedModel:
+    """The model's networks on `device` (one, or one per fold), refused when they do not match the split."""
+    trained = load_trained(paths.model_dir(name))
+    if trained.folds != folds:
+        raise MedsegError(f"{paths.model_dir(name)}: holds {trained.folds} model(s) but data/split.csv has "
+                          f"{folds} fold(s); run the train_{name} stage")
+    return trained.to(device)
 
 
 def main() -> None:
@@ -89,31 +85,34 @@ def main() -> None:
     test_images, test_masks = load_arrays(SLICES, test["slice_id"].tolist(), channels)
     gt = test_masks.astype(bool)
     device = pick_device("auto")
+    amp = pick_amp_dtype(cfg["amp"], device, key="evaluate.amp")
     summary, costs, case_tables, oof_tables = {}, {}, {}, {}
     with staged_dir(paths.EVALUATE) as out, staged_dir(paths.PREDICTIONS) as preds:
         for name in MODEL_NAMES:
-            members, record, record_path = load_members(name, folds, device)
+            trained = load_model(name, folds, device)
             needs_val = folds > 1 or cfg["min_area"] == "auto" or cfg["threshold"] == "auto" and cfg["tta"]
-            val_probs = out_of_fold_probs(members, val_images, val_fold, device, cfg["tta"]) if needs_val else None
-            threshold, source = choose_threshold(record, record_path, cfg, val_probs, val_masks)
+            batch = trained.batch_size if cfg["batch_size"] == "auto" else cfg["batch_size"]
+            infer = partial(predict_probs, device=device, batch_size=batch, amp_dtype=amp, tta=cfg["tta"])
+            val_probs = out_of_fold_probs(trained.members, val_images, val_fold, infer) if needs_val else None
+            threshold, source = choose_threshold(trained, cfg, val_probs, val_masks)
             min_area = cfg["min_area"]
             if min_area == "auto":
                 min_area = tune_min_area(val, val_probs, val_masks.astype(bool), threshold,
                                          cfg["empty"], cfg["largest_component"])
             started = time.perf_counter()
-            probs = mean_probs([predict_probs(model, test_images, device, tta=cfg["tta"]) for _, model in members])
+            probs = mean_probs([infer(model, test_images) for model in trained.members])
             infer_seconds = time.perf_counter() - started
             pred = clean_stack(probs >= threshold, min_area, cfg["largest_component"])
             images = per_image_table(test, pred, gt, cfg["empty"])
-            cases = per_case_table(test, pred, gt, cfg["empty"])
+            cases = per_case_table(test, pred, gt, cfg["empty"], cfg["nsd_tolerance_mm"])
             metrics, pr = summarize(images, cases, pred, gt, probs, threshold, min_area, cfg)
-            metrics |= provenance(members[0][0], device)
-            costs[name] = compute_cost([c for c, _ in members], members[0][1], channels, size, device,
+            metrics |= provenance(trained.computes[0], device, amp_name(amp))
+            costs[name] = compute_cost(trained.computes, trained.members[0], channels, size, device,
                                        len(test_images) / infer_seconds)
             write_model_results(out / name, metrics, cases, images, pr)
             if folds > 1:
                 oof_pred = clean_stack(val_probs >= threshold, min_area, cfg["largest_component"])
-                oof = per_case_table(val, oof_pred, val_masks.astype(bool), cfg["empty"])
+                oof = per_case_table(val, oof_pred, val_masks.astype(bool), cfg["empty"], cfg["nsd_tolerance_mm"])
                 oof.insert(1, "fold", oof["group"].map(dict(zip(val["group"], val["fold"]))))
                 metrics["cv"] = cv_metrics(oof, cfg["resamples"], cfg["seed"])
                 write_json(out / name / "metrics.json", metrics)
@@ -139,13 +138,13 @@ def main() -> None:
         write_atomic(out / "summary.md", text)
 
 
-def out_of_fold_probs(members: list, images: np.ndarray, fold: np.ndarray, device, tta: bool) -> np.ndarray:
+def out_of_fold_probs(members: list, images: np.ndarray, fold: np.ndarray, infer: Callable) -> np.ndarray:
     """Each row's probability from the member that did not train on it (fold k -> member k)."""
     probs = np.empty(images.shape[:3], dtype=np.float32)
-    for k, (_, model) in enumerate(members):
+    for k, model in enumerate(members):
         rows = np.flatnonzero(fold == k)
         if len(rows):
-            probs[rows] = predict_probs(model, images[rows], device, tta=tta)
+            probs[rows] = infer(model, images[rows])
     return probs
 
 

@@ -2,11 +2,14 @@
 2D slices; medseg.datasets.registry is the only place that maps a dataset name to its reader.
 
 A format module provides:
-    CHANNELS: int                               image channels it yields
+    CHANNELS: int                               image channels it yields (msd: of a one-modality
+                                                task; convert records the channels written)
     EXPECTED: dict[str, int]                    counts of the full real dataset ({} for none)
     list_cases(raw: Path) -> list[CaseRef]
     read_case(case: CaseRef, cfg: dict) -> Iterator[Slice]   cfg = the `convert` params section
     count_summary(cases: list[CaseRef]) -> dict[str, int]    same keys as EXPECTED
+and optionally LABEL_VOLUMES = True when its masks come from label volumes, so that
+`dataset.labels` (passed in cfg as "labels") selects the foreground values.
 A phantom module provides write(root: Path, cases: int, depth: int, size: int, seed: int),
 writing the raw layout of the format it mimics into `root`.
 """

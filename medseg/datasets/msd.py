@@ -1,6 +1,14 @@
-"""Medical Segmentation Decathlon layout: imagesTr/*.nii.gz, labelsTr/*.nii.gz, dataset.json."""
+"""Medical Segmentation Decathlon layout, any task: imagesTr/*.nii.gz, labelsTr/*.nii.gz, dataset.json.
+
+A multi-modal task's 4D images (BraTS: FLAIR, T1w, T1gd, T2w) become image channels; CT or MR
+intensity handling follows dataset.json's modality (medseg.preprocess). Which label values form
+the foreground is `dataset.labels`; without it a label must be 0/1, since thresholding a
+multi-label volume at > 0 would make that choice silently.
+"""
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,8 +20,11 @@ from medseg.datasets.files import NIFTI_SUFFIXES, read_nifti
 from medseg.errors import MedsegError
 from medseg.preprocess import nifti_volume, upright, volume_slice
 
-CHANNELS = 1
-EXPECTED = {"cases": 63}  # MSD Task06_Lung training cases
+CHANNELS = 1  # of a single-modality task; convert records the channels a task's images have
+EXPECTED: dict[str, int] = {}  # any task: its dataset.json's numTraining is checked instead
+LABEL_VOLUMES = True  # masks come from label volumes, so `dataset.labels` applies
+
+log = logging.getLogger(__name__)
 
 
 def count_summary(cases: list[CaseRef]) -> dict[str, int]:
@@ -50,25 +61,47 @@ def list_cases(raw: Path) -> list[CaseRef]:
         cases.append(CaseRef(case_id=cid, group=cid, image=image, label=label))
     if not cases:
         raise MedsegError(f"{root / 'imagesTr'}: no NIfTI images found")
+    _warn_on_count(root / "dataset.json", len(cases))
     return cases
 
 
-def check_binary_label(path: Path, label: np.ndarray) -> None:
-    """Refuse a multi-label volume (BraTS 0..4, organ + tumour): which labels make the foreground
-    is a choice, and thresholding at > 0 would make it silently."""
-    if ((label != 0) & (label != 1)).any():
-        found = ", ".join(f"{v:g}" for v in np.unique(label)[:12].tolist())
-        raise MedsegError(f"{path}: labels {found} found; only 0/1 labels are supported "
-                          "(a label mapping is not supported yet)")
+def _warn_on_count(meta_file: Path, found: int) -> None:
+    """Say so when imagesTr/ holds another number of cases than dataset.json's numTraining."""
+    try:
+        expected = json.loads(meta_file.read_text()).get("numTraining")
+    except (OSError, ValueError, AttributeError):
+        return  # no or unreadable dataset.json: modality() reports a broken one when it matters
+    if isinstance(expected, int) and expected != found:
+        log.warning("%s: numTraining is %d but imagesTr/ holds %d labelled cases (partial download?)",
+                    meta_file, expected, found)
+
+
+def _listed(label: np.ndarray) -> str:
+    return ", ".join(f"{v:g}" for v in np.unique(label)[:12].tolist())
+
+
+def foreground(path: Path, label: np.ndarray, labels: list[int] | None) -> np.ndarray:
+    """The voxels whose value is in `labels`; without `labels` the volume must be binary (0/1)."""
+    if labels is None:
+        if ((label != 0) & (label != 1)).any():
+            example = [int(v) for v in np.unique(label) if v > 0 and v == int(v)][:4]
+            raise MedsegError(f"{path}: labels {_listed(label)} found; only 0/1 labels are supported without a "
+                              f"label mapping: set dataset.labels to the values that form the foreground, e.g. {example}")
+        return label > 0
+    if (label != np.round(label)).any():
+        raise MedsegError(f"{path}: label values {_listed(label)} are not all integers; dataset.labels selects "
+                          "class numbers (is this a resampled or probability map?)")
+    return np.isin(label, labels)
 
 
 def read_case(case: CaseRef, cfg: dict[str, Any]) -> Iterator[Slice]:
+    """The case's axial slices; cfg is the `convert` section, with `labels` (dataset.labels) if set."""
     volume, zooms = nifti_volume(case.image, cfg)
     label, _ = read_nifti(case.label)
     if volume.shape[:3] != label.shape[:3]:
         raise MedsegError(f"{case.label}: shape {label.shape} differs from image {volume.shape}")
-    check_binary_label(case.label, label)
+    mask = foreground(case.label, label, cfg.get("labels"))
     spacing = (zooms[1], zooms[0], zooms[2])
     for k in range(volume.shape[2]):
-        mask = np.ascontiguousarray(upright(label[:, :, k] > 0))
-        yield Slice(index=k, image=volume_slice(volume, k), mask=mask, spacing=spacing)
+        yield Slice(index=k, image=volume_slice(volume, k), mask=np.ascontiguousarray(upright(mask[:, :, k])),
+                    spacing=spacing)

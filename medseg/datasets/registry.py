@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from typing import Any
 
 from medseg.errors import MedsegError
 from medseg.params import Spec, integer
@@ -11,7 +12,8 @@ from medseg.params import Spec, integer
 # dataset name -> (reader module, phantom writer module or None)
 DATASETS: dict[str, tuple[str, str | None]] = {
     "phantom": ("medseg.datasets.msd", "medseg.datasets.phantom_msd"),
-    "lung": ("medseg.datasets.msd", None),
+    "msd": ("medseg.datasets.msd", None),  # any Decathlon-layout task, from a local folder
+    "lung": ("medseg.datasets.lung", None),  # the Task06 preset: the msd reader with its case count
     "lgg": ("medseg.datasets.lgg", None),
     "phantom_lgg": ("medseg.datasets.lgg", "medseg.datasets.phantom_lgg"),
     "isic": ("medseg.datasets.isic", None),
@@ -34,9 +36,25 @@ def phantom_writer(name: str) -> ModuleType | None:
     return importlib.import_module(writer) if writer else None
 
 
+def reader_config(dataset: dict[str, Any], convert: dict[str, Any]) -> dict[str, Any]:
+    """What a reader's read_case takes: the `convert` section plus `dataset.labels`, which only
+    formats with label volumes (LABEL_VOLUMES) accept: the others' masks are binary already."""
+    labels = dataset["labels"]
+    if labels is not None:
+        if not labels:
+            raise MedsegError("params.yaml: dataset.labels=[] selects no foreground; list the label values "
+                              "(e.g. [1, 2, 4]) or use null for a binary label")
+        if not getattr(format_for(dataset["name"]), "LABEL_VOLUMES", False):
+            takes = ", ".join(n for n in DATASETS if getattr(format_for(n), "LABEL_VOLUMES", False))
+            raise MedsegError(f"params.yaml: dataset.labels={labels} applies to label volumes ({takes}); "
+                              f"{dataset['name']} masks are binary images: set it to null")
+    return {**convert, "labels": labels}
+
+
 DATASET_PARAMS = {
     "name": Spec(str, tuple(DATASETS)),
     "source": Spec(str),
+    "labels": Spec(list, nullable=True, items=integer(1, 65_535)),
     "phantom": {"cases": integer(3, 10_000), "depth": integer(4, 1_000), "size": integer(16, 2_048),
                 "seed": integer(0)},
 }

@@ -26,11 +26,12 @@ from medseg.outputs import write_json
 log = logging.getLogger("medseg.fetch")
 
 DECATHLON_DIRS = {"lung": "Task06_Lung"}
+DECATHLON_READERS = ("medseg.datasets.msd", "medseg.datasets.lung")  # the readers of imagesTr/labelsTr
 
 
 def convert_task_layout(name: str, target: Path) -> None:
     """TaskNNN_*/CT/*.nii + GroundTruth/*.pkl(.gz) (the Kaggle lung mirror) -> imagesTr/labelsTr."""
-    if not DATASETS.get(name, ("",))[0].endswith(".msd") or _has_decathlon_root(target):
+    if DATASETS.get(name, ("",))[0] not in DECATHLON_READERS or _has_decathlon_root(target):
         return
     tasks = _task_folders(target)
     if not tasks:

@@ -42,14 +42,43 @@ def test_detection_rates_and_dice_fg_on_hand_made_masks():
 
     slices, probs, gt = two_cases()
     pred = probs >= 0.5  # case a: exact; case b (lesion-free): specks in both slices
-    images, cases = per_image_table(slices, pred, gt, "one"), per_case_table(slices, pred, gt, "one", distances=False)
+    images, cases = per_image_table(slices, pred, gt, "one"), per_case_table(slices, pred, gt, "one")
     rates = detection(images, cases)
     assert rates["fp_case_rate"] == 1.0 and rates["fg_cases"] == 1 and rates["empty_cases"] == 1
     assert rates["fp_image_rate"] == pytest.approx(2 / 3)  # a1, b0, b1 are empty; b0 and b1 have specks
     clean = np.zeros_like(pred)
     clean[0] = pred[0]
-    images, cases = per_image_table(slices, clean, gt, "one"), per_case_table(slices, clean, gt, "one", distances=False)
+    images, cases = per_image_table(slices, clean, gt, "one"), per_case_table(slices, clean, gt, "one")
     assert detection(images, cases)["fp_case_rate"] == 0.0 and detection(images, cases)["fp_image_rate"] == 0.0
-    scores = uncertainty(per_case_table(slices, pred, gt, "one", distances=False), 2_000, 0)
+    scores = uncertainty(per_case_table(slices, pred, gt, "one"), 2_000, 0)
     assert scores["dice_fg"] == 1.0 and scores["dice_fg_ci_low"] == scores["dice_fg_ci_high"] == 1.0
     assert scores["dice_ci_low"] == 0.0 and scores["dice_ci_high"] == 1.0  # cases scoring 1 and 0
+
+
+OLD_KEYS = {"dice", "iou", "dice_fg", "dice_ci_low", "dice_ci_high", "iou_ci_low", "iou_ci_high", "dice_fg_ci_low",
+            "dice_fg_ci_high", "fp_case_rate", "fp_image_rate", "fg_cases", "empty_cases", "ap", "hd95_px", "hd95_mm",
+            "image_dice", "image_iou", "image_precision", "image_recall", "global_dice", "global_iou", "siim_dice",
+            "isic_jaccard", "threshold", "min_area", "cases", "images", "empty_rule"}
+
+
+def test_metrics_json_gains_pixel_and_surface_scores_and_keeps_its_keys():
+    from medseg.evaluation import per_case_table, summarize, summary_markdown
+
+    slices, probs, gt = two_cases()
+    slices["spacing"] = "2.0x2.0x5.0"
+    pred = probs >= 0.5  # case a exact; case b (lesion-free) has specks
+    images, cases = per_image_table(slices, pred, gt, "one"), per_case_table(slices, pred, gt, "one", 2.0)
+    cfg = {"pr_max_pixels": 10_000, "seed": 0, "resamples": 2_000, "empty": "one", "nsd_tolerance_mm": 2.0}
+    metrics, _ = summarize(images, cases, pred, gt, probs, 0.5, 0, cfg)
+    assert OLD_KEYS <= metrics.keys()
+    assert metrics["case_nsd"] == pytest.approx(0.5)  # a: 1, b: specks on an empty truth -> 0 under `one`
+    assert metrics["nsd_tolerance_mm"] == 2.0 and metrics["nsd_units"] == "mm"
+    assert metrics["case_sensitivity"] == pytest.approx(0.5) and metrics["case_specificity"] == pytest.approx(
+        (1.0 + (2048 - 3) / 2048) / 2)
+    assert metrics["case_accuracy"] == pytest.approx((1.0 + (2048 - 3) / 2048) / 2)
+    # per image: a0 exact, a1 empty and clean, b0 two specks, b1 one speck (of 1024 pixels each)
+    assert metrics["image_sensitivity"] == metrics["image_recall"] == pytest.approx(0.5)
+    assert metrics["image_specificity"] == pytest.approx((1 + 1 + 1022 / 1024 + 1023 / 1024) / 4)
+    assert metrics["image_accuracy"] == metrics["image_specificity"]  # no false negatives, so TN share = accuracy
+    text = summary_markdown({"unet": metrics}, "one", [], {})
+    assert "| case_nsd | case_sensitivity |" in text and "`case_nsd`:" in text

@@ -1,6 +1,7 @@
 """The training loop: schedule, learning on real phantom slices, exact resume from last.pt."""
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -56,6 +57,16 @@ def test_learns_on_phantom_slices(tmp_path, data):
     assert state.best_dice > 0.7
     best = load_checkpoint(tmp_path / "models" / "best.pt")
     assert best["model"] == "unet" and best["val_dice"] == pytest.approx(state.best_dice)
+    norms = np.loadtxt(tmp_path / "live/plots/metrics/grad_norm.tsv", skiprows=1, usecols=1)
+    assert len(norms) == 20 and (norms > 0).all() and np.isfinite(norms).all()
+    grids = sorted((tmp_path / "live/plots/images/val_predictions").glob("*.png"), key=lambda p: int(p.stem))
+    assert [int(p.stem) for p in grids] == list(range(20))  # one per epoch, named by its dvclive step
+    first, last_grid = (cv2.imread(str(p)) for p in (grids[0], grids[-1]))
+    h, w = data.val_images.shape[1:3]
+    assert first.shape == (4 * h, 3 * w, 3)
+    truth = last_grid[:, w: 2 * w, 0] > 127
+    predicted = last_grid[:, 2 * w:, 0] > 127
+    assert (truth & predicted).sum() > 0.5 * truth.sum()  # by the last epoch the prediction column overlaps the truth
 
 
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path, data, monkeypatch):

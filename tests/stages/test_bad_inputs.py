@@ -197,7 +197,7 @@ BROKEN_RAW = {
     "mask_size_lgg": ("phantom_lgg", _resize_lgg_mask, (), {}),
     "mask_values_isic": ("phantom_isic", _grey_isic_mask, ("expected 0/255 or 0/1",), {}),
     "multilabel_nifti": ("phantom", _multilabel_nifti,
-                         ("only 0/1 labels are supported", "label mapping is not supported yet"), {}),
+                         ("only 0/1 labels are supported", "set dataset.labels to the values that form the foreground"), {}),
     "image_without_mask_lgg": ("phantom_lgg", _drop(f"{LGG_PATIENT}/TCGA_PH_0002_20000101_2_mask.tif"),
                                ("TCGA_PH_0002_20000101_2.tif: no mask file TCGA_PH_0002_20000101_2_mask.tif",), {}),
     "mask_without_image_isic": ("phantom_isic", _drop(f"{ISIC_IN}/ISIC_0000002.jpg"),
@@ -230,7 +230,7 @@ def test_real_multiclass_brats_label_is_refused(tmp_path):
     put_old_outputs(work)
     refused_and_untouched(work, "stages.convert",
                           "data/raw/phantom/labelsTr/brats_0001.nii.gz: labels 0, 1, 2, 3, 4 found",
-                          "a label mapping is not supported yet")
+                          "set dataset.labels to the values that form the foreground, e.g. [1, 2, 3, 4]")
 
 
 # ---------------------------------------------------------------- convert.on_error

@@ -1,4 +1,5 @@
-"""stages.predict: masks come back in each source's own geometry, from the checkpoint alone."""
+"""stages.predict: masks come back in each source's own geometry, from the model alone (a checkpoint
+or a k-fold model folder; the ONNX path is tested with stages.export in test_export.py)."""
 import subprocess
 import sys
 from pathlib import Path
@@ -7,38 +8,27 @@ import cv2
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
 import medseg.prediction as prediction
-from medseg.checkpoints import save_checkpoint
 from medseg.errors import MedsegError
 from medseg.preprocess import normalise_volume
-from models import build_model
 from tests.conftest import REPO
+from tests.tiny_models import PRE, kfold_folder, save_tiny
 
-PRE = {"size": 32, "channels": 1, "window_level": -600, "window_width": 1500, "dataset": "phantom"}
+# stand-in for the network: the probability is the input intensity, so geometry is checkable
+IDENTITY = prediction.Predictor(lambda images: images[..., 0].astype(np.float32) / 255.0, PRE, 0.5, "identity")
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
-    model = build_model("unet", 1, width=4)
-    save_checkpoint(path, {"model": "unet", "model_params": {"width": 4}, "in_channels": 1,
-                           "state_dict": model.state_dict(), "preprocess": PRE, "threshold": 0.5})
-    return path
+    return save_tiny(tmp_path_factory.mktemp("ckpt") / "best.pt")
 
 
-def identity_probs(model, images, device, batch_size=32, amp_dtype=None, tta=False):
-    """Stand-in for the network: the probability is the input intensity, so geometry is checkable."""
-    return images[..., 0].astype(np.float32) / 255.0
-
-
-def test_nifti_mask_keeps_shape_affine_and_orientation(tmp_path, monkeypatch, make_phantom):
-    monkeypatch.setattr(prediction, "predict_probs", identity_probs)
+def test_nifti_mask_keeps_shape_affine_and_orientation(tmp_path, make_phantom):
     make_phantom("msd", tmp_path / "raw", cases=1, depth=8, size=32, seed=0)
     source = tmp_path / "raw/imagesTr/phantom_000.nii.gz"
     original = nib.load(source)
-    predict_volume = volume = prediction.predict_nifti(source, None, PRE, torch.device("cpu"), 0.5, False)
+    predict_volume = volume = prediction.predict_nifti(source, IDENTITY, 0.5)
     assert volume.shape == original.shape and np.allclose(volume.affine, original.affine)
     expected = normalise_volume(np.asarray(original.dataobj, np.float32), "CT", PRE) >= 0.5
     agreement = (np.asarray(predict_volume.dataobj) > 0) == expected
@@ -79,3 +69,18 @@ def test_unreadable_file_is_one_clear_line(tmp_path, checkpoint):
     assert "Traceback" not in result.stderr
     with pytest.raises(MedsegError, match="unsupported file type"):
         prediction.list_sources(Path(__file__))
+
+
+def test_kfold_folder_averages_the_folds_at_the_ensemble_threshold(tmp_path):
+    folder = kfold_folder(tmp_path / "unet", folds=3, threshold=0.42)
+    ensemble = prediction.load_predictor(folder, tta=False)
+    folds = [prediction.load_predictor(folder / f"fold_{k}" / "best.pt", tta=False) for k in range(3)]
+    assert ensemble.threshold == 0.42 and {f.threshold for f in folds} == {0.9}  # ensemble.json's, not a fold's
+    assert ensemble.preprocess == PRE and "3 fold(s)" in ensemble.runtime
+    images = np.random.default_rng(0).integers(0, 256, (5, 48, 48, 1), dtype=np.uint8)
+    per_fold = np.stack([f.probs(images) for f in folds])
+    assert np.allclose(ensemble.probs(images), per_fold.mean(axis=0), atol=1e-6)
+    assert np.abs(per_fold[0] - per_fold[1]).max() > 1e-2  # the folds differ, so the mean is not any one of them
+    (folder / "fold_2" / "best.pt").unlink()
+    with pytest.raises(MedsegError, match="fold_2/best.pt: missing"):
+        prediction.load_predictor(folder, tta=False)

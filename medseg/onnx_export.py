@@ -1,0 +1,141 @@
+"""A trained model (one checkpoint or a k-fold ensemble) as one ONNX graph with dynamic batch, height
+and width, plus the model.json that predict needs to run it without PyTorch.
+
+Hand-written: torch.onnx's dynamo exporter does the work, but the networks are rewritten in two places
+so that height and width stay symbolic: PadToMultiple's padding in a form torch.export can reason
+about, and adaptive average pooling (UPerNet's pyramid pooling) as averaging matrices, because the
+exporter bakes the example's pooling kernel into the graph.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medseg.errors import MedsegError
+from medseg.onnx_runtime import FORMAT, INPUT, OUTPUT, UINT8_DIVISOR, OnnxModel
+from medseg.preprocess import dicom_unit_range, modality, model_input, normalise_volume, unit_image
+from medseg.trained import TrainedModel
+from models.padding import PadToMultiple
+
+OPSET = 18  # the opset torch.onnx's dynamo exporter writes natively (>= 17: LayerNormalization)
+EXAMPLE_HW = (37, 45)  # odd, unequal sides, so no shape can be mistaken for a constant
+MAX_DIFF = 1e-4  # the export is refused when onnxruntime and PyTorch disagree by more than this
+
+
+class AveragingPool2d(nn.Module):
+    """nn.AdaptiveAvgPool2d(size) as P_h @ x @ P_w^T, with PyTorch's bins [floor(i n / s), ceil((i + 1) n / s))
+    built from the input's own size: exact at every size the graph will see."""
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        super().__init__()
+        self.size = size
+
+    @staticmethod
+    def weights(n: int, s: int, like: torch.Tensor) -> torch.Tensor:
+        i = torch.arange(s, device=like.device).unsqueeze(1)
+        j = torch.arange(n, device=like.device).unsqueeze(0)
+        start, end = (i * n) // s, ((i + 1) * n + s - 1) // s
+        return ((j >= start) & (j < end)).to(like.dtype) / (end - start).to(like.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        return self.weights(h, self.size[0], x) @ x @ self.weights(w, self.size[1], x).transpose(0, 1)
+
+
+def with_exact_pooling(net: nn.Module) -> nn.Module:
+    """`net` with every adaptive average pool to more than 1 x 1 replaced by AveragingPool2d."""
+    for parent in list(net.modules()):
+        for name, child in parent.named_children():
+            size = child.output_size if isinstance(child, nn.AdaptiveAvgPool2d) else None
+            size = (size, size) if isinstance(size, int) else size
+            if size is not None and None not in size and tuple(size) != (1, 1):
+                setattr(parent, name, AveragingPool2d(tuple(size)))
+    return net
+
+
+class MeanProbability(nn.Module):
+    """The mean of the members' sigmoid outputs, each padded as PadToMultiple pads it (copies: the
+    members themselves are left as they are)."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        if not all(isinstance(m, PadToMultiple) for m in members):
+            raise TypeError("members must be models.build_model networks (PadToMultiple)")
+        self.nets = nn.ModuleList(with_exact_pooling(copy.deepcopy(m.net)) for m in members)
+        self.multiple = members[0].multiple
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        k = self.multiple
+        padded = F.pad(x, (0, (w + k - 1) // k * k - w, 0, (h + k - 1) // k * k - h))  # ceil form: provably k | side
+        prob = torch.stack([torch.sigmoid(net(padded)) for net in self.nets]).mean(0)
+        # index_select, not a slice: slicing makes torch.export branch on whether any padding was added
+        return prob.index_select(2, torch.arange(h)).index_select(3, torch.arange(w))
+
+
+def onnx_graph(trained: TrainedModel) -> bytes:
+    """The serialized ONNX model: input INPUT (N, C, H, W) float32, output OUTPUT (N, 1, H, W)."""
+    graph = MeanProbability(trained.members).eval()
+    example = torch.rand(2, trained.header["in_channels"], *EXAMPLE_HW, generator=torch.Generator().manual_seed(0))
+    dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height"), 3: torch.export.Dim("width")}
+    for quiet in ("onnxscript", "onnx_ir"):  # their INFO lines list every rewrite of the graph
+        logging.getLogger(quiet).setLevel(logging.WARNING)
+    try:
+        with torch.no_grad():
+            program = torch.onnx.export(graph, (example,), dynamo=True, opset_version=OPSET, input_names=[INPUT],
+                                        output_names=[OUTPUT], dynamic_shapes=(dims,), external_data=False,
+                                        verbose=False)
+    except Exception as err:  # the exporter raises many types; its message is pages long
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise MedsegError(f"{trained.paths[0]}: ONNX export of {trained.header['model']!r} failed "
+                          f"({type(err).__name__}: {first})") from err
+    return program.model_proto.SerializeToString()
+
+
+def _doc(function) -> str:
+    return " ".join(function.__doc__.split())
+
+
+def metadata(trained: TrainedModel, min_area: int | None) -> dict:
+    """model.json: what the graph needs around it, from the checkpoint(s) and medseg.preprocess."""
+    header, pre = trained.header, trained.header["preprocess"]
+    channels = header["in_channels"]
+    return {
+        "format": FORMAT, "model": header["model"], "model_params": header["model_params"], "in_channels": channels,
+        "folds": trained.folds, "checkpoints": [str(p) for p in trained.paths], "opset": OPSET,
+        "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
+        "input": {"name": INPUT, "dtype": "float32", "shape": ["batch", channels, "height", "width"],
+                  "divisor": UINT8_DIVISOR, "from_uint8": "the (N, H, W, C) uint8 model input transposed to "
+                  "(N, C, H, W), converted to float32 and divided by 255.0"},
+        "output": {"name": OUTPUT, "dtype": "float32", "shape": ["batch", 1, "height", "width"],
+                   "meaning": "foreground probability: the sigmoid of the logits"
+                              + (f", averaged over {trained.folds} folds" if trained.folds > 1 else "")},
+        "preprocess": pre,
+        "ct_window_hu": [pre["window_level"] - pre["window_width"] / 2, pre["window_level"] + pre["window_width"] / 2],
+        "steps": {"modality": _doc(modality), "volume": _doc(normalise_volume), "dicom": _doc(dicom_unit_range),
+                  "image": _doc(unit_image), "model_input": _doc(model_input)},
+        "threshold": trained.threshold, "threshold_source": trained.threshold_source,
+        "min_area": int(min_area or 0),
+        "min_area_source": "given to export (pixels at preprocess.size)" if min_area is not None else
+        "not known to export (the checkpoint does not carry it); 0 = no component filtering. evaluate's choice "
+        "is in results/evaluate/<model>/metrics.json; pass it with --min-area",
+    }
+
+
+def check_parity(trained: TrainedModel, graph: bytes, meta: dict) -> dict:
+    """Run onnxruntime and PyTorch on the same random uint8 batches (at preprocess.size and at an odd
+    size); refuse the export when their probabilities differ by more than MAX_DIFF."""
+    session, rng, diffs = OnnxModel(graph, meta, where=str(trained.paths[0])), np.random.default_rng(0), []
+    size, channels = meta["preprocess"]["size"], meta["in_channels"]
+    for shape in ((2, size, size, channels), (1, *EXAMPLE_HW, channels)):
+        images = rng.integers(0, 256, shape, dtype=np.uint8)
+        diffs.append(float(np.abs(session.probs(images) - trained.probs(images, torch.device("cpu"))).max()))
+    if max(diffs) > MAX_DIFF:
+        raise MedsegError(f"{trained.paths[0]}: the ONNX graph disagrees with PyTorch (max |difference| "
+                          f"{max(diffs):.2g} > {MAX_DIFF}); not exported")
+    return {"max_abs_diff": max(diffs), "sizes": [[size, size], list(EXAMPLE_HW)], "against": "PyTorch fp32 on CPU"}

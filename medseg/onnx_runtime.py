@@ -1,0 +1,98 @@
+"""An exported model (model.onnx + model.json, written by `stages.export`) run by onnxruntime.
+
+Imports neither torch nor the training code, so `predict` runs an export where only numpy, opencv,
+nibabel, pydicom and onnxruntime are installed. model.json carries what the graph does not: the
+preprocessing, the uint8 scaling, the threshold.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.errors import MedsegError
+
+FORMAT = "medseg-onnx-v1"
+GRAPH, METADATA = "model.onnx", "model.json"
+INPUT, OUTPUT = "image", "prob"
+UINT8_DIVISOR = 255.0  # the model sees uint8 / 255 in float32, as medseg.inference.predict_probs feeds it
+NEEDED = ("preprocess", "threshold", "in_channels", "input", "output")
+
+
+def is_export(model: Path) -> bool:
+    """True for a .onnx file or a folder holding model.onnx (what predict runs with onnxruntime)."""
+    return model.suffix == ".onnx" or (model.is_dir() and (model / GRAPH).exists())
+
+
+def export_files(model: Path) -> tuple[Path, Path]:
+    """(graph, metadata): the .onnx file named and the .json of the same name beside it, or a folder's
+    model.onnx and model.json."""
+    graph = model if model.suffix == ".onnx" else model / GRAPH
+    return graph, graph.with_suffix(".json")
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise MedsegError(f"{path}: missing; an ONNX model needs the JSON that `export` writes beside it "
+                          f"({METADATA})") from err
+    except (OSError, ValueError) as err:
+        raise MedsegError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise MedsegError(f"{path}: not a medseg ONNX description (format {FORMAT} expected)")
+    missing = [key for key in NEEDED if key not in meta]
+    if missing:
+        raise MedsegError(f"{path}: lacks {', '.join(missing)}")
+    try:
+        str(meta["input"]["name"]), float(meta["input"]["divisor"]), str(meta["output"]["name"])
+        float(meta["threshold"]), int(meta["in_channels"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise MedsegError(f"{path}: malformed input, output, threshold or in_channels ({type(err).__name__})") from err
+    return meta
+
+
+class OnnxModel:
+    """uint8 slices in, foreground probabilities out, computed as predict_probs computes them."""
+
+    def __init__(self, graph: Path | bytes, meta: dict[str, Any], threads: int = 0, where: str = "ONNX model") -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads  # 0: onnxruntime's default, one per physical core
+        options.log_severity_level = 3  # errors only: its warnings are about graph rewrites, not the user's input
+        try:
+            model = str(graph) if isinstance(graph, Path) else graph
+            self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime raises its own exception types for unreadable graphs
+            reason = str(err).strip().splitlines()[0].rpartition(" failed:")[2][-160:] if str(err).strip() else ""
+            raise MedsegError(f"{where}: not a loadable ONNX model ({type(err).__name__}: {reason})") from err
+        self.meta = meta
+        self.input, self.output = meta["input"]["name"], meta["output"]["name"]
+        self.divisor = float(meta["input"]["divisor"])
+
+    @classmethod
+    def load(cls, model: Path, threads: int = 0) -> OnnxModel:
+        """The export at `model` (its .onnx file or its folder)."""
+        graph, meta_path = export_files(Path(model))
+        if not graph.is_file():
+            raise MedsegError(f"{graph}: ONNX model not found")
+        return cls(graph, read_metadata(meta_path), threads, str(graph))
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output], {self.input: x})[0][:, 0]
+
+    def probs(self, images: np.ndarray, tta: bool = False, batch_size: int = 32) -> np.ndarray:
+        """(N, H, W, C) uint8 -> (N, H, W) float32 foreground probabilities; `tta` averages a h-flip."""
+        if images.shape[3] != self.meta["in_channels"]:
+            raise MedsegError(f"ONNX model takes {self.meta['in_channels']} channel(s), got {images.shape[3]}")
+        out = np.empty(images.shape[:3], np.float32)
+        for start in range(0, len(images), batch_size):
+            x = images[start: start + batch_size].transpose(0, 3, 1, 2).astype(np.float32, order="C") / self.divisor
+            prob = self._run(x)
+            if tta:
+                prob = (prob + self._run(np.ascontiguousarray(x[..., ::-1]))[..., ::-1]) / 2
+            out[start: start + len(x)] = prob
+        return out

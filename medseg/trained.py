@@ -1,0 +1,78 @@
+"""The trained PyTorch model behind a `--model` path: one best.pt, or a k-fold model folder whose
+fold_<k>/best.pt probabilities are averaged and thresholded at ensemble.json's threshold.
+
+The one loader of `predict` (PyTorch path) and `export`, so both read the two layouts the same way.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from medseg.checkpoints import load_checkpoint, model_from_checkpoint
+from medseg.errors import MedsegError
+from medseg.folds import ENSEMBLE, checkpoint_paths, mean_probs, read_ensemble
+from medseg.inference import predict_probs
+
+SHARED = ("model", "model_params", "in_channels", "preprocess")  # what every fold of one model must agree on
+
+
+@dataclass
+class TrainedModel:
+    """Networks (one per fold, on CPU, eval mode), what built them, and the threshold to apply."""
+
+    members: list[nn.Module]
+    header: dict[str, Any]  # SHARED keys of the (first) checkpoint
+    threshold: float
+    threshold_source: str
+    paths: list[Path]
+    computes: list[dict[str, Any]]  # each member's training record (device, dtype, time, batch size)
+    tuned: bool  # the threshold was chosen on val (out-of-fold) data by a training that finished
+
+    @property
+    def batch_size(self) -> int:
+        """The batch the model trained with: what its device is known to hold (16 for older checkpoints)."""
+        return int(self.computes[0].get("batch_size", 16))
+
+    @property
+    def folds(self) -> int:
+        return len(self.members)
+
+    def to(self, device: torch.device) -> TrainedModel:
+        self.members = [m.to(device) for m in self.members]
+        return self
+
+    def probs(self, images: np.ndarray, device: torch.device, tta: bool = False, batch_size: int | None = None,
+              amp_dtype: torch.dtype | None = None) -> np.ndarray:
+        """(N, H, W, C) uint8 -> (N, H, W) float32: the mean of the folds' sigmoid probabilities,
+        one batch (default: the training batch) on the device at a time."""
+        batch = batch_size or self.batch_size
+        return mean_probs([predict_probs(m, images, device, batch, amp_dtype, tta) for m in self.members])
+
+
+def load_trained(model: Path) -> TrainedModel:
+    """Load `model` (a checkpoint, a folder holding best.pt, or a k-fold folder); one clear line when
+    a checkpoint is unusable or the folds disagree on what they are."""
+    model = Path(model)
+    found = checkpoint_paths(model)
+    ckpts = [load_checkpoint(path) for path in found]
+    first = ckpts[0]
+    for path, ckpt in zip(found, ckpts):
+        if "preprocess" not in ckpt:
+            raise MedsegError(f"{path}: checkpoint lacks its preprocessing; retrain with this version")
+        for key in SHARED:
+            if ckpt[key] != first[key]:
+                raise MedsegError(f"{path}: {key}={ckpt[key]!r} differs from {found[0]}'s {first[key]!r}")
+    members = [model_from_checkpoint(ckpt, path) for path, ckpt in zip(found, ckpts)]
+    if model.is_dir() and (model / ENSEMBLE).exists():
+        record = read_ensemble(model)
+        source = record.get("threshold_source", "ensemble.json")
+    else:
+        record = first
+        source = first.get("threshold_source", "default 0.5 (the checkpoint holds no val threshold)")
+    return TrainedModel(members, {key: first[key] for key in SHARED}, float(record.get("threshold", 0.5)),
+                        str(source), found, [c.get("compute", {}) for c in ckpts], "threshold_source" in record)

@@ -1,0 +1,120 @@
+"""The CUDA branches of training, DDP and inference, reached on a CPU: torch.cuda is faked (see
+test_hardware.fake_gpu) and process-group set-up is stubbed, so each branch's decisions are
+checked without a GPU; the work itself runs on the CPU."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import medseg.distributed as distributed
+import medseg.hardware as hardware
+import medseg.training as training
+from medseg.checkpoints import save_checkpoint
+from medseg.distributed import DistInfo
+from medseg.inference import predict_probs
+from medseg.losses import build_loss
+from medseg.torchdata import SliceDataset
+from medseg.training import TrainData, make_loader, resume_from
+from tests.medseg.test_hardware import fake_gpu
+
+
+def test_torchrun_on_gpus_joins_nccl_and_drives_the_local_rank(monkeypatch):
+    fake_gpu(monkeypatch, (9, 0), count=2)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    calls: dict = {}
+    joined = {"done": False}
+    monkeypatch.setattr(torch.cuda, "set_device", lambda i: calls.setdefault("set_device", i))
+
+    def init_process_group(backend, **kwargs):
+        calls["backend"], calls["kwargs"] = backend, kwargs
+        joined["done"] = True
+
+    monkeypatch.setattr(distributed.dist, "init_process_group", init_process_group)
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: joined["done"])
+    monkeypatch.setattr(distributed.dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(distributed.dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(distributed.dist, "get_backend", lambda: calls["backend"])
+    info = distributed.init_distributed("auto")
+    assert calls["backend"] == "nccl" and calls["set_device"] == 1
+    assert calls["kwargs"]["device_id"] == torch.device("cuda", 1)
+    assert info == DistInfo(rank=1, local_rank=1, world_size=2) and not info.is_main
+    device = distributed.local_device(torch.device("cuda"), info)
+    assert device == torch.device("cuda", 1)
+
+    class RecordingDDP(nn.Module):
+        def __init__(self, module, device_ids=None):
+            super().__init__()
+            self.module, self.device_ids = module, device_ids
+
+    monkeypatch.setattr(distributed, "DistributedDataParallel", RecordingDDP)
+    wrapped = distributed.wrap(nn.Conv2d(1, 1, 1), device, info)
+    assert wrapped.device_ids == [1]  # one GPU per process, the LOCAL_RANK's
+    assert distributed.unwrap(wrapped) is wrapped.module
+
+
+def test_the_gpu_loader_pins_memory_and_prepares_batches_in_workers(monkeypatch):
+    monkeypatch.setattr(hardware.os, "cpu_count", lambda: 8)
+    images, masks = np.zeros((4, 8, 8, 1), np.uint8), np.zeros((4, 8, 8), np.uint8)
+    dataset = SliceDataset(images, masks, np.arange(4), None)
+    cfg = {"batch_size": 2, "workers": "auto", "seed": 0}
+    gpu = make_loader(dataset, cfg, 0, 0, torch.device("cuda"), DistInfo())
+    assert gpu.pin_memory and gpu.num_workers == 4
+    cpu = make_loader(dataset, cfg, 0, 0, torch.device("cpu"), DistInfo())
+    assert not cpu.pin_memory and cpu.num_workers == 0
+
+
+class BatchRecorder(nn.Module):
+    """A 1x1 conv that remembers the largest batch it was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.largest = nn.Conv2d(1, 1, 1), 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.largest = max(self.largest, len(x))
+        return self.conv(x)
+
+
+def test_inference_and_the_val_loss_hold_one_batch_at_a_time():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (37, 16, 16, 1), dtype=np.uint8)
+    masks = (images[..., 0] > 128).astype(np.uint8)
+    model = BatchRecorder()
+    probs = predict_probs(model, images, torch.device("cpu"), batch_size=5)
+    assert model.largest == 5 and probs.shape == (37, 16, 16)
+    model.largest = 0
+    whole = predict_probs(model, images, torch.device("cpu"), batch_size=37)
+    assert np.allclose(probs, whole, atol=1e-6)
+    criterion = build_loss({"type": "bce", "pos_weight": 1.0, "tversky_alpha": 0.3, "tversky_beta": 0.7,
+                            "focal_gamma": 2.0})
+    data = TrainData(images, masks, np.ones(37, np.int64), images, masks)
+    model.largest = 0
+    loss, _, _ = training._validate(model, data, criterion, {"batch_size": 8, "threshold": 0.5},
+                                 torch.device("cpu"), None)
+    assert model.largest == 8
+    with torch.no_grad():  # per-pixel mean BCE: the batch-size-weighted mean of batch means is the global mean
+        logits = model(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255)
+        expected = nn.functional.binary_cross_entropy_with_logits(logits, torch.from_numpy(masks[:, None]).float())
+    assert loss == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_a_last_pt_made_under_another_dtype_starts_over_and_says_why(tmp_path, caplog):
+    last, best = tmp_path / "last.pt", tmp_path / "best.pt"
+    state = {"epoch": 1, "best_dice": 0.1, "best_epoch": 1, "bad_epochs": 0, "finished": False, "train_seconds": 1.0}
+    common = {"model": "unet", "model_params": {}, "in_channels": 1, "state_dict": {}}
+    save_checkpoint(last, {**common, "fingerprint": "made-on-an-a100", "amp": "bfloat16", "train_state": state})
+    save_checkpoint(best, common)
+    with caplog.at_level(logging.INFO, logger="medseg.train"):
+        assert resume_from(last, best, "this-run", "float16", None, None, None, None, None) is None
+    assert "made under bfloat16 and this run resolves train.amp to float16; starting over" in caplog.text
+    caplog.clear()
+    save_checkpoint(last, {**common, "fingerprint": "other-params", "amp": "float16", "train_state": state})
+    with caplog.at_level(logging.INFO, logger="medseg.train"):
+        assert resume_from(last, best, "this-run", "float16", None, None, None, None, None) is None
+    assert "the params or the data changed" in caplog.text
