@@ -57,6 +57,28 @@ def init_distributed(device: str = "auto") -> DistInfo:
     return info
 
 
+def launched_by_torchrun() -> bool:
+    return "WORLD_SIZE" in os.environ
+
+
+def run_under_torchrun(module: str, args: list[str], processes: int, device: str) -> None:
+    """Re-run `python -m module args` as `processes` DDP workers through torchrun (single node),
+    so a multi-GPU run happens inside `dvc repro` and lands in dvc.lock; one line if it fails."""
+    import subprocess
+    import sys
+
+    if pick_device(device).type == "cuda" and processes > torch.cuda.device_count():
+        raise MedsegError(f"params.yaml: train.processes={processes} but this machine has "
+                          f"{torch.cuda.device_count()} CUDA GPU(s); one process drives one GPU")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+               "-m", module, *args]
+    log.info("starting %d DDP processes: %s", processes, " ".join(command[1:]))
+    status = subprocess.run(command).returncode
+    if status != 0:
+        raise MedsegError(f"torchrun with train.processes={processes} exited with status {status} "
+                          "(the workers' messages are above)")
+
+
 def current() -> DistInfo:
     """This process's place in the process group; refuses a torchrun launch that never joined it."""
     if not dist.is_initialized():

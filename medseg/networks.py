@@ -1,24 +1,62 @@
 """The pipeline's side of models/: the `models.<name>` params schema read from the networks'
-registry, and building a network with errors worded for the user (models/ knows no params file)."""
+registry, the checks of those params against what the network will be trained with, and building
+a network with errors worded for the user (models/ knows no params file)."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from medseg import paths
 from medseg.errors import MedsegError
-from medseg.params import Spec, load_section
+from medseg.params import PARAMS_FILE, Spec, load_section
 from models import ARCHITECTURES, MODEL_NAMES, build_model
-from models.encoders import WeightsUnavailable
+from models.encoders import WeightsUnavailable, fixed_input_side, known_encoder
 
 
 def model_params_schema(name: str) -> dict[str, Spec]:
     return {key: Spec(**spec) for key, spec in ARCHITECTURES[name].params.items()}
 
 
-def load_model_params(name: str) -> dict[str, Any]:
-    """The validated `models.<name>` section of params.yaml."""
-    return load_section(f"models.{name}", schema=model_params_schema(name))
+def load_model_params(name: str, path: Path = PARAMS_FILE) -> dict[str, Any]:
+    """The validated `models.<name>` section of params.yaml, checked against what the network will
+    train with (train.batch_size; the slice size, once data/slices exists) before any work."""
+    params = load_section(f"models.{name}", path, schema=model_params_schema(name))
+    check_model_params(name, params, load_section("train", path)["batch_size"], converted_size())
+    return params
+
+
+def converted_size(slices: Path = paths.SLICES) -> int | None:
+    """The side of the slices in data/slices (what the network sees), None before `convert` ran."""
+    try:
+        return int(json.loads((slices / "info.json").read_text())["size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def check_model_params(name: str, params: dict[str, Any], batch_size: int, size: int | None) -> None:
+    """Refuse, naming the key, what the network would fail on later: a batch too small for its
+    BatchNorm, an encoder neither smp nor timm knows, a fixed-size encoder and another slice size."""
+    arch = ARCHITECTURES[name]
+    if batch_size < arch.min_batch:
+        raise MedsegError(f"params.yaml: train.batch_size={batch_size} is too small for {name}: "
+                          f"{arch.min_batch_why} needs at least {arch.min_batch} images per training batch")
+    encoder = params.get("encoder")
+    if encoder is None:
+        return
+    if not known_encoder(encoder):
+        raise MedsegError(f"params.yaml: models.{name}.encoder={encoder!r} is not an encoder "
+                          "segmentation-models-pytorch knows (e.g. resnet18, resnet50, efficientnet-b0) nor "
+                          "'tu-' and a timm model name (e.g. tu-convnext_tiny)")
+    side = fixed_input_side(encoder)
+    if side is not None and size is not None:
+        padded = -(-size // arch.multiple) * arch.multiple  # models/ pads each side to its multiple
+        if padded != side:
+            raise MedsegError(f"params.yaml: models.{name}.encoder={encoder!r} takes {side}x{side} inputs only, "
+                              f"but data/slices holds {size}x{size} slices (convert.size); set convert.size to "
+                              f"{side} or choose an encoder that takes any size (e.g. tu-convnext_tiny)")
 
 
 def build_network(name: str, in_channels: int, params: dict[str, Any]) -> nn.Module:
@@ -30,3 +68,6 @@ def build_network(name: str, in_channels: int, params: dict[str, Any]) -> nn.Mod
     except WeightsUnavailable as err:
         raise MedsegError(f"params.yaml: models.{name}.pretrained=imagenet but {err}; set it to false "
                           "or run online once to fill the cache") from err
+    except Exception as err:  # smp and timm refuse combinations in many types (KeyError, RuntimeError, ...)
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        raise MedsegError(f"models.{name} {params}: cannot build the network ({type(err).__name__}: {reason})") from err

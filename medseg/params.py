@@ -10,6 +10,7 @@ line; a schema library would add a dependency for ~80 lines and word its errors 
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +24,20 @@ from medseg.errors import MedsegError
 PARAMS_FILE = paths.PARAMS
 
 
+# YAML 1.1 (PyYAML) reads 1e-4 as text; YAML 1.2 (DVC's `-S train.lr=1e-4`) as a number: take both
+EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def is_number(value: Any) -> bool:
+    """An int or float, not a bool (YAML's true/false are ints to Python)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class Spec:
-    """Type and allowed values of one leaf key."""
+    """Type and allowed values of one leaf key. A float key takes ints too, and every number goes
+    through the same checks: finite (NaN and inf are refused), then the range, whose ends are
+    excluded with `open_low` / `open_high` (e.g. train.lr > 0)."""
 
     kind: type | tuple[type, ...]
     choices: tuple[Any, ...] | None = None
@@ -33,14 +45,24 @@ class Spec:
     high: float | None = None
     nullable: bool = False
     items: Spec | None = None  # the spec of every element of a list value
+    open_low: bool = False
+    open_high: bool = False
+
+    def coerce(self, value: Any) -> Any:
+        """`value` as the check sees it: an exponent written without a dot (1e-4) read as a float."""
+        kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
+        if float in kinds and isinstance(value, str) and EXPONENT_FLOAT.fullmatch(value.strip()):
+            return float(value)
+        return value
 
     def check(self, key: str, value: Any) -> None:
+        value = self.coerce(value)
         if value is None and self.nullable:
             return
         kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
         is_bool = isinstance(value, bool)
         ok = isinstance(value, kinds) and not (is_bool and bool not in kinds)
-        if float in kinds and isinstance(value, int) and not is_bool:
+        if float in kinds and is_number(value):
             ok = True
         if not ok:
             names = "/".join(k.__name__ for k in kinds)
@@ -51,15 +73,23 @@ class Spec:
         if self.choices is not None and value not in self.choices:
             allowed = ", ".join(map(str, self.choices))
             raise MedsegError(f"params.yaml: {key}={value!r} is not allowed; choose one of: {allowed}")
-        if isinstance(value, (int, float)) and not is_bool:
-            if self.low is not None and value < self.low or self.high is not None and value > self.high:
-                raise MedsegError(
-                    f"params.yaml: {key}={value!r} is out of range [{self.low}, {self.high}]"
-                )
+        if is_number(value):
+            self.check_range(key, value)
+
+    def check_range(self, key: str, value: int | float) -> None:
+        """A finite number within [low, high] (an open end excluded)."""
+        if not math.isfinite(value):
+            raise MedsegError(f"params.yaml: {key}={value!r} is not a finite number")
+        below = self.low is not None and (value <= self.low if self.open_low else value < self.low)
+        above = self.high is not None and (value >= self.high if self.open_high else value > self.high)
+        if below or above:
+            bounds = f"{'(' if self.open_low else '['}{self.low}, {self.high}{')' if self.open_high else ']'}"
+            raise MedsegError(f"params.yaml: {key}={value!r} is out of range {bounds}")
 
 
-def num(low: float | None = None, high: float | None = None) -> Spec:
-    return Spec(float, low=low, high=high)
+def num(low: float | None = None, high: float | None = None, *, open_low: bool = False,
+        open_high: bool = False) -> Spec:
+    return Spec(float, low=low, high=high, open_low=open_low, open_high=open_high)
 
 
 def integer(low: int | None = None, high: int | None = None) -> Spec:
@@ -75,11 +105,12 @@ SCHEMA: dict[str, Any] = {
         "on_error": Spec(str, ("fail", "skip")),
     },
     "split": {
-        "fractions": {"train": num(0, 1), "val": num(0, 1), "test": num(0, 1)},
+        "fractions": {"train": num(0, 1), "val": num(0, 1), "test": num(0, 1)},  # > 0 as needed: extra_checks
         "seed": integer(0),
         "folds": integer(1, 20),
     },
-    "balance": {"neg_keep": num(0, 1), "pos_repeat": num(0, 100), "seed": integer(0)},
+    # pos_repeat 0 would never draw a positive slice: training would see no foreground
+    "balance": {"neg_keep": num(0, 1), "pos_repeat": num(0, 100, open_low=True), "seed": integer(0)},
     "augment": {
         "hflip": num(0, 1),
         "vflip": num(0, 1),
@@ -94,7 +125,7 @@ SCHEMA: dict[str, Any] = {
         "epochs": integer(1, 100_000),
         "batch_size": integer(1, 4_096),
         "optimizer": Spec(str, ("adam", "adamw", "sgd")),
-        "lr": num(0, 10),
+        "lr": num(0, 10, open_low=True),  # the cosine floor is min_lr / lr
         "weight_decay": num(0, 1),
         "scheduler": Spec(str, ("cosine", "none")),
         "warmup_epochs": integer(0, 100_000),
@@ -108,7 +139,8 @@ SCHEMA: dict[str, Any] = {
         "seed": integer(0),
         "device": Spec(str),  # auto, cpu, cuda or cuda:N, checked in extra_checks
         "workers": Spec((int, str)),  # auto or 0-256, checked in extra_checks
-        "threshold": num(0, 1),
+        "processes": integer(1, 64),
+        "threshold": num(0, 1, open_low=True, open_high=True),  # 0 or 1: every pixel, or none
     },
     "evaluate": {
         "empty": Spec(str, ("one", "nan", "zero")),
@@ -118,7 +150,7 @@ SCHEMA: dict[str, Any] = {
         "largest_component": Spec(bool),
         "batch_size": Spec((int, str)),  # auto or >= 1, checked in extra_checks
         "amp": Spec(str, ("auto", "bf16", "fp16", "off")),
-        "nsd_tolerance_mm": num(0, 1_000),  # > 0, checked in extra_checks
+        "nsd_tolerance_mm": num(0, 1_000),  # > 0, checked in extra_checks (its message says why)
         "pr_max_pixels": integer(1_000, 100_000_000),
         "resamples": integer(2_000, 1_000_000),
         "seed": integer(0),
@@ -141,6 +173,7 @@ def _validate(prefix: str, schema: dict[str, Any], values: Any) -> None:
         if isinstance(spec, dict):
             _validate(dotted, spec, values[key])
         else:
+            values[key] = spec.coerce(values[key])
             spec.check(dotted, values[key])
 
 
@@ -177,12 +210,12 @@ def extra_checks(section: str, values: dict[str, Any]) -> None:
     if section == "evaluate":
         _auto_or_int("evaluate.batch_size", values["batch_size"], 1, 4_096)
     if section == "split":
-        total = sum(values["fractions"].values())
-        if abs(total - 1.0) > 1e-6:
-            raise MedsegError(f"params.yaml: split.fractions must sum to 1, got {total:g}")
+        _check_fractions(values["fractions"], values["folds"])
+    if section == "loss":
+        _check_loss(values)
     if section == "evaluate":
         thr = values["threshold"]
-        if isinstance(thr, str) and thr != "auto" or isinstance(thr, float) and not 0 < thr < 1:
+        if isinstance(thr, str) and thr != "auto" or is_number(thr) and not 0 < thr < 1:
             raise MedsegError(
                 f"params.yaml: evaluate.threshold={thr!r} is not allowed; use 'auto' or a number in (0, 1)"
             )
@@ -194,3 +227,34 @@ def extra_checks(section: str, values: dict[str, Any]) -> None:
             raise MedsegError(
                 f"params.yaml: evaluate.min_area={area!r} is not allowed; use 'auto' or pixels in [0, 1000000]"
             )
+
+
+def _check_fractions(fractions: dict[str, float], folds: int) -> None:
+    """They sum to 1, and no split that a later stage needs is empty: test (what evaluate scores)
+    always; train and val without folds (with folds >= 2 they are pooled into the folds)."""
+    total = sum(fractions.values())
+    if abs(total - 1.0) > 1e-6:
+        raise MedsegError(f"params.yaml: split.fractions must sum to 1, got {total:g}")
+    needed = {"train": "nothing to train on", "val": "train selects its model and threshold on val",
+              "test": "evaluate scores the test split"}
+    if folds > 1:
+        needed = {"test": needed["test"]}
+    for name, why in needed.items():
+        if fractions[name] <= 0:
+            hint = "" if folds > 1 else " (or pool train and val into split.folds >= 2 folds)"
+            raise MedsegError(f"params.yaml: split.fractions.{name}={fractions[name]!r} leaves the {name} split "
+                              f"empty ({why}); give it a share > 0{hint}")
+
+
+def _check_loss(values: dict[str, Any]) -> None:
+    """The loss weights that would train nothing or divide by zero, for the loss types that use them."""
+    kind = values["type"]
+    if kind == "weighted_ce" and values["pos_weight"] <= 0:
+        raise MedsegError(f"params.yaml: loss.pos_weight={values['pos_weight']!r} must be > 0 with "
+                          "loss.type=weighted_ce (0 ignores every foreground pixel)")
+    if kind in ("tversky", "focal_tversky") and values["tversky_alpha"] + values["tversky_beta"] <= 0:
+        raise MedsegError(f"params.yaml: loss.tversky_alpha + loss.tversky_beta must be > 0 with loss.type={kind} "
+                          "(both 0 make the loss constant)")
+    if kind == "focal_tversky" and values["focal_gamma"] <= 0:
+        raise MedsegError(f"params.yaml: loss.focal_gamma={values['focal_gamma']!r} must be > 0 with "
+                          "loss.type=focal_tversky (its exponent is 1 / focal_gamma)")

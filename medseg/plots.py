@@ -84,3 +84,43 @@ def forest_plot(metrics: dict[str, dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def map_grid(rows: list[tuple[str, np.ndarray | None, np.ndarray, list]], title: str, path: Path) -> None:
+    """One figure row per (label, image or None, truth, panels): the slice with its truth outlined
+    (None: the label alone), then each panel (title, map, fixed) stretched over the slice: on its own
+    colour scale (viridis), or when `fixed` on a 0-1 scale (magma) over the image, the truth outlined;
+    a None panel is an empty cell. Coarse maps keep their pixels (no smoothing)."""
+    columns = 1 + max(len(panels) for *_, panels in rows)
+    fig, axes = plt.subplots(len(rows), columns, figsize=(1.75 * columns, 1.95 * len(rows) + 0.5), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    grey = None
+    for row, (label, image, truth, panels) in zip(axes, rows):
+        if image is not None:
+            grey = image.mean(axis=2) if image.ndim == 3 else image
+            row[0].imshow(grey, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            row[0].contour(truth, levels=[0.5], colors="lime", linewidths=0.7)
+            row[0].set_title(label, fontsize=7)
+        else:
+            row[0].text(0.5, 0.5, label, ha="center", va="center", fontsize=7, transform=row[0].transAxes)
+        extent = (-0.5, truth.shape[1] - 0.5, truth.shape[0] - 0.5, -0.5)
+        for ax, panel in zip(row[1:], panels):
+            if panel is None:
+                continue
+            name, values, fixed = panel
+            if fixed:
+                if grey is not None:
+                    ax.imshow(grey, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+                ax.imshow(values, cmap="magma", vmin=0, vmax=1, alpha=0.6, extent=extent, interpolation="nearest")
+                ax.contour(truth, levels=[0.5], colors="lime", linewidths=0.5)
+            else:
+                ax.imshow(values, cmap="viridis", extent=extent, interpolation="nearest")
+            ax.set_xlim(extent[:2])
+            ax.set_ylim(extent[2:])
+            ax.set_title(name, fontsize=7)
+    fig.suptitle(f"{title}: encoder stage means (own scale); attention gates and Grad-CAM (0-1, magma); "
+                 "truth outlined in green", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -13,7 +13,7 @@ import cv2
 import nibabel as nib
 import numpy as np
 
-from medseg.datasets.files import NIFTI_SUFFIXES, is_clutter
+from medseg.datasets.files import NIFTI_SUFFIXES, is_clutter, load_nifti
 from medseg.errors import MedsegError
 from medseg.onnx_runtime import OnnxModel, is_export
 from medseg.preprocess import dicom_image, file_image, model_input, nifti_volume, upright, volume_slice
@@ -33,19 +33,41 @@ def kind_of(path: Path) -> str | None:
     return None
 
 
-def list_sources(source: Path) -> list[Path]:
-    """The file itself, or the readable files of a folder (recursively, clutter skipped)."""
+def list_sources(source: Path, skip: Path | None = None) -> list[Path]:
+    """The file itself, or the readable files of a folder (recursively, clutter skipped, and the
+    files under `skip`: predict's own --out, when it lies inside the source folder)."""
     if source.is_file():
         if kind_of(source) is None:
             raise MedsegError(f"{source}: unsupported file type (use PNG/JPG/TIF, DICOM or NIfTI)")
         return [source]
     if not source.is_dir():
         raise MedsegError(f"{source}: no such file or folder")
+    skipped = skip.resolve() if skip is not None else None
     found = sorted(p for p in source.rglob("*") if p.is_file() and kind_of(p) and not
-                   any(is_clutter(part) for part in p.relative_to(source).parts))
+                   any(is_clutter(part) for part in p.relative_to(source).parts)
+                   and not (skipped is not None and p.resolve().is_relative_to(skipped)))
     if not found:
         raise MedsegError(f"{source}: no PNG/JPG/TIF, DICOM or NIfTI files found")
     return found
+
+
+def mask_name(path: Path) -> str:
+    """The mask's file name: a NIfTI's case name + _mask and its own extension (case.nii.gz ->
+    case_mask.nii.gz, case.nii -> case_mask.nii); any other file's full name + _mask.png
+    (a.png -> a.png_mask.png), so a.png and a.jpg never share a mask."""
+    name = path.name
+    for suffix in NIFTI_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return f"{name[: -len(suffix)]}_mask{name[-len(suffix):]}"
+    return f"{name}_mask.png"
+
+
+def mask_paths(sources: list[Path], source: Path) -> dict[Path, Path]:
+    """Each source file's mask path relative to --out: the tree under a --source folder mirrored
+    (p1/slice.png -> p1/slice.png_mask.png), so two inputs never write one mask (predict also
+    refuses a mask path already written: names differing in case only, on a disk that ignores case)."""
+    root = source if source.is_dir() else source.parent
+    return {path: path.relative_to(root).parent / mask_name(path) for path in sources}
 
 
 @dataclass
@@ -107,7 +129,7 @@ def predict_2d(path: Path, predictor: Predictor, threshold: float) -> tuple[np.n
 
 def predict_nifti(path: Path, predictor: Predictor, threshold: float) -> nib.Nifti1Image:
     """A uint8 label volume with the input's shape and affine, slices predicted upright as trained."""
-    original = nib.load(str(path))
+    original = load_nifti(path)
     _, probs = file_probs(path, predictor)
     mask_ras = np.stack([upright(p >= threshold) for p in probs], axis=2)  # upright is its own inverse
     to_original = nib.orientations.ornt_transform(

@@ -7,6 +7,7 @@ product's definition of its input (and must stay bit-identical between the two s
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +18,42 @@ import pydicom
 from medseg.datasets.files import read_dicom, read_image, read_nifti
 from medseg.errors import MedsegError
 
+log = logging.getLogger(__name__)
+
+
+def finite_mask(array: np.ndarray) -> np.ndarray | None:
+    """Where `array` is finite, or None when it is everywhere (the usual case: nothing to mask)."""
+    if array.dtype.kind != "f":
+        return None
+    finite = np.isfinite(array)
+    return None if finite.all() else finite
+
+
+def check_finite(path: Path, array: np.ndarray) -> None:
+    """NaN or inf pixels are read as background (0 after normalisation), said once; none finite is an error."""
+    finite = finite_mask(array)
+    if finite is None:
+        return
+    if not finite.any():
+        raise MedsegError(f"{path}: no finite pixel value (all {finite.size} are NaN or inf)")
+    log.warning("%s: %d of %d voxels/pixels are NaN or inf; read as background (0 after normalisation)",
+                path, int(finite.size - finite.sum()), finite.size)
+
 
 def normalise_volume(volume: np.ndarray, kind: str, cfg: dict[str, Any]) -> np.ndarray:
     """CT: the `convert` window (level, width in HU); MR: 0.5-99.5 percentile of the non-zero
-    voxels. Result in [0, 1]."""
+    voxels. Result in [0, 1]. NaN-aware: non-finite voxels take no part in the percentiles and
+    come out 0, so one NaN voxel cannot turn a case black."""
+    finite = finite_mask(volume)
     if kind == "CT":
         low = cfg["window_level"] - cfg["window_width"] / 2
         out = (volume - low) / cfg["window_width"]
     else:
-        body = volume[volume != 0]
+        body = volume[volume != 0] if finite is None else volume[finite & (volume != 0)]
         lo, hi = np.percentile(body, [0.5, 99.5]) if body.size else (0.0, 1.0)
         out = (volume - lo) / max(hi - lo, 1e-6)
-    return np.clip(out, 0.0, 1.0)
+    out = np.clip(out, 0.0, 1.0)
+    return out if finite is None else np.where(finite, out, 0.0).astype(out.dtype)
 
 
 def modality(image: Path, volume: np.ndarray) -> str:
@@ -43,7 +68,8 @@ def modality(image: Path, volume: np.ndarray) -> str:
         found = meta.get("modality") or meta.get("channel_names") or {}
         if found:
             return "CT" if str(next(iter(found.values()))).upper() == "CT" else "MR"
-    return "CT" if np.percentile(volume, 1) < -500 else "MR"
+    finite = finite_mask(volume)
+    return "CT" if np.percentile(volume if finite is None else volume[finite], 1) < -500 else "MR"
 
 
 def upright(volume_slice: np.ndarray) -> np.ndarray:
@@ -57,6 +83,7 @@ def nifti_volume(path: Path, cfg: dict[str, Any]) -> tuple[np.ndarray, tuple[flo
     task, e.g. BraTS FLAIR, T1w, T1gd, T2w) keeps its modalities as a last axis, each normalised
     on its own: their intensity scales differ."""
     volume, zooms = read_nifti(path)
+    check_finite(path, volume)
     kind = modality(path, volume)
     if volume.ndim == 4:
         return np.stack([normalise_volume(volume[..., c], kind, cfg) for c in range(volume.shape[3])], axis=3), zooms
@@ -73,13 +100,17 @@ def dicom_unit_range(ds: pydicom.Dataset, pixels: np.ndarray) -> np.ndarray:
     """(H, W, 1) in [0, 1], scaled by the stored bit range (min/max when the header's range does
     not hold the data); MONOCHROME1 (bright = air) is inverted so that air is always dark."""
     data = pixels.astype(np.float32)
+    finite = finite_mask(data)  # float pixel data may hold NaN: left out of the range, read as 0
+    values = data if finite is None else data[finite]
     bits = int(ds.get("BitsStored", 0) or 0)
     unsigned = int(ds.get("PixelRepresentation", 0) or 0) == 0
-    if unsigned and 0 < bits <= 16 and data.max() <= 2**bits - 1:
+    if unsigned and 0 < bits <= 16 and values.max() <= 2**bits - 1:
         lo, hi = 0.0, float(2**bits - 1)
     else:
-        lo, hi = float(data.min()), float(data.max())
+        lo, hi = float(values.min()), float(values.max())
     out = np.clip((data - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+    if finite is not None:
+        out = np.where(finite, out, 0.0).astype(np.float32)
     if str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip() == "MONOCHROME1":
         out = 1.0 - out
     return out[..., None]
@@ -88,6 +119,7 @@ def dicom_unit_range(ds: pydicom.Dataset, pixels: np.ndarray) -> np.ndarray:
 def dicom_image(path: Path) -> tuple[pydicom.Dataset, np.ndarray]:
     """A one-frame DICOM's header and its (H, W, 1) image in [0, 1]."""
     ds, pixels = read_dicom(path)
+    check_finite(path, pixels)
     return ds, dicom_unit_range(ds, pixels)
 
 
@@ -98,6 +130,9 @@ def unit_image(array: np.ndarray) -> np.ndarray:
         array = cv2.cvtColor(array, cv2.COLOR_BGRA2BGR)
     if array.ndim == 3:
         array = np.ascontiguousarray(array[..., ::-1])
+    finite = finite_mask(array)  # a float TIFF may hold NaN: left out of the scale, read as 0
+    if finite is not None:
+        array = np.where(finite, array, 0)
     scale = 255.0 if array.dtype == np.uint8 else float(max(array.max(), 1))
     image = array.astype(np.float32) / scale
     return image if image.ndim == 3 else image[..., None]
@@ -105,7 +140,9 @@ def unit_image(array: np.ndarray) -> np.ndarray:
 
 def file_image(path: Path) -> np.ndarray:
     """A PNG/JPG/TIF file as unit_image does it."""
-    return unit_image(read_image(path))
+    array = read_image(path)
+    check_finite(path, array)
+    return unit_image(array)
 
 
 def match_channels(image: np.ndarray, channels: int) -> np.ndarray:

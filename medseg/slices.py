@@ -17,16 +17,36 @@ from medseg.errors import MedsegError
 SLICES = paths.SLICES
 
 
-def read_manifest(slices: Path = paths.SLICES) -> pd.DataFrame:
-    path = slices / "manifest.csv"
+def read_table(path: Path, stage: str, columns: tuple[str, ...], **read_csv: Any) -> pd.DataFrame:
+    """A CSV a stage before this one writes, with `columns`; missing, unreadable or without them is
+    one line naming the file and the stage that makes it (a stage run out of order, or cut short)."""
     if not path.exists():
-        raise MedsegError(f"{path}: missing; run the convert stage first")
-    return pd.read_csv(path, dtype={"slice_id": str, "group": str, "spacing": str, "pixel_hash": str},
-                       keep_default_na=False)
+        raise MedsegError(f"{path}: missing; run the {stage} stage first")
+    try:
+        table = pd.read_csv(path, **read_csv)
+    except (OSError, ValueError, pd.errors.ParserError) as err:  # EmptyDataError is a ValueError
+        raise MedsegError(f"{path}: cannot read CSV ({err}); run the {stage} stage again".splitlines()[0]) from err
+    lacking = [c for c in columns if c not in table.columns]
+    if lacking:
+        raise MedsegError(f"{path}: no column {lacking[0]!r}; run the {stage} stage again")
+    return table
+
+
+def read_manifest(slices: Path = paths.SLICES) -> pd.DataFrame:
+    return read_table(slices / "manifest.csv", "convert", ("slice_id", "group", "fg_pixels"),
+                      dtype={"slice_id": str, "group": str, "spacing": str, "pixel_hash": str},
+                      keep_default_na=False)
 
 
 def dataset_info(slices: Path = paths.SLICES) -> dict[str, Any]:
-    return json.loads((slices / "info.json").read_text())
+    """info.json of the slice store: dataset, channels, size and CT window `convert` wrote."""
+    path = slices / "info.json"
+    if not path.exists():
+        raise MedsegError(f"{path}: missing; run the convert stage first")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise MedsegError(f"{path}: not valid JSON ({err}); run the convert stage again") from err
 
 
 def read_png(path: Path, channels: int) -> np.ndarray:
@@ -51,17 +71,22 @@ def load_arrays(slices: Path, slice_ids: list[str], channels: int) -> tuple[np.n
 
 def read_split(path: Path = paths.SPLIT_CSV) -> pd.DataFrame:
     """slice_id -> split (train/val/test) and group, as the `split` stage wrote it."""
-    if not path.exists():
-        raise MedsegError(f"{path}: missing; run the split stage first")
-    return pd.read_csv(path, dtype={"slice_id": str, "group": str})
+    return read_table(path, "split", ("slice_id", "split", "group"), dtype={"slice_id": str, "group": str})
 
 
 def split_rows(name: str, slices: Path = paths.SLICES, split_csv: Path = paths.SPLIT_CSV) -> pd.DataFrame:
     """The manifest rows of split `name` (train, val or test) in manifest order, with their split
     (and fold, when the split has cross-validation folds)."""
     split = read_split(split_csv)
-    rows = read_manifest(slices).merge(split[["slice_id", "split", *(["fold"] if "fold" in split else [])]],
-                                       on="slice_id")
+    manifest = read_manifest(slices)
+    unknown = ~split["slice_id"].isin(manifest["slice_id"])
+    unsplit = ~manifest["slice_id"].isin(split["slice_id"])
+    if unknown.any() or unsplit.any():  # a split of another conversion would silently drop or mix slices
+        example = split["slice_id"][unknown].iloc[0] if unknown.any() else manifest["slice_id"][unsplit].iloc[0]
+        raise MedsegError(f"{split_csv}: does not match {slices / 'manifest.csv'} ({int(unknown.sum())} slice ids "
+                          f"not in it, {int(unsplit.sum())} of it not split, e.g. {example}); it was made from other "
+                          "slices: run the split stage again")
+    rows = manifest.merge(split[["slice_id", "split", *(["fold"] if "fold" in split else [])]], on="slice_id")
     return rows[rows["split"] == name].reset_index(drop=True)
 
 
@@ -82,6 +107,4 @@ def fold_rows(fold: int, role: str, slices: Path = paths.SLICES, split_csv: Path
 
 def read_sampling(path: Path = paths.SAMPLING_CSV) -> pd.DataFrame:
     """slice_id -> repeats per epoch of the train split, as the `balance` stage wrote it."""
-    if not path.exists():
-        raise MedsegError(f"{path}: missing; run the balance stage first")
-    return pd.read_csv(path, dtype={"slice_id": str})
+    return read_table(path, "balance", ("slice_id", "repeats"), dtype={"slice_id": str})

@@ -3,6 +3,7 @@ val Dice, best/last checkpoints, exact resume from last.pt, and DDP when launche
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import logging
@@ -25,6 +26,7 @@ from tqdm import tqdm
 
 from medseg.augment import build_augmentation
 from medseg.checkpoints import load_checkpoint, save_checkpoint
+from medseg.errors import MedsegError
 from medseg.distributed import (DistInfo, barrier, broadcast_from_main, current, gradient_sync,
                                 local_device, mean_over_ranks, unwrap, wrap)
 from medseg.hardware import amp_name, device_name, peak_memory_mb, pick_amp_dtype, pick_device, pick_workers
@@ -129,8 +131,9 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
     resume, state = resumed is not None, resumed or RunState()
     if resume:
         log.info("resuming %s from %s after epoch %d", name, last, state.epoch)
-    if not resume and info.is_main:  # best.pt persists across `dvc repro`: no stale best of another run
-        best.unlink(missing_ok=True)
+    # best.pt persists across `dvc repro`: a fresh run replaces (or removes) it after its first epoch,
+    # before its first last.pt, so a run that fails at start-up still leaves the user the previous model
+    stale_best = not resume and info.is_main
     barrier()  # every rank has read last.pt before rank 0 may overwrite it
     log.info("%s on %s, amp=%s, %d train draws/epoch, %d val slices, %d process(es)", name, device,
              amp_dtype, int(data.repeats.sum()), len(data.val_images), info.world_size)
@@ -139,11 +142,8 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
     shown = grid_slices(data.val_masks)
     if resume and info.is_main:
         rewind_live(live_dir, state.epoch)
-    opened = (Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, resume=resume, report=None)
-              if info.is_main else contextlib.nullcontext())
-    with opened as live:
-        if resume and info.is_main:
-            live.step = state.epoch  # epoch e is logged at step e-1; the checkpoint, not dvclive, is the truth
+    with contextlib.ExitStack() as opened:
+        live = None  # opened at the first epoch's log: a fresh Live wipes live_dir, so the previous log stays till then
         while state.epoch < cfg["epochs"] and not state.finished:
             epoch_seed = cfg["seed"] * 100_003 + state.epoch
             seed_everything(epoch_seed)
@@ -171,6 +171,10 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
                                            "val_dice": val_dice, "threshold": cfg["threshold"]})
             else:
                 state.bad_epochs += 1
+            if stale_best:  # the previous run's best.pt, unless this epoch just replaced it
+                if state.best_epoch != state.epoch:
+                    best.unlink(missing_ok=True)
+                stale_best = False
             if cfg["patience"] and state.bad_epochs >= cfg["patience"]:
                 state.finished = True
                 log.info("early stop after epoch %d (best val Dice %.4f at epoch %d)",
@@ -178,6 +182,11 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
             state.finished |= state.epoch >= cfg["epochs"]
             if not info.is_main:
                 continue
+            if live is None:
+                live = opened.enter_context(Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False,
+                                                 resume=resume, report=None))
+                if resume:
+                    live.step = state.epoch - 1  # epoch e is logged at step e-1; the checkpoint, not dvclive, is the truth
             for key, value in (("train_loss", train_loss), ("val_loss", val_loss), ("val_dice", val_dice),
                                ("lr", lr), ("grad_norm", grad_norm)):
                 live.log_metric(key, value)
@@ -198,14 +207,31 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
     return state
 
 
+RESUME_KEYS = ("state_dict", "optimizer", "scheduler", "scaler", "ema", "train_state")
+
+
+def _readable(path: Path, run_state: bool) -> dict[str, Any] | None:
+    """The checkpoint at `path` (with `run_state`, one holding a last.pt's run state), or None, reported, when it
+    cannot be read (cut short, foreign): a run cannot resume from it, so it starts over instead of stopping."""
+    try:
+        ckpt = load_checkpoint(path)
+    except MedsegError as err:
+        log.warning("%s; cannot resume from it, starting over", err)
+        return None
+    if run_state and (any(k not in ckpt for k in RESUME_KEYS) or not isinstance(ckpt["train_state"], dict)):
+        log.warning("%s: lacks the optimizer or run state of a last.pt; cannot resume from it, starting over", path)
+        return None
+    return ckpt
+
+
 def resume_from(last: Path, best: Path, fingerprint: str, amp: str, model: nn.Module, optimizer, scheduler,
                 scaler, ema: AveragedModel | None) -> RunState | None:
     """Load an unfinished run of the same fingerprint from `last` into the training objects and
     return its state; None (nothing loaded, the reason logged) when there is no such run to continue."""
     if not last.exists():
         return None
-    ckpt = load_checkpoint(last)
-    if ckpt["train_state"]["finished"] or not best.exists():
+    ckpt = _readable(last, run_state=True)
+    if ckpt is None or ckpt["train_state"].get("finished", True) or not best.exists():
         return None
     if ckpt.get("fingerprint") != fingerprint:
         made_under = ckpt.get("amp", amp)
@@ -213,23 +239,36 @@ def resume_from(last: Path, best: Path, fingerprint: str, amp: str, model: nn.Mo
                else "the params or the data changed since it was written")
         log.info("not resuming from %s: %s; starting over", last, why)
         return None
-    model.load_state_dict(ckpt["state_dict"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    scheduler.load_state_dict(ckpt["scheduler"])
-    scaler.load_state_dict(ckpt["scaler"])
-    if ema is not None:
-        ema.load_state_dict(ckpt["ema"])
-    return RunState(**ckpt["train_state"])
+    if _readable(best, run_state=False) is None:
+        return None
+    targets = [(model, ckpt["state_dict"]), (optimizer, ckpt["optimizer"]), (scheduler, ckpt["scheduler"]),
+               (scaler, ckpt["scaler"])] + ([(ema, ckpt["ema"])] if ema is not None else [])
+    before = [copy.deepcopy(obj.state_dict()) for obj, _ in targets]
+    try:
+        for obj, state in targets:
+            obj.load_state_dict(state)
+        return RunState(**ckpt["train_state"])
+    except (KeyError, ValueError, RuntimeError, TypeError) as err:  # a last.pt that does not fit: as unreadable
+        for (obj, _), state in zip(targets, before):  # a fresh start from the untouched initial weights
+            obj.load_state_dict(state)
+        log.warning("cannot resume from %s: it does not fit this run (%s); starting over", last, type(err).__name__)
+        return None
 
 
 def finished_run(last: Path, best: Path, fingerprint: str) -> RunState | None:
     """The state of a finished run of this fingerprint whose best.pt is complete, else None."""
     if not (last.exists() and best.exists()):
         return None
-    state = load_checkpoint(last)
-    if state.get("fingerprint") != fingerprint or not state["train_state"]["finished"]:
+    state = _readable(last, run_state=True)
+    if state is None or state.get("fingerprint") != fingerprint or not state["train_state"].get("finished"):
         return None
-    return RunState(**state["train_state"]) if "threshold_source" in load_checkpoint(best) else None
+    done = _readable(best, run_state=False)
+    if done is None or "threshold_source" not in done:
+        return None
+    try:
+        return RunState(**state["train_state"])
+    except TypeError:  # a run state of another version
+        return None
 
 
 def best_threshold(probs: np.ndarray, masks: np.ndarray, seed: int) -> float:

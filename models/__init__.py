@@ -15,12 +15,16 @@ from typing import Any
 @dataclass(frozen=True)
 class Architecture:
     """Where a network's builder lives, the side multiple its input is padded to, and its params:
-    name -> {"kind": type or types, and "low"/"high" or "choices"} (the `models.<name>` section)."""
+    name -> {"kind": type or types, and "low"/"high" or "choices"} (the `models.<name>` section).
+    `min_batch`: the fewest images per training batch it can take, and `min_batch_why` the reason
+    (BatchNorm after a global pooling sees one value per channel from a single image and fails)."""
 
     module: str
     builder: str
     multiple: int
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    min_batch: int = 1
+    min_batch_why: str = ""
 
 
 _WIDTH = {"width": {"kind": int, "low": 1, "high": 1_024}}
@@ -32,8 +36,10 @@ _ENCODER_DECODER = {
 ARCHITECTURES: dict[str, Architecture] = {
     "unet": Architecture("models.unet", "classic_unet", 16, _WIDTH),
     "attn_unet": Architecture("models.attn_unet", "attention_unet", 16, _WIDTH),
-    "deeplab": Architecture("models.deeplab", "deeplab_v3plus", 16, _ENCODER_DECODER),
-    "upernet": Architecture("models.upernet", "upernet", 32, _ENCODER_DECODER),
+    "deeplab": Architecture("models.deeplab", "deeplab_v3plus", 16, _ENCODER_DECODER, 2,
+                            "the BatchNorm after the image pooling of its ASPP"),
+    "upernet": Architecture("models.upernet", "upernet", 32, _ENCODER_DECODER, 2,
+                            "the BatchNorm after the 1x1 level of its pyramid pooling"),
 }
 MODEL_NAMES: tuple[str, ...] = tuple(ARCHITECTURES)
 FOREGROUND_PRIOR = 0.01

@@ -21,6 +21,10 @@ def main() -> None:
     if not (train["fg_pixels"] > 0).any():
         raise MedsegError(f"{paths.SPLIT_CSV}: the train split has no slice with foreground")
     table = sampling_table(train, cfg["neg_keep"], cfg["pos_repeat"], cfg["seed"])
+    positive_draws = int(table.loc[table["positive"] == 1, "repeats"].sum())
+    if positive_draws == 0:  # a small pos_repeat rounds to no draw at all on a small train split
+        raise MedsegError(f"params.yaml: balance.pos_repeat={cfg['pos_repeat']!r} draws none of the "
+                          f"{int(table['positive'].sum())} positive train slices per epoch; raise it")
     size = dataset_info()["size"]
     stats = class_statistics(train, table, size * size)
     write_atomic(paths.SAMPLING_CSV, table.to_csv(index=False))

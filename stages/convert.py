@@ -16,6 +16,7 @@ from medseg import paths
 from medseg.cli import run_stage
 from medseg.datasets import CaseRef
 from medseg.datasets.registry import DATASET_PARAMS, format_for, phantom_writer, reader_config
+from medseg.errors import MedsegError
 from medseg.outputs import staged_dir, write_atomic, write_json
 from medseg.params import load_section
 from medseg.conversion import MANIFEST_COLUMNS, convert_all
@@ -39,6 +40,10 @@ def main() -> None:
     cfg = reader_config(dataset, load_section("convert"))  # + dataset.labels, checked here
     raw = paths.raw_dir(dataset["name"])
     fmt = format_for(dataset["name"])
+    if not raw.is_dir():  # run out of order, or after a download of another dataset
+        held = sorted(p.name for p in paths.RAW.iterdir() if p.is_dir()) if paths.RAW.is_dir() else []
+        raise MedsegError(f"{raw}: missing; run the download stage first (dataset.name={dataset['name']}"
+                          f"{'; data/raw holds ' + ', '.join(held) if held else ''})")
     started = time.perf_counter()
     cases = fmt.list_cases(raw)
     if phantom_writer(dataset["name"]) is None:

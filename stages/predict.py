@@ -1,7 +1,9 @@
 """Apply a trained model to new images: PNG/JPG/TIF, DICOM, NIfTI, or a folder of them.
 
-Masks come out in each source's own geometry: a PNG of the input's size for 2D files, and for
-NIfTI a uint8 volume with the input's shape and affine. The model alone is enough: a checkpoint
+Masks come out in each source's own geometry: a PNG of the input's size for 2D files
+(<file name>_mask.png, e.g. a.png_mask.png), and for NIfTI a uint8 volume with the input's shape
+and affine (<case>_mask.nii.gz or .nii, as the input); the tree under a --source folder is
+mirrored under --out. The model alone is enough: a checkpoint
 carries the network, its params, the preprocessing it was trained with and the threshold chosen on
 val; a k-fold model folder (fold_<k>/best.pt + ensemble.json) averages its folds' probabilities and
 uses ensemble.json's threshold; an ONNX export (`stages.export`: model.onnx + model.json, or their
@@ -25,7 +27,7 @@ from medseg.cli import run_stage
 from medseg.errors import MedsegError
 from medseg.outputs import staged_files, write_atomic
 from medseg.plots import overlay
-from medseg.prediction import Predictor, kind_of, list_sources, load_predictor, predict_2d, predict_nifti
+from medseg.prediction import Predictor, kind_of, list_sources, load_predictor, mask_paths, predict_2d, predict_nifti
 
 log = logging.getLogger("medseg.predict")
 
@@ -53,19 +55,20 @@ def _encode_png(path: Path, array: np.ndarray) -> bytes:
     return data.tobytes()
 
 
-def predict_one(path: Path, predictor: Predictor, threshold: float, args: argparse.Namespace, out: Path) -> None:
-    """Write the mask (and optional overlay) of one source file into `out`."""
-    stem = path.name.split(".")[0]
+def predict_one(path: Path, target: Path, predictor: Predictor, threshold: float, args: argparse.Namespace) -> None:
+    """Write the mask of one source file to `target` (and, for a 2D file, the optional overlay beside it)."""
+    if target.exists():  # only where the disk ignores case: A.png and a.png
+        raise MedsegError(f"{path}: its mask {target.name} is taken by another input's (names that differ only "
+                          "in case, on a file system that ignores case); rename one")
     if kind_of(path) == "nifti":
         volume = predict_nifti(path, predictor, threshold)
-        write_atomic(out / f"{stem}_mask.nii.gz", _gzip(volume))
+        write_atomic(target, _gzip(volume) if target.name.endswith(".gz") else volume.to_bytes())
         return
     image, mask = predict_2d(path, predictor, threshold)
-    target = out / f"{stem}_mask.png"
     write_atomic(target, _encode_png(target, mask.astype(np.uint8) * 255))
     if args.overlay:
         rgb = overlay(np.round(image * 255).astype(np.uint8), np.zeros_like(mask), mask)
-        shown = out / f"{stem}_overlay.png"
+        shown = target.with_name(target.name.replace("_mask.png", "_overlay.png"))
         write_atomic(shown, _encode_png(shown, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)))
 
 
@@ -75,13 +78,15 @@ def main() -> None:
         raise MedsegError(f"--threshold={args.threshold} must lie in (0, 1)")
     if args.batch_size is not None and args.batch_size < 1:
         raise MedsegError(f"--batch-size={args.batch_size} must be at least 1")
-    predictor = load_predictor(args.model, args.tta, args.batch_size, args.amp)
-    threshold = args.threshold if args.threshold is not None else predictor.threshold
-    sources = list_sources(args.source)
+    sources = list_sources(args.source, skip=args.out)
+    targets = mask_paths(sources, args.source)  # the source tree mirrored: no two inputs share a mask
     # all masks or none: a bad file midway leaves --out as it was; the bar closes before the error line
-    with staged_files(args.out) as tmp, tqdm(sources, desc="predict", unit="file", disable=len(sources) == 1) as bar:
-        for path in bar:
-            predict_one(path, predictor, threshold, args, tmp)
+    with staged_files(args.out) as tmp:
+        predictor = load_predictor(args.model, args.tta, args.batch_size, args.amp)
+        threshold = args.threshold if args.threshold is not None else predictor.threshold
+        with tqdm(sources, desc="predict", unit="file", disable=len(sources) == 1) as bar:
+            for path in bar:
+                predict_one(path, tmp / targets[path], predictor, threshold, args)
     log.info("%d file(s) -> %s (threshold %.3f, %s)", len(sources), args.out, threshold, predictor.runtime)
 
 

@@ -4,6 +4,7 @@ ensemble.json with the threshold chosen on their out-of-fold predictions.
 
 Usage: python -m stages.train MODEL   (MODEL in unet, attn_unet, deeplab, upernet)
        torchrun --nproc_per_node=N -m stages.train MODEL   (DDP on N GPUs; rank 0 logs and writes)
+With `train.processes: N` > 1 the stage starts that torchrun itself, so `dvc repro` runs DDP.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import torch
 
 from medseg import paths
 from medseg.cli import run_stage
-from medseg.distributed import cleanup, init_distributed
+from medseg.distributed import cleanup, init_distributed, launched_by_torchrun, run_under_torchrun
 from medseg.losses import LOSS_PARAMS
 from medseg.networks import build_network, load_model_params
 from medseg.params import load_section
@@ -86,6 +87,9 @@ def main() -> None:
     name = parser.parse_args().model
     cfg, loss_cfg = load_section("train"), load_section("loss", schema=LOSS_PARAMS)
     aug_cfg, model_cfg = load_section("augment"), load_model_params(name)
+    if cfg["processes"] > 1 and not launched_by_torchrun():
+        run_under_torchrun("stages.train", [name], cfg["processes"], cfg["device"])
+        return
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     dist_info = init_distributed(cfg["device"])
     if not dist_info.is_main:  # under torchrun one process reports; the others only warn

@@ -1,6 +1,8 @@
 """Stage `visualize`: figures in results/plots/ — training curves, PR curves, per-case Dice box
-plot, a forest plot of every model's Dice with its 95% CI, and overlays of the best and worst
-test cases of each model."""
+plot, a forest plot of every model's Dice with its 95% CI, overlays of the best and worst test
+cases of each model, and per model features/<model>.png: the mean activation of each encoder
+stage, the attention coefficients of every gate (attn_unet) and a Grad-CAM, for the best and the
+worst case."""
 from __future__ import annotations
 
 import argparse
@@ -11,11 +13,13 @@ import numpy as np
 import pandas as pd
 
 from medseg import paths
+from medseg.activations import look_inside
 from medseg.cli import run_stage
 from medseg.outputs import staged_dir
 from medseg.params import load_section
-from medseg.plots import dice_boxplot, forest_plot, line_chart, overlay, overlay_grid
+from medseg.plots import dice_boxplot, forest_plot, line_chart, map_grid, overlay, overlay_grid
 from medseg.slices import SLICES, dataset_info, load_arrays, split_rows
+from medseg.trained import load_trained
 from models import MODEL_NAMES
 
 log = logging.getLogger("medseg.visualize")
@@ -31,22 +35,42 @@ def training_series(metric: str) -> dict[str, pd.DataFrame]:
     return series
 
 
-def case_panels(name: str, cases: pd.DataFrame, test: pd.DataFrame, count: int, channels: int) -> list:
-    """Best and worst cases by Dice (among cases with foreground), each at its largest-lesion slice."""
-    preds = np.load(paths.PREDICTIONS / f"{name}.npz")
-    mask_of = dict(zip(preds["slice_id"], preds["masks"]))  # exactly what evaluate scored
+def chosen_cases(cases: pd.DataFrame, test: pd.DataFrame, count: int) -> list[tuple[str, str, str, float]]:
+    """(best/worst, group, slice id, case Dice): the `count` best and worst cases by Dice (among cases
+    with foreground), each at its largest-lesion slice."""
     ranked = cases[cases["gt_voxels"] > 0].sort_values("dice", ascending=False)
     chosen = [("best", g) for g in ranked["group"].head(count)]
     chosen += [("worst", g) for g in ranked["group"].tail(count)[::-1] if g not in ranked["group"].head(count).tolist()]
-    panels = []
+    out = []
     for label, group in chosen:
-        part = test[test["group"] == group]
-        slice_id = part.sort_values("fg_pixels")["slice_id"].iloc[-1]
+        slice_id = test[test["group"] == group].sort_values("fg_pixels")["slice_id"].iloc[-1]
+        out.append((label, group, slice_id, float(cases.loc[cases["group"] == group, "dice"].iloc[0])))
+    return out
+
+
+def case_panels(name: str, cases: pd.DataFrame, test: pd.DataFrame, count: int, channels: int) -> list:
+    """Overlays of the best and worst cases, with the masks exactly as evaluate scored them."""
+    preds = np.load(paths.PREDICTIONS / f"{name}.npz")
+    mask_of = dict(zip(preds["slice_id"], preds["masks"]))  # exactly what evaluate scored
+    panels = []
+    for label, group, slice_id, dice in chosen_cases(cases, test, count):
         images, masks = load_arrays(SLICES, [slice_id], channels)
-        pred = mask_of[slice_id]
-        dice = float(cases.loc[cases["group"] == group, "dice"].iloc[0])
-        panels.append((f"{label}: {group}\ncase Dice {dice:.3f}", overlay(images[0], masks[0] > 0, pred)))
+        panels.append((f"{label}: {group}\ncase Dice {dice:.3f}", overlay(images[0], masks[0] > 0, mask_of[slice_id])))
     return panels
+
+
+def feature_rows(name: str, cases: pd.DataFrame, test: pd.DataFrame, channels: int) -> list:
+    """Per best and worst case slice, as the model (a k-fold model: its fold 0) sees it: each encoder
+    stage's mean activation and each attention gate, then each stage's Grad-CAM of the lesion."""
+    model = load_trained(paths.model_dir(name)).members[0]
+    rows = []
+    for label, group, slice_id, dice in chosen_cases(cases, test, 1):
+        images, masks = load_arrays(SLICES, [slice_id], channels)
+        top, bottom = look_inside(model, images[0], masks[0] > 0).panels()
+        rows.append((f"{label}: {group}\ncase Dice {dice:.3f}", images[0], masks[0], top))
+        rows.append(("Grad-CAM of the\nforeground logits\nover the true lesion\n(pytorch-grad-cam)",
+                     None, masks[0], bottom))
+    return rows
 
 
 def main() -> None:
@@ -69,6 +93,9 @@ def main() -> None:
         for name in MODEL_NAMES:
             panels = case_panels(name, cases[name], test, cfg["cases"], channels)
             overlay_grid(panels, name, out / "overlays" / f"{name}.png", columns=min(len(panels), 4))
+        (out / "features").mkdir()
+        for name in MODEL_NAMES:
+            map_grid(feature_rows(name, cases[name], test, channels), name, out / "features" / f"{name}.png")
     log.info("wrote figures to results/plots")
 
 

@@ -18,23 +18,14 @@ import pytest
 import torch
 
 from medseg.checkpoints import load_checkpoint
-from tests.test_pipeline_e2e import MODELS, copy_repo, run, tiny_params
+from tests.test_pipeline_e2e import MODELS, copy_repo, run, smaller_params
 
 FOLDS, EPOCHS = 2, 3
 
 
-def fold_params() -> dict:
-    """tiny_params() made cheaper still: it trains every network twice."""
-    params = tiny_params()
-    params["dataset"]["phantom"].update(depth=8, size=32)
-    params["convert"]["size"] = 32
-    params["train"]["epochs"] = EPOCHS
-    return params
-
-
 @pytest.fixture(scope="module")
 def folds_copy(tmp_path_factory) -> tuple[Path, dict, str]:
-    dest, env = copy_repo(tmp_path_factory.mktemp("cv") / "repo", fold_params())
+    dest, env = copy_repo(tmp_path_factory.mktemp("cv") / "repo", smaller_params(EPOCHS))
     run(["dvc", "repro", "convert"], dest, env)  # upstream done once, as in a repo with results
     output = run(["dvc", "exp", "run", "-S", f"split.folds={FOLDS}"], dest, env)
     return dest, env, output.stdout + output.stderr

@@ -73,16 +73,21 @@ def read_binary_mask(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     """A 0/255 (or 0/1) mask file as bool (nonzero), which must have the image's height and width.
 
     Any other value (a grey edge from resampling, a multi-class label, a 16-bit mask) is refused
-    rather than thresholded, since no threshold is right for all of them."""
+    rather than thresholded, since no threshold is right for all of them. A colour mask counts a
+    pixel where any colour channel is set (a red lesion on black is a lesion, whichever channel
+    opencv stores first); an alpha channel must be opaque everywhere, or the file is refused."""
     array = read_image(path)
-    if array.ndim == 3:
-        array = array[..., 0]
-    if array.shape != shape:
-        raise MedsegError(f"{path}: mask size {array.shape} differs from image size {shape}")
-    values = np.unique(array)
+    if array.ndim == 3 and array.shape[2] == 4:
+        if (array[..., 3] != array[..., 3].max()).any():
+            raise MedsegError(f"{path}: mask has a varying alpha channel (transparency); save it as a grey "
+                              "0/255 image")
+        array = array[..., :3]
+    if array.shape[:2] != shape:
+        raise MedsegError(f"{path}: mask size {array.shape[:2]} differs from image size {shape}")
+    values = np.unique(array)  # over every colour channel: each must hold mask values only
     if not set(values.tolist()) <= MASK_VALUES:
         raise MedsegError(f"{path}: mask values {_listed(values)} are not binary (expected 0/255 or 0/1)")
-    return array > 0
+    return array > 0 if array.ndim == 2 else (array > 0).any(axis=2)
 
 
 def _listed(values: np.ndarray, most: int = 8) -> str:
@@ -91,14 +96,82 @@ def _listed(values: np.ndarray, most: int = 8) -> str:
     return shown if len(values) <= most else f"{shown}, ... ({len(values)} distinct)"
 
 
-def read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
-    """The voxels in the closest canonical (RAS) orientation as float32, and the voxel size (mm)."""
+def load_nifti(path: Path) -> nib.spatialimages.SpatialImage:
+    """The NIfTI's header and lazy voxels; a broken or fake file (a PNG named .nii.gz) is one line."""
     try:
-        img = nib.as_closest_canonical(nib.load(str(path)))
-        data = np.asarray(img.dataobj, dtype=np.float32)
+        return nib.load(str(path))
     except Exception as err:  # nibabel raises many types for broken files
         raise MedsegError(f"{path}: cannot read NIfTI ({type(err).__name__}: {err})".splitlines()[0]) from err
+
+
+def require_volume(path: Path, img: nib.spatialimages.SpatialImage) -> nib.spatialimages.SpatialImage:
+    """`img` when it has three axes at least (a 2D NIfTI cannot be sliced along z)."""
+    if len(img.shape) < 3:
+        raise MedsegError(f"{path}: expected a 3D volume (or 4D, modalities last), got shape {img.shape}")
+    return img
+
+
+def read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
+    """The voxels in the closest canonical (RAS) orientation as float32, and the voxel size (mm).
+    Trailing axes of length 1 beyond the third (a label saved as X x Y x Z x 1) are dropped; what
+    is left must be a volume, 3D or 4D (modalities last)."""
+    img = require_volume(path, load_nifti(path))
+    try:
+        img = nib.as_closest_canonical(img)
+        data = np.asarray(img.dataobj, dtype=np.float32)
+    except Exception as err:  # truncated data, bad scaling: many types
+        raise MedsegError(f"{path}: cannot read NIfTI ({type(err).__name__}: {err})".splitlines()[0]) from err
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim > 4:
+        raise MedsegError(f"{path}: expected a 3D volume (or 4D, modalities last), got shape {img.shape}")
     return data, tuple(float(z) for z in img.header.get_zooms()[:3])
+
+
+def _canonical_grid(img: nib.spatialimages.SpatialImage) -> tuple[tuple[int, ...], np.ndarray]:
+    """(shape, affine) of the first three axes after nibabel's closest-canonical reorientation,
+    computed from the header alone (as_closest_canonical computes it so, then moves the voxels)."""
+    shape, affine = img.shape[:3], img.affine
+    ornt = nib.orientations.io_orientation(affine)
+    canonical = affine @ nib.orientations.inv_ornt_aff(ornt, shape)
+    return tuple(shape[int(axis)] for axis in ornt[:, 0]), canonical
+
+
+def _axcodes(affine: np.ndarray) -> str:
+    return "".join(nib.aff2axcodes(affine))
+
+
+GRID_TOLERANCE = 0.1  # of the smallest voxel side: how far apart a label voxel and its image voxel may lie
+
+
+def check_same_grid(image: Path, label: Path) -> None:
+    """Refuse, naming both files, a label whose voxels do not lie on the image's: another shape,
+    orientation, voxel size or origin, after each is brought to the canonical orientation the
+    reader slices in. The test: every corner of the volume lands within GRID_TOLERANCE of a voxel
+    of the same point in both (so float noise in a header passes, a flip or a shift does not)."""
+    img, lab = require_volume(image, load_nifti(image)), require_volume(label, load_nifti(label))
+    shape_img, aff_img = _canonical_grid(img)
+    shape_lab, aff_lab = _canonical_grid(lab)
+    if shape_lab != shape_img or any(n != 1 for n in lab.shape[3:]):  # X x Y x Z x 1 is squeezed when read
+        raise MedsegError(f"{label}: shape {lab.shape} differs from its image {image} {img.shape}; "
+                          "a label is one volume of the image's size")
+    corners = np.array([[i, j, k, 1] for i in (0, shape_img[0] - 1) for j in (0, shape_img[1] - 1)
+                        for k in (0, shape_img[2] - 1)], float).T
+    apart = float(np.abs((aff_img @ corners - aff_lab @ corners)[:3]).max())
+    sides_img, sides_lab = (np.sqrt((a[:3, :3] ** 2).sum(axis=0)) for a in (aff_img, aff_lab))
+    if apart <= GRID_TOLERANCE * float(sides_img.min()):
+        return
+    if _axcodes(img.affine) != _axcodes(lab.affine):
+        why = f"orientation {_axcodes(lab.affine)} differs from its image's {_axcodes(img.affine)}"
+    elif not np.allclose(sides_lab, sides_img, rtol=1e-3):
+        why = f"voxel size {_mm(sides_lab)} mm differs from its image's {_mm(sides_img)} mm"
+    else:
+        why = f"affine places voxels up to {apart:.3g} mm from its image's (origin {_mm(lab.affine[:3, 3])} vs {_mm(img.affine[:3, 3])})"
+    raise MedsegError(f"{label}: {why} ({image}); image and label must share one voxel grid")
+
+
+def _mm(values: np.ndarray) -> str:
+    return " x ".join(f"{v:g}" for v in np.round(values, 4))
 
 
 def read_dicom(path: Path) -> tuple[pydicom.Dataset, np.ndarray]:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from medseg.datasets import CaseRef, Slice
-from medseg.datasets.files import NIFTI_SUFFIXES, read_nifti
+from medseg.datasets.files import NIFTI_SUFFIXES, check_same_grid, read_nifti
 from medseg.errors import MedsegError
 from medseg.preprocess import nifti_volume, upright, volume_slice
 
@@ -82,6 +82,9 @@ def _listed(label: np.ndarray) -> str:
 
 def foreground(path: Path, label: np.ndarray, labels: list[int] | None) -> np.ndarray:
     """The voxels whose value is in `labels`; without `labels` the volume must be binary (0/1)."""
+    bad = int((~np.isfinite(label)).sum())
+    if bad:
+        raise MedsegError(f"{path}: {bad} label voxels are NaN or inf; a label holds class numbers")
     if labels is None:
         if ((label != 0) & (label != 1)).any():
             example = [int(v) for v in np.unique(label) if v > 0 and v == int(v)][:4]
@@ -95,11 +98,13 @@ def foreground(path: Path, label: np.ndarray, labels: list[int] | None) -> np.nd
 
 
 def read_case(case: CaseRef, cfg: dict[str, Any]) -> Iterator[Slice]:
-    """The case's axial slices; cfg is the `convert` section, with `labels` (dataset.labels) if set."""
+    """The case's axial slices; cfg is the `convert` section, with `labels` (dataset.labels) if set.
+    Image and label must lie on one voxel grid (checked on their headers before any voxel is read)."""
+    check_same_grid(case.image, case.label)
     volume, zooms = nifti_volume(case.image, cfg)
     label, _ = read_nifti(case.label)
-    if volume.shape[:3] != label.shape[:3]:
-        raise MedsegError(f"{case.label}: shape {label.shape} differs from image {volume.shape}")
+    if volume.shape[:3] != label.shape or label.ndim != 3:
+        raise MedsegError(f"{case.label}: shape {label.shape} differs from its image {case.image} {volume.shape}")
     mask = foreground(case.label, label, cfg.get("labels"))
     spacing = (zooms[1], zooms[0], zooms[2])
     for k in range(volume.shape[2]):

@@ -166,7 +166,7 @@ def test_non_integer_label_values_are_refused(tmp_path):
     label = np.zeros((8, 8, 3))
     label[2:4, 2:4, 1] = 0.5
     root = write_task(tmp_path / "Task91", {"c": (np.random.default_rng(0).random((8, 8, 3)) * 100, label)})
-    nib.Nifti1Image(label.astype(np.float32), np.eye(4)).to_filename(root / "labelsTr" / "c.nii.gz")
+    nib.Nifti1Image(label.astype(np.float32), np.diag([1.0, 1.0, 2.0, 1.0])).to_filename(root / "labelsTr" / "c.nii.gz")
     with pytest.raises(MedsegError, match=r"c\.nii\.gz: label values 0, 0\.5 are not all integers"):
         list(read_case(list_cases(root)[0], {**CFG, "labels": [1]}))
 
