@@ -129,10 +129,6 @@ def staged_dir(final: Path) -> Iterator[Path]:
     replace_folder(tmp, final)
 
 
-def _unwritable(final: Path, err: OSError) -> MedsegError:
-    return MedsegError(f"{final}: cannot create the output folder ({err.strerror or type(err).__name__})")
-
-
 @contextmanager
 def staged_files(final: Path) -> Iterator[Path]:
     """Yield an empty sibling temp folder; on success its files (in subfolders too) are moved into
@@ -145,10 +141,14 @@ def staged_files(final: Path) -> Iterator[Path]:
     final = Path(final).resolve()
     if final.exists() and not final.is_dir():
         raise MedsegError(f"{final}: exists and is not a folder")
+    above = next((p for p in [final, *final.parents] if p.exists()), final)
+    if not above.is_dir():
+        raise MedsegError(f"{final}: cannot create the output folder ({above} is a file)")
     try:
         tmp = _empty_sibling(final)
-    except (OSError, ValueError) as err:  # a parent that is a file, no permission, read-only disk; '/'
-        raise _unwritable(final, err if isinstance(err, OSError) else OSError(str(err))) from err
+    except (OSError, ValueError) as err:  # no permission, a read-only disk, '/' (no sibling of it)
+        reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+        raise MedsegError(f"{final}: cannot create the output folder ({reason})") from err
     try:
         yield tmp
         files = sorted(p for p in tmp.rglob("*") if p.is_file())

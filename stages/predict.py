@@ -62,13 +62,13 @@ def predict_one(path: Path, target: Path, predictor: Predictor, threshold: float
                           "in case, on a file system that ignores case); rename one")
     if kind_of(path) == "nifti":
         volume = predict_nifti(path, predictor, threshold)
-        write_atomic(target, _gzip(volume) if target.name.endswith(".gz") else volume.to_bytes())
+        write_atomic(target, _gzip(volume) if target.name.lower().endswith(".gz") else volume.to_bytes())
         return
     image, mask = predict_2d(path, predictor, threshold)
     write_atomic(target, _encode_png(target, mask.astype(np.uint8) * 255))
     if args.overlay:
         rgb = overlay(np.round(image * 255).astype(np.uint8), np.zeros_like(mask), mask)
-        shown = target.with_name(target.name.replace("_mask.png", "_overlay.png"))
+        shown = target.with_name(target.name.removesuffix("_mask.png") + "_overlay.png")
         write_atomic(shown, _encode_png(shown, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)))
 
 

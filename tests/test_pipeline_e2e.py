@@ -142,6 +142,8 @@ def test_plots_page_renders_offline(repo_copy):
         assert (dest / f"plots_page/static/workspace_results_plots_overlays_{name}.png").exists()
     assert page.count('"as": "model"') >= 4  # the repo's template: colour by model, dash by experiment
     assert (dest / "plots_page/static/workspace_results_plots_forest.png").exists()
+    epochs = [p.name for p in (dest / "plots_page/static").iterdir() if "val_predictions" in p.name]
+    assert len(epochs) == 4 * 5, epochs  # every model's per-epoch val grid, 5 epochs each
 
 
 

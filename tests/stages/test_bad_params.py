@@ -42,10 +42,11 @@ BAD_NUMBERS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_NUMBERS))
-def test_bad_number_is_refused_before_any_work(tmp_path, case):
+def test_bad_number_is_refused_before_any_work(tmp_path, stage_phantoms, case):
     module, args, edits, needles = BAD_NUMBERS[case]
     work = make_workdir(tmp_path, edits)
-    (work / "data/raw/phantom").mkdir(parents=True)  # convert's input, so only the params can stop it
+    if module == "stages.convert":  # a readable raw dataset, so only the params can stop it
+        shutil.copytree(stage_phantoms("phantom"), work / "data/raw/phantom")
     refused_and_untouched(work, module, *needles, args=args)
 
 
