@@ -5,7 +5,7 @@ The one loader of `predict` (PyTorch path) and `export`, so both read the two la
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +30,13 @@ class TrainedModel:
     threshold: float
     threshold_source: str
     paths: list[Path]
-    computes: list[dict[str, Any]]  # each member's training record (device, dtype, time, batch size)
-    tuned: bool  # the threshold was chosen on val (out-of-fold) data by a training that finished
+    computes: list[dict[str, Any]] = field(default_factory=list)  # each member's training record (device, dtype, time, batch)
+    tuned: bool = False  # the threshold was chosen on val (out-of-fold) data by a training that finished
 
     @property
     def batch_size(self) -> int:
         """The batch the model trained with: what its device is known to hold (16 for older checkpoints)."""
-        return int(self.computes[0].get("batch_size", 16))
+        return int((self.computes[0] if self.computes else {}).get("batch_size", 16))
 
     @property
     def folds(self) -> int:
