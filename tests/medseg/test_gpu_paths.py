@@ -107,7 +107,8 @@ def test_inference_and_the_val_loss_hold_one_batch_at_a_time():
 def test_a_last_pt_made_under_another_dtype_starts_over_and_says_why(tmp_path, caplog):
     last, best = tmp_path / "last.pt", tmp_path / "best.pt"
     state = {"epoch": 1, "best_dice": 0.1, "best_epoch": 1, "bad_epochs": 0, "finished": False, "train_seconds": 1.0}
-    common = {"model": "unet", "model_params": {}, "in_channels": 1, "state_dict": {}}
+    common = {"model": "unet", "model_params": {}, "in_channels": 1, "state_dict": {}, "optimizer": {},
+              "scheduler": {}, "scaler": {}, "ema": {}}
     save_checkpoint(last, {**common, "fingerprint": "made-on-an-a100", "amp": "bfloat16", "train_state": state})
     save_checkpoint(best, common)
     with caplog.at_level(logging.INFO, logger="medseg.train"):
