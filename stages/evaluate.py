@@ -65,6 +65,8 @@ def choose_threshold(trained: TrainedModel, cfg: dict[str, Any], val_probs: np.n
 
 def load_model(name: str, folds: int, device) -> TrainedModel:
     """The model's networks on `device` (one, or one per fold), refused when they do not match the split."""
+    if not paths.model_dir(name).exists():
+        raise MedsegError(f"{paths.model_dir(name)}: missing; run the train_{name} stage first")
     trained = load_trained(paths.model_dir(name))
     if trained.folds != folds:
         raise MedsegError(f"{paths.model_dir(name)}: holds {trained.folds} model(s) but data/split.csv has "

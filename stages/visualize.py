@@ -15,6 +15,7 @@ import pandas as pd
 from medseg import paths
 from medseg.activations import look_inside
 from medseg.cli import run_stage
+from medseg.errors import MedsegError
 from medseg.outputs import staged_dir
 from medseg.params import load_section
 from medseg.plots import dice_boxplot, forest_plot, line_chart, map_grid, overlay, overlay_grid
@@ -73,9 +74,21 @@ def feature_rows(name: str, cases: pd.DataFrame, test: pd.DataFrame, channels: i
     return rows
 
 
+def require_inputs() -> None:
+    """One line naming a missing input and the stage that makes it, before any figure is drawn."""
+    needed = [(paths.fold_curves(m), f"train_{m}") for m in MODEL_NAMES]
+    needed += [(paths.EVALUATE / m / name, "evaluate") for m in MODEL_NAMES for name in ("per_case.csv", "pr.csv",
+                                                                                        "metrics.json")]
+    needed += [(paths.PREDICTIONS / f"{m}.npz", "evaluate") for m in MODEL_NAMES]
+    for path, stage in needed:
+        if not path.exists():
+            raise MedsegError(f"{path}: missing; run the {stage} stage first")
+
+
 def main() -> None:
     argparse.ArgumentParser(description=__doc__).parse_args()
     cfg = load_section("visualize")
+    require_inputs()
     test = split_rows("test")
     channels = dataset_info()["channels"]
     evaluate = paths.EVALUATE
