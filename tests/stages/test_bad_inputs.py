@@ -26,7 +26,6 @@ import pandas as pd
 import pytest
 import torch
 
-from medseg.checkpoints import save_checkpoint
 from models import build_model
 from tests.conftest import REALDATA, STAGE_PHANTOM, make_workdir, stage
 
@@ -363,13 +362,9 @@ def test_kaggle_key_never_shown(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
-    pre = {"size": 32, "channels": 1, "window_level": -600, "window_width": 1500, "dataset": "phantom"}
-    save_checkpoint(path, {"model": "unet", "model_params": {"width": 4}, "in_channels": 1,
-                           "state_dict": build_model("unet", 1, width=4).state_dict(), "preprocess": pre,
-                           "threshold": 0.5})
-    return path
+def checkpoint(tiny_checkpoint) -> Path:
+    """The stage tests' tiny U-Net checkpoint (tests/stages/conftest.py)."""
+    return tiny_checkpoint
 
 
 def test_truncated_png_among_good_ones_leaves_out_folder_as_it_was(tmp_path, checkpoint):
