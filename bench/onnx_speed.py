@@ -25,6 +25,7 @@ from medseg.inference import predict_probs
 from medseg.networks import load_model_params
 from medseg.onnx_export import metadata, onnx_graph
 from medseg.onnx_runtime import OnnxModel
+from medseg.datasets.registry import DATASET_PARAMS, planned_size
 from medseg.params import load_section
 from medseg.slices import dataset_info, load_arrays, split_rows
 from medseg.trained import TrainedModel
@@ -80,9 +81,10 @@ def default_inputs(n: int) -> tuple[np.ndarray, dict[str, Any]]:
         images, _ = load_arrays(paths.SLICES, split_rows("test")["slice_id"].tolist()[:n], info["channels"])
         return images, info
     cfg = load_section("convert")
-    pre = {"size": cfg["size"], "channels": 1, "window_level": cfg["window_level"],
+    size = planned_size(load_section("dataset", schema=DATASET_PARAMS)["name"], cfg)
+    pre = {"size": size, "channels": 1, "window_level": cfg["window_level"],
            "window_width": cfg["window_width"], "dataset": "random"}
-    return np.random.default_rng(0).integers(0, 256, (n, cfg["size"], cfg["size"], 1), dtype=np.uint8), pre
+    return np.random.default_rng(0).integers(0, 256, (n, size, size, 1), dtype=np.uint8), pre
 
 
 def main() -> None:

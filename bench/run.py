@@ -37,6 +37,7 @@ from medseg.outputs import write_json
 from medseg import paths
 from medseg.losses import LOSS_PARAMS
 from medseg.networks import load_model_params
+from medseg.datasets.registry import planned_size
 from medseg.params import load_section
 from medseg.slices import dataset_info, load_arrays, read_sampling, split_rows
 from models import MODEL_NAMES, build_model
@@ -191,7 +192,8 @@ def main() -> None:
             if ctx.amp == torch.bfloat16:
                 gpu_efficiency(settings["gpu_unet512"], big, ctx)
     result = {"quick": args.quick, "machine": machine(device), "settings": settings, **summarize(settings),
-              "convert_slices_per_s": loops.convert_rate(RAW, {**load_section("convert"), "workers": 2})}
+              "convert_slices_per_s": loops.convert_rate(RAW, {**(convert := load_section("convert")), "workers": 2,
+                                                                 "size": planned_size("phantom", convert)})}
     result["memory"] = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                         "peak_rss_children_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
                         "gpu_peak_mb": max((m.get("gpu_peak_mb", 0.0) for s in settings.values()

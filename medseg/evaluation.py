@@ -9,12 +9,13 @@ import pandas as pd
 
 from medseg.metrics import (EMPTY_RULES, global_dice, global_iou, hd95, nsd, overlap_scores, pixel_pr, pixel_scores,
                             thin_curve)
-from medseg.postprocess import clean_stack
+from medseg.postprocess import clean_stack, clean_volumes
 from medseg.uncertainty import comparison_sentence, mean_ci
 
 
 ISIC_JACCARD_FLOOR = 0.65  # ISIC 2018 Task 1: a per-image Jaccard below 0.65 counts as 0
 MIN_AREA_CANDIDATES = (0, 4, 10, 25, 50, 100, 200)  # pixels, tried by `evaluate.min_area: auto`
+MIN_VOLUME_CANDIDATES = (0, 10, 25, 50, 100, 200, 500, 1000)  # voxels, tried by `evaluate.min_volume: auto`
 PIXEL_KEYS = ("accuracy", "sensitivity", "specificity")  # reported per case and per image
 
 
@@ -83,6 +84,21 @@ def tune_min_area(slices: pd.DataFrame, probs: np.ndarray, gt: np.ndarray, thres
     return MIN_AREA_CANDIDATES[int(np.argmax(scores))]
 
 
+def tune_min_volume(slices: pd.DataFrame, binary: np.ndarray, gt: np.ndarray, empty: str) -> int:
+    """The smallest 3D component volume (from MIN_VOLUME_CANDIDATES) that maximises per-case Dice on
+    these cases; ties go to the smaller volume, which removes less."""
+    scores = [case_dice(slices, clean_volumes(binary, slices, v, False), gt, empty) for v in MIN_VOLUME_CANDIDATES]
+    scores = [-math.inf if math.isnan(s) else s for s in scores]
+    return MIN_VOLUME_CANDIDATES[int(np.argmax(scores))]
+
+
+def tune_largest_volume(slices: pd.DataFrame, binary: np.ndarray, gt: np.ndarray, empty: str) -> bool:
+    """Keep only the largest 3D component per case when that raises per-case Dice on these cases
+    (nnU-Net's rule for its post-processing); a tie keeps everything."""
+    scores = [case_dice(slices, clean_volumes(binary, slices, 0, largest), gt, empty) for largest in (False, True)]
+    return bool(not math.isnan(scores[1]) and (math.isnan(scores[0]) or scores[1] > scores[0]))
+
+
 def uncertainty(cases: pd.DataFrame, resamples: int, seed: int) -> dict[str, float | None]:
     """95% bootstrap CIs over test cases of the mean per-case Dice and IoU, and the segmentation
     quality where there is something to segment: `dice_fg` over the cases with foreground."""
@@ -108,8 +124,10 @@ def _mean(values: pd.Series) -> float | None:
 
 
 def summarize(images: pd.DataFrame, cases: pd.DataFrame, pred: np.ndarray, gt: np.ndarray,
-              probs: np.ndarray, threshold: float, min_area: int, cfg: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame]:
-    """metrics.json content and the thinned PR curve of one model."""
+              probs: np.ndarray, threshold: float, post: dict[str, Any],
+              cfg: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame]:
+    """metrics.json content and the thinned PR curve of one model; `post` is the post-processing used
+    (min_area, largest_component, min_volume, largest_volume)."""
     ap, precision, recall, _ = pixel_pr(probs, gt, cfg["pr_max_pixels"], cfg["seed"])
     metrics = {
         "dice": _mean(cases["dice"]), "iou": _mean(cases["iou"]),
@@ -124,7 +142,7 @@ def summarize(images: pd.DataFrame, cases: pd.DataFrame, pred: np.ndarray, gt: n
         **{f"image_{k}": _mean(images[k]) for k in PIXEL_KEYS},
         "global_dice": global_dice(pred, gt), "global_iou": global_iou(pred, gt),
         "siim_dice": _mean(images["siim_dice"]), "isic_jaccard": _mean(images["isic_jaccard"]),
-        "threshold": threshold, "min_area": min_area, "cases": int(len(cases)), "images": int(len(images)),
+        "threshold": threshold, **post, "cases": int(len(cases)), "images": int(len(images)),
         "empty_rule": cfg["empty"],
     }
     p, r = thin_curve(precision, recall)
@@ -149,6 +167,9 @@ METRIC_NOTES = {
     "siim_dice": "SIIM-ACR challenge metric: mean per-image Dice, an empty truth scoring 1 only when predicted empty",
     "isic_jaccard": "ISIC 2018 Task 1 metric: mean per-image Jaccard, values below 0.65 counted as 0",
     "threshold, min_area": "probability cut-off (best pixel F1 on val, from best.pt) and smallest kept connected component (pixels, chosen on val when `auto`)",
+    "min_volume, largest_volume": "post-processing of each case's re-stacked volume after min_area: smallest kept 3D "
+                                  "connected component (voxels) and whether only the largest is kept, chosen on val "
+                                  "(out-of-fold predictions with folds) when `auto`",
 }
 
 
@@ -194,7 +215,7 @@ def summary_markdown(metrics: dict[str, dict[str, Any]], empty: str, pairs: list
     """Every model's scores with their CIs, the paired comparisons in numbers and in words, what
     each model cost, and the metric definitions with the empty-mask rule."""
     plain = ["fp_case_rate", "fp_image_rate", "ap", "hd95_px", "case_nsd", "case_sensitivity", "image_dice",
-             "global_dice", "siim_dice", "isic_jaccard", "threshold", "min_area"]
+             "global_dice", "siim_dice", "isic_jaccard", "threshold", "min_area", "min_volume", "largest_volume"]
     rows = [[name, with_ci(m, "dice"), with_ci(m, "iou"), with_ci(m, "dice_fg"), *(_fmt(m.get(c)) for c in plain)]
             for name, m in metrics.items()]
     first = next(iter(metrics.values()), {})

@@ -47,6 +47,7 @@ class Spec:
     items: Spec | None = None  # the spec of every element of a list value
     open_low: bool = False
     open_high: bool = False
+    auto: bool = False  # the string "auto" is allowed too (resolved by medseg.plans, or chosen on val)
 
     def coerce(self, value: Any) -> Any:
         """`value` as the check sees it: an exponent written without a dot (1e-4) read as a float."""
@@ -57,7 +58,7 @@ class Spec:
 
     def check(self, key: str, value: Any) -> None:
         value = self.coerce(value)
-        if value is None and self.nullable:
+        if value is None and self.nullable or self.auto and value == "auto":
             return
         kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
         is_bool = isinstance(value, bool)
@@ -96,9 +97,19 @@ def integer(low: int | None = None, high: int | None = None) -> Spec:
     return Spec(int, low=low, high=high)
 
 
+def auto(spec: Spec) -> Spec:
+    """`spec` that also takes the string "auto"."""
+    return Spec(spec.kind, spec.choices, spec.low, spec.high, spec.nullable, spec.items, spec.open_low,
+                spec.open_high, auto=True)
+
+
+AUTO_MAPPINGS = {"split.fractions"}  # mapping keys that may be the string "auto" instead
+
+
 SCHEMA: dict[str, Any] = {
     "convert": {
-        "size": integer(16, 2_048),
+        "profile": Spec(str, ("auto", "cpu", "gpu")),  # the machine class the plan sizes for (medseg.plans)
+        "size": auto(integer(16, 2_048)),  # auto: medseg.plans
         "window_level": num(),
         "window_width": num(1),
         "workers": integer(0, 256),
@@ -110,7 +121,7 @@ SCHEMA: dict[str, Any] = {
         "folds": integer(1, 20),
     },
     # pos_repeat 0 would never draw a positive slice: training would see no foreground
-    "balance": {"neg_keep": num(0, 1), "pos_repeat": num(0, 100, open_low=True), "seed": integer(0)},
+    "balance": {"neg_keep": auto(num(0, 1)), "pos_repeat": auto(num(0, 100, open_low=True)), "seed": integer(0)},
     "augment": {
         "hflip": num(0, 1),
         "vflip": num(0, 1),
@@ -122,7 +133,7 @@ SCHEMA: dict[str, Any] = {
         "coarse_dropout": num(0, 1),
     },
     "train": {
-        "epochs": integer(1, 100_000),
+        "epochs": auto(integer(1, 100_000)),
         "batch_size": integer(1, 4_096),
         "optimizer": Spec(str, ("adam", "adamw", "sgd")),
         "lr": num(0, 10, open_low=True),  # the cosine floor is min_lr / lr
@@ -134,7 +145,7 @@ SCHEMA: dict[str, Any] = {
         "grad_clip": num(0, 1e6),
         "amp": Spec(str, ("auto", "bf16", "fp16", "off")),
         "channels_last": Spec(bool),
-        "patience": integer(0, 100_000),
+        "patience": auto(integer(0, 100_000)),
         "ema": num(0, 0.99999),
         "seed": integer(0),
         "device": Spec(str),  # auto, cpu, cuda or cuda:N, checked in extra_checks
@@ -148,6 +159,8 @@ SCHEMA: dict[str, Any] = {
         "tta": Spec(bool),
         "min_area": Spec((int, str)),
         "largest_component": Spec(bool),
+        "min_volume": auto(integer(0, 100_000_000)),  # 3D components per case; auto: chosen on val
+        "largest_volume": Spec((bool, str)),  # keep the largest 3D component per case; auto: chosen on val
         "batch_size": Spec((int, str)),  # auto or >= 1, checked in extra_checks
         "amp": Spec(str, ("auto", "bf16", "fp16", "off")),
         "nsd_tolerance_mm": num(0, 1_000),  # > 0, checked in extra_checks (its message says why)
@@ -170,6 +183,8 @@ def _validate(prefix: str, schema: dict[str, Any], values: Any) -> None:
         dotted = f"{prefix}.{key}"
         if key not in values:
             raise MedsegError(f"params.yaml: missing key {dotted}")
+        if isinstance(spec, dict) and dotted in AUTO_MAPPINGS and values[key] == "auto":
+            continue
         if isinstance(spec, dict):
             _validate(dotted, spec, values[key])
         else:
@@ -209,8 +224,8 @@ def extra_checks(section: str, values: dict[str, Any]) -> None:
         _auto_or_int("train.workers", values["workers"], 0, 256)
     if section == "evaluate":
         _auto_or_int("evaluate.batch_size", values["batch_size"], 1, 4_096)
-    if section == "split":
-        _check_fractions(values["fractions"], values["folds"])
+    if section == "split" and values["fractions"] != "auto":
+        check_fractions(values["fractions"], values["folds"])
     if section == "loss":
         _check_loss(values)
     if section == "evaluate":
@@ -222,6 +237,9 @@ def extra_checks(section: str, values: dict[str, Any]) -> None:
         if values["nsd_tolerance_mm"] <= 0:
             raise MedsegError(f"params.yaml: evaluate.nsd_tolerance_mm={values['nsd_tolerance_mm']!r} must be "
                               "positive (mm; pixels where no spacing is recorded)")
+        if values["largest_volume"] not in (True, False, "auto"):
+            raise MedsegError(f"params.yaml: evaluate.largest_volume={values['largest_volume']!r} is not allowed; "
+                              "use true, false or 'auto'")
         area = values["min_area"]
         if isinstance(area, str) and area != "auto" or isinstance(area, int) and not 0 <= area <= 1_000_000:
             raise MedsegError(
@@ -229,7 +247,7 @@ def extra_checks(section: str, values: dict[str, Any]) -> None:
             )
 
 
-def _check_fractions(fractions: dict[str, float], folds: int) -> None:
+def check_fractions(fractions: dict[str, float], folds: int) -> None:
     """They sum to 1, and no split that a later stage needs is empty: test (what evaluate scores)
     always; train and val without folds (with folds >= 2 they are pooled into the folds)."""
     total = sum(fractions.values())

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from medseg import paths
+from medseg import paths, plans
 from medseg.cli import run_stage
 from medseg.errors import MedsegError
 from medseg.outputs import write_atomic, write_json
@@ -16,7 +16,7 @@ log = logging.getLogger("medseg.balance")
 
 def main() -> None:
     argparse.ArgumentParser(description=__doc__).parse_args()
-    cfg = load_section("balance")
+    cfg = plans.apply("balance", load_section("balance"))
     train = split_rows("train")
     if not (train["fg_pixels"] > 0).any():
         raise MedsegError(f"{paths.SPLIT_CSV}: the train split has no slice with foreground")

@@ -1,4 +1,5 @@
-"""Stage `convert`: raw dataset -> 2D PNG slices in data/slices/ with manifest.csv and info.json.
+"""Stage `convert`: raw dataset -> 2D PNG slices in data/slices/ with manifest.csv, info.json and
+plans.json (what every `auto` param resolves to for this dataset and `convert.profile`, and why).
 
 With `convert.on_error: skip` an unreadable case is left out and listed in
 results/convert/skipped.csv rather than stopping the stage; with `fail` (default) the first one
@@ -15,10 +16,11 @@ from types import ModuleType
 from medseg import paths
 from medseg.cli import run_stage
 from medseg.datasets import CaseRef
-from medseg.datasets.registry import DATASET_PARAMS, format_for, phantom_writer, reader_config
+from medseg.datasets.registry import DATASET_PARAMS, dataset_plan, format_for, phantom_writer, reader_config
 from medseg.errors import MedsegError
 from medseg.outputs import staged_dir, write_atomic, write_json
 from medseg.params import load_section
+from medseg.plans import build_plan, fingerprint, plan_size, resolve_profile, write_plan
 from medseg.conversion import MANIFEST_COLUMNS, convert_all
 
 log = logging.getLogger("medseg.convert")
@@ -37,7 +39,12 @@ def warn_on_count_mismatch(fmt: ModuleType, cases: list[CaseRef], raw: Path) -> 
 def main() -> None:
     argparse.ArgumentParser(description=__doc__).parse_args()
     dataset = load_section("dataset", schema=DATASET_PARAMS)
-    cfg = reader_config(dataset, load_section("convert"))  # + dataset.labels, checked here
+    convert = load_section("convert")
+    profile, profile_why = resolve_profile(convert["profile"])
+    plan = dataset_plan(dataset["name"])
+    size, size_why = plan_size(plan, dataset["name"], convert["size"], profile)
+    log.info("convert.size %s -> %d (%s); profile %s (%s)", convert["size"], size, size_why, profile, profile_why)
+    cfg = reader_config(dataset, {**convert, "size": size})  # + dataset.labels, checked here
     raw = paths.raw_dir(dataset["name"])
     fmt = format_for(dataset["name"])
     if not raw.is_dir():  # run out of order, or after a download of another dataset
@@ -51,9 +58,12 @@ def main() -> None:
     with staged_dir(SLICES) as tmp:
         manifest, skipped = convert_all(fmt.__name__, cases, cfg, raw, tmp)
         manifest[MANIFEST_COLUMNS].to_csv(tmp / "manifest.csv", index=False)
-        write_json(tmp / "info.json", {"dataset": dataset["name"], "channels": int(manifest["channels"].iloc[0]),
-                                       "size": cfg["size"], "window_level": cfg["window_level"],
+        channels = int(manifest["channels"].iloc[0])
+        write_json(tmp / "info.json", {"dataset": dataset["name"], "channels": channels,
+                                       "size": size, "window_level": cfg["window_level"],
                                        "window_width": cfg["window_width"]})
+        write_plan(tmp, build_plan(plan, dataset["name"], profile, profile_why, size, size_why,
+                                   fingerprint(manifest, channels, size)))
     seconds = time.perf_counter() - started
     positive = int((manifest["fg_pixels"] > 0).sum())
     write_atomic(RESULTS / "skipped.csv", skipped.to_csv(index=False))

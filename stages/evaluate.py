@@ -30,14 +30,16 @@ from medseg import paths
 from medseg.cli import run_stage
 from medseg.errors import MedsegError
 from medseg.crossval import cv_markdown, cv_metrics, fold_of_rows
-from medseg.evaluation import per_case_table, per_image_table, summarize, summary_markdown, tune_min_area
+from medseg.evaluation import (per_case_table, per_image_table, summarize, summary_markdown, tune_largest_volume,
+                               tune_min_area, tune_min_volume)
 from medseg.compute import compute_cost, provenance
 from medseg.hardware import amp_name, pick_amp_dtype, pick_device
 from medseg.inference import predict_probs
 from medseg.metrics import best_f1_threshold, pixel_pr
 from medseg.outputs import staged_dir, write_atomic, write_json
 from medseg.params import load_section
-from medseg.postprocess import clean_stack
+from medseg.plans import plan_markdown, read_plan
+from medseg.postprocess import clean_predictions, clean_stack, clean_volumes
 from medseg.folds import mean_probs
 from medseg.slices import SLICES, dataset_info, fold_count, fold_rows, load_arrays, split_rows
 from medseg.trained import TrainedModel, load_trained
@@ -92,28 +94,26 @@ def main() -> None:
     with staged_dir(paths.EVALUATE) as out, staged_dir(paths.PREDICTIONS) as preds:
         for name in MODEL_NAMES:
             trained = load_model(name, folds, device)
-            needs_val = folds > 1 or cfg["min_area"] == "auto" or cfg["threshold"] == "auto" and cfg["tta"]
+            needs_val = folds > 1 or "auto" in (cfg["min_area"], cfg["min_volume"], cfg["largest_volume"]) \
+                or cfg["threshold"] == "auto" and cfg["tta"]
             batch = trained.batch_size if cfg["batch_size"] == "auto" else cfg["batch_size"]
             infer = partial(predict_probs, device=device, batch_size=batch, amp_dtype=amp, tta=cfg["tta"])
             val_probs = out_of_fold_probs(trained.members, val_images, val_fold, infer) if needs_val else None
             threshold, source = choose_threshold(trained, cfg, val_probs, val_masks)
-            min_area = cfg["min_area"]
-            if min_area == "auto":
-                min_area = tune_min_area(val, val_probs, val_masks.astype(bool), threshold,
-                                         cfg["empty"], cfg["largest_component"])
+            post = choose_postprocessing(cfg, val, val_probs, val_masks.astype(bool), threshold)
             started = time.perf_counter()
             probs = mean_probs([infer(model, test_images) for model in trained.members])
             infer_seconds = time.perf_counter() - started
-            pred = clean_stack(probs >= threshold, min_area, cfg["largest_component"])
+            pred = clean_predictions(probs >= threshold, test, **post)
             images = per_image_table(test, pred, gt, cfg["empty"])
             cases = per_case_table(test, pred, gt, cfg["empty"], cfg["nsd_tolerance_mm"])
-            metrics, pr = summarize(images, cases, pred, gt, probs, threshold, min_area, cfg)
+            metrics, pr = summarize(images, cases, pred, gt, probs, threshold, post, cfg)
             metrics |= provenance(trained.computes[0], device, amp_name(amp))
             costs[name] = compute_cost(trained.computes, trained.members[0], channels, size, device,
                                        len(test_images) / infer_seconds)
             write_model_results(out / name, metrics, cases, images, pr)
             if folds > 1:
-                oof_pred = clean_stack(val_probs >= threshold, min_area, cfg["largest_component"])
+                oof_pred = clean_predictions(val_probs >= threshold, val, **post)
                 oof = per_case_table(val, oof_pred, val_masks.astype(bool), cfg["empty"], cfg["nsd_tolerance_mm"])
                 oof.insert(1, "fold", oof["group"].map(dict(zip(val["group"], val["fold"]))))
                 metrics["cv"] = cv_metrics(oof, cfg["resamples"], cfg["seed"])
@@ -122,11 +122,11 @@ def main() -> None:
                 oof_tables[name] = oof
             write_json(out / name / "compute.json", costs[name])
             np.savez_compressed(preds / f"{name}.npz", slice_id=test["slice_id"].to_numpy().astype(str),
-                                probs=np.round(probs * 255).astype(np.uint8), masks=pred, threshold=threshold,
-                                min_area=min_area, largest_component=cfg["largest_component"])
+                                probs=np.round(probs * 255).astype(np.uint8), masks=pred, threshold=threshold, **post)
             summary[name], case_tables[name] = metrics, cases
-            log.info("%s: case Dice %.4f, IoU %.4f, AP %.4f (threshold %.3f from %s, min_area %d)", name,
-                     metrics["dice"] or 0, metrics["iou"] or 0, metrics["ap"] or 0, threshold, source, min_area)
+            log.info("%s: case Dice %.4f, IoU %.4f, AP %.4f (threshold %.3f from %s; min_area %d, min_volume %d, "
+                     "largest_volume %s)", name, metrics["dice"] or 0, metrics["iou"] or 0, metrics["ap"] or 0,
+                     threshold, source, post["min_area"], post["min_volume"], post["largest_volume"])
             if folds > 1:
                 log.info("%s: %d-fold CV per-case Dice %.4f over %d cases", name, folds,
                          metrics["cv"]["dice"] or 0, metrics["cv"]["cases"])
@@ -136,8 +136,27 @@ def main() -> None:
         if folds > 1:
             report["oof_pairs"] = paired_comparison(oof_tables, "dice", cfg["resamples"], cfg["seed"])
             text += "\n" + cv_markdown(summary, report["oof_pairs"])
+        text += "\n" + plan_markdown(read_plan())
         write_json(out / "comparison.json", report)
         write_atomic(out / "summary.md", text)
+
+
+def choose_postprocessing(cfg: dict[str, Any], val: pd.DataFrame, val_probs: np.ndarray | None,
+                          val_gt: np.ndarray, threshold: float) -> dict[str, Any]:
+    """min_area (per slice), then min_volume and largest_volume (per case volume): each `auto` chosen
+    on val (the out-of-fold predictions with folds), in that order, each on top of the ones before."""
+    post = {"min_area": cfg["min_area"], "largest_component": cfg["largest_component"],
+            "min_volume": cfg["min_volume"], "largest_volume": cfg["largest_volume"]}
+    if post["min_area"] == "auto":
+        post["min_area"] = tune_min_area(val, val_probs, val_gt, threshold, cfg["empty"], cfg["largest_component"])
+    if "auto" in (post["min_volume"], post["largest_volume"]):
+        binary = clean_stack(val_probs >= threshold, post["min_area"], cfg["largest_component"])
+        if post["min_volume"] == "auto":
+            post["min_volume"] = tune_min_volume(val, binary, val_gt, cfg["empty"])
+        if post["largest_volume"] == "auto":
+            post["largest_volume"] = tune_largest_volume(val, clean_volumes(binary, val, post["min_volume"], False),
+                                                         val_gt, cfg["empty"])
+    return post
 
 
 def out_of_fold_probs(members: list, images: np.ndarray, fold: np.ndarray, infer: Callable) -> np.ndarray:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-from medseg import paths
+from medseg import paths, plans
 from medseg.cli import run_stage
 from medseg.outputs import write_atomic
-from medseg.params import load_section
+from medseg.params import check_fractions, load_section
 from medseg.slices import read_manifest
 from medseg.splitting import assign_folds, split_groups
 
@@ -16,7 +16,8 @@ log = logging.getLogger("medseg.split")
 
 def main() -> None:
     argparse.ArgumentParser(description=__doc__).parse_args()
-    cfg = load_section("split")
+    cfg = plans.apply("split", load_section("split"))
+    check_fractions(cfg["fractions"], cfg["folds"])  # planned fractions against split.folds, as explicit ones
     manifest = read_manifest()
     split = split_groups(manifest, cfg["fractions"], cfg["seed"])
     if cfg["folds"] > 1:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medseg import paths
+from medseg import paths, plans
 from medseg.cli import run_stage
 from medseg.distributed import cleanup, init_distributed, launched_by_torchrun, run_under_torchrun
 from medseg.losses import LOSS_PARAMS
@@ -85,7 +85,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("model", choices=MODEL_NAMES)
     name = parser.parse_args().model
-    cfg, loss_cfg = load_section("train"), load_section("loss", schema=LOSS_PARAMS)
+    cfg, loss_cfg = plans.apply("train", load_section("train")), load_section("loss", schema=LOSS_PARAMS)
     aug_cfg, model_cfg = load_section("augment"), load_model_params(name)
     if cfg["processes"] > 1 and not launched_by_torchrun():
         run_under_torchrun("stages.train", [name], cfg["processes"], cfg["device"])

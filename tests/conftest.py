@@ -116,7 +116,7 @@ def tiny_params() -> dict[str, Any]:
     params["dataset"].update(name="phantom", source="kaggle")
     params["dataset"]["phantom"].update(STAGE_PHANTOM)
     params["convert"].update(size=32, workers=1, on_error="fail")
-    params["split"]["fractions"].update(train=0.6, val=0.2, test=0.2)  # fixed: the tiny set, not the default
+    params["split"]["fractions"] = {"train": 0.6, "val": 0.2, "test": 0.2}  # fixed: the tiny set, not the default
     return params
 
 

@@ -25,7 +25,7 @@ def tiny_params() -> dict:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["dataset"]["phantom"].update(cases=8, depth=12, size=48, seed=0)
     params["convert"].update(size=48, workers=1)
-    params["split"]["fractions"].update(train=0.6, val=0.2, test=0.2)  # the tiny set: not the default
+    params["split"]["fractions"] = {"train": 0.6, "val": 0.2, "test": 0.2}  # the tiny set: not the default
     params["train"].update(epochs=5, batch_size=8, patience=0, lr=0.01)
     params["balance"].update(pos_repeat=4.0)
     params["models"]["unet"]["width"] = 8

@@ -8,6 +8,7 @@ from typing import Any
 
 from medseg.errors import MedsegError
 from medseg.params import Spec, integer
+from medseg.plans import DatasetPlan, plan_size, resolve_profile
 
 # dataset name -> (reader module, phantom writer module or None)
 DATASETS: dict[str, tuple[str, str | None]] = {
@@ -21,6 +22,45 @@ DATASETS: dict[str, tuple[str, str | None]] = {
     "siim": ("medseg.datasets.siim", None),
     "phantom_siim": ("medseg.datasets.siim", "medseg.datasets.phantom_siim"),
 }
+
+
+def _per(cpu: Any, gpu: Any) -> dict[str, Any]:
+    return {"cpu": cpu, "gpu": gpu}
+
+
+# What `auto` params resolve to per dataset (medseg.plans). The cpu profile is sized for a 2-core CPU:
+# the whole four-model pipeline within about an hour (README: Real data); the gpu profile is the
+# papers' resolution and schedule. Phantoms keep the values the defaults always had.
+_PHANTOM = DatasetPlan(size=_per(96, 96), epochs=_per(12, 12), neg_keep=_per(0.3, 0.3), pos_repeat=_per(1.5, 1.5),
+                       patience=_per(5, 5), fractions={"train": 0.22, "val": 0.18, "test": 0.6},
+                       why="the phantom's fixed recipe: most volumes in test for narrow per-case CIs")
+DATASET_PLANS: dict[str, DatasetPlan] = {
+    "phantom": _PHANTOM, "phantom_lgg": _PHANTOM, "phantom_isic": _PHANTOM, "phantom_siim": _PHANTOM,
+    "lgg": DatasetPlan(size=_per(96, 256), epochs=_per(12, 100), neg_keep=_per(0.1, 1.0), pos_repeat=_per(1.0, 1.0),
+                       patience=_per(5, 20),
+                       why="cpu: 5-fold CV on 40 real patients, README Real data; gpu: Buda et al. 2019, 256 px"),
+    "isic": DatasetPlan(size=_per(96, 256), epochs=_per(8, 60), neg_keep=_per(1.0, 1.0), pos_repeat=_per(1.0, 1.0),
+                        patience=_per(4, 15),
+                        why="every image holds a lesion; cpu: 8 epochs of ~1,800 images; gpu: seed 004, 256 px"),
+    "siim": DatasetPlan(size=_per(128, 512), epochs=_per(4, 40), neg_keep=_per(0.1, 0.15), pos_repeat=_per(1.0, 1.5),
+                        patience=_per(3, 10),
+                        why="78 % of the images are empty and the targets small; gpu: seed 001, 512 px"),
+    "lung": DatasetPlan(size=_per(128, 512), epochs=_per(8, 100), neg_keep=_per(0.05, 0.1), pos_repeat=_per(1.0, 1.0),
+                        patience=_per(4, 20),
+                        why="few slices hold tumour; gpu: seed 000, the CT's own 512 px"),
+    "msd": DatasetPlan(size=_per(128, 256), epochs=_per(8, 100), neg_keep=_per(0.1, 0.3), pos_repeat=_per(1.0, 1.0),
+                       patience=_per(4, 20), why="any Decathlon task; volumes hold many slices without foreground"),
+}
+
+
+def dataset_plan(name: str) -> DatasetPlan:
+    format_for(name)  # an unknown name is refused in one line
+    return DATASET_PLANS[name]
+
+
+def planned_size(dataset: str, convert: dict[str, Any]) -> int:
+    """The slice side `convert` writes for `dataset` under this `convert` section."""
+    return plan_size(dataset_plan(dataset), dataset, convert["size"], resolve_profile(convert["profile"])[0])[0]
 
 
 def format_for(name: str) -> ModuleType:

@@ -69,8 +69,10 @@ def test_metrics_json_gains_pixel_and_surface_scores_and_keeps_its_keys():
     pred = probs >= 0.5  # case a exact; case b (lesion-free) has specks
     images, cases = per_image_table(slices, pred, gt, "one"), per_case_table(slices, pred, gt, "one", 2.0)
     cfg = {"pr_max_pixels": 10_000, "seed": 0, "resamples": 2_000, "empty": "one", "nsd_tolerance_mm": 2.0}
-    metrics, _ = summarize(images, cases, pred, gt, probs, 0.5, 0, cfg)
+    post = {"min_area": 0, "largest_component": False, "min_volume": 0, "largest_volume": False}
+    metrics, _ = summarize(images, cases, pred, gt, probs, 0.5, post, cfg)
     assert OLD_KEYS <= metrics.keys()
+    assert metrics["min_volume"] == 0 and metrics["largest_volume"] is False
     assert metrics["case_nsd"] == pytest.approx(0.5)  # a: 1, b: specks on an empty truth -> 0 under `one`
     assert metrics["nsd_tolerance_mm"] == 2.0 and metrics["nsd_units"] == "mm"
     assert metrics["case_sensitivity"] == pytest.approx(0.5) and metrics["case_specificity"] == pytest.approx(
@@ -82,3 +84,24 @@ def test_metrics_json_gains_pixel_and_surface_scores_and_keeps_its_keys():
     assert metrics["image_accuracy"] == metrics["image_specificity"]  # no false negatives, so TN share = accuracy
     text = summary_markdown({"unet": metrics}, "one", [], {})
     assert "| case_nsd | case_sensitivity |" in text and "`case_nsd`:" in text
+
+
+def test_volume_post_processing_is_chosen_on_the_cases_it_helps():
+    """tune_min_volume picks the smallest candidate that removes a false-positive speck without touching the
+    lesion; tune_largest_volume keeps only the largest component when that raises per-case Dice, and not when
+    a case holds two true lesions."""
+    import pandas as pd
+
+    from medseg.evaluation import tune_largest_volume, tune_min_volume
+
+    slices = pd.DataFrame({"slice_id": ["a0", "a1"], "group": ["a", "a"], "index": [0, 1]})
+    gt = np.zeros((2, 40, 40), bool)
+    gt[:, 5:15, 5:15] = True  # a 200-voxel lesion over both slices
+    pred = gt.copy()
+    pred[0, 30:33, 30:33] = True  # a 9-voxel false positive
+    assert tune_min_volume(slices, pred, gt, "one") == 10  # the first candidate above 9 voxels
+    assert tune_largest_volume(slices, pred, gt, "one") is True
+    two = gt.copy()
+    two[:, 30:33, 30:33] = True  # a second true lesion: keeping only the largest would lose it
+    assert tune_largest_volume(slices, two, two, "one") is False
+    assert tune_min_volume(slices, two, two, "one") == 0

@@ -63,7 +63,7 @@ def test_bool_is_not_an_int(tmp_path):
 
 
 def test_split_fractions_must_sum_to_one(tmp_path):
-    path = write_params(tmp_path, lambda p: p["split"]["fractions"].update(train=0.9))
+    path = write_params(tmp_path, lambda p: p["split"].update(fractions={"train": 0.9, "val": 0.18, "test": 0.6}))
     with pytest.raises(MedsegError, match="sum to 1"):
         load_section("split", path)
 

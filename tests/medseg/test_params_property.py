@@ -19,6 +19,7 @@ from medseg.errors import MedsegError
 from medseg.losses import LOSS_PARAMS
 from medseg.networks import check_model_params, model_params_schema
 from medseg.params import SCHEMA, Spec, is_number, load_section
+from medseg.plans import REAL_FRACTIONS
 from models import MODEL_NAMES
 from tests.conftest import REPO
 
@@ -43,6 +44,8 @@ def edited(dotted: str, value: Any) -> dict[str, Any]:
     *parents, leaf = dotted.split(".")
     node = params
     for part in parents:
+        if node[part] == "auto":  # a mapping shipped as `auto` (split.fractions): edit an explicit one
+            node[part] = dict(REAL_FRACTIONS)
         node = node[part]
     node[leaf] = value
     return params

@@ -23,3 +23,36 @@ def test_largest_component_and_noop():
     m = blobs()
     assert clean_mask(m, 0, False) is m
     assert clean_stack(np.stack([m, m]), 2, False).sum() == 68
+
+
+def case_rows(groups: list[str], indices: list[int]):
+    import pandas as pd
+
+    return pd.DataFrame({"group": groups, "index": indices})
+
+
+def test_volume_components_join_across_slices_in_index_order():
+    # one case of 3 slices stored out of order (index 2, 0, 1): a 2x2 blob on the slices with index 0 and 1
+    # is one 8-voxel 3D component, a 1-pixel speck on index 2 is another; slices joined by index, not by row
+    stack = np.zeros((3, 10, 10), bool)
+    stack[1, 2:4, 2:4] = stack[2, 2:4, 2:4] = True  # rows 1 and 2 hold index 0 and 1
+    stack[0, 8, 8] = True  # row 0 holds index 2
+    rows = case_rows(["a", "a", "a"], [2, 0, 1])
+    from medseg.postprocess import clean_volumes
+
+    assert clean_volumes(stack, rows, 8, False).sum() == 8 and not clean_volumes(stack, rows, 8, False)[0].any()
+    assert clean_volumes(stack, rows, 9, False).sum() == 0
+    assert clean_volumes(stack, rows, 0, True).sum() == 8
+    assert clean_volumes(stack, rows, 0, False) is stack
+
+
+def test_volume_components_are_per_case():
+    # the same pixels in two cases: each case keeps its own largest component
+    stack = np.zeros((2, 10, 10), bool)
+    stack[0, 0:3, 0:3] = True  # case a: 9 voxels
+    stack[1, 5:7, 5:7] = True  # case b: 4 voxels, its only component
+    from medseg.postprocess import clean_volumes
+
+    out = clean_volumes(stack, case_rows(["a", "b"], [0, 0]), 0, True)
+    assert out.sum() == 13
+    assert clean_volumes(stack, case_rows(["a", "b"], [0, 0]), 5, False).sum() == 9

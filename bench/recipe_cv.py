@@ -1,0 +1,311 @@
+"""Patient-level K-fold cross-validation of one training recipe on a real dataset: the bench that
+measures each lever of a recipe (issue 23's ablation), not a pipeline stage.
+
+It runs the pipeline's own pieces in one process, on every patient (no test split: each patient is
+scored once, by the fold model that did not train on it): medseg.conversion (the reader of
+`--dataset`), medseg.splitting.assign_folds (the `split` stage's folds), medseg.sampling (the
+`balance` stage), medseg.training.train (the train stages' loop), and medseg.evaluation's
+per-case table. Each run writes its out-of-fold probabilities and, for every post-processing
+variant, the per-patient table; `table` pairs every run with a baseline through
+medseg.uncertainty.paired_comparison (Wilcoxon, Holm) -- medseg's comparison machinery applied
+to its own recipe.
+
+    python -m bench.recipe_cv prepare --dataset lgg --source /tmp/lgg_dev --size 96 --out /tmp/cv/slices96
+    python -m bench.recipe_cv run --slices /tmp/cv/slices96 --model deeplab --name base --out /tmp/cv/runs
+    python -m bench.recipe_cv run ... --name ep24 --set train.epochs=24
+    python -m bench.recipe_cv table --runs /tmp/cv/runs --baseline base --out results/realdata
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from medseg import paths
+from medseg.checkpoints import load_checkpoint, model_from_checkpoint
+from medseg.cli import run_stage
+from medseg.conversion import MANIFEST_COLUMNS, convert_all
+from medseg.datasets.registry import format_for, reader_config
+from medseg.errors import MedsegError
+from medseg.evaluation import per_case_table, per_image_table, tune_min_area, tune_min_volume
+from medseg.hardware import amp_name, device_name, pick_amp_dtype, pick_device
+from medseg.inference import predict_probs
+from medseg.losses import LOSS_PARAMS
+from medseg.networks import build_network, model_params_schema
+from medseg.outputs import write_json
+from medseg.params import SCHEMA, _validate, extra_checks
+from medseg.postprocess import clean_stack, clean_volumes
+from medseg.sampling import sampling_table
+from medseg.slices import load_arrays, read_manifest
+from medseg.splitting import assign_folds
+from medseg.training import TrainData, best_threshold, train
+from medseg.uncertainty import mean_ci, paired_comparison
+
+log = logging.getLogger("medseg.recipe_cv")
+SECTIONS = ("balance", "augment", "train", "loss")
+
+
+def prepare(dataset: str, source: Path, size: int, out: Path) -> None:
+    """Convert `source` (the dataset as it unpacks) into a slice store at `size` px, as `convert` does."""
+    fmt = format_for(dataset)
+    convert = yaml.safe_load(paths.PARAMS.read_text())["convert"] | {"size": size}
+    cfg = reader_config({"name": dataset, "labels": None}, convert)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    manifest, _ = convert_all(fmt.__name__, fmt.list_cases(source), cfg, source, tmp)
+    manifest[MANIFEST_COLUMNS].to_csv(tmp / "manifest.csv", index=False)
+    write_json(tmp / "info.json", {"dataset": dataset, "channels": int(manifest["channels"].iloc[0]), "size": size})
+    tmp.rename(out)
+    log.info("%d groups, %d slices (%d with foreground) in %s", manifest["group"].nunique(), len(manifest),
+             int((manifest["fg_pixels"] > 0).sum()), out)
+
+
+def recipe(model: str, overrides: list[str]) -> dict[str, Any]:
+    """params.yaml's sections a train stage reads, with `section.key=value` overrides, validated."""
+    params = yaml.safe_load(paths.PARAMS.read_text())
+    cfg = {s: dict(params[s]) for s in SECTIONS} | {"model": dict(params["models"][model])}
+    for item in overrides:
+        key, _, text = item.partition("=")
+        section, _, leaf = key.partition(".")
+        section = "model" if section == "models" else section
+        if section not in cfg or not leaf or (section != "model" and leaf not in cfg[section]):
+            raise MedsegError(f"--set {item}: unknown key {key}")
+        cfg[section][leaf.split(".")[-1]] = yaml.safe_load(text)
+    for s in SECTIONS:
+        schema = LOSS_PARAMS if s == "loss" else SCHEMA[s]
+        _validate(s, schema, cfg[s])
+        extra_checks(s, cfg[s])
+    _validate(f"models.{model}", model_params_schema(model), cfg["model"])
+    return cfg
+
+
+def with_context(images: np.ndarray, rows: pd.DataFrame, context: int) -> np.ndarray:
+    """2.5D input: each slice's channels followed by those of its `context` neighbours on each side
+    in the same volume (edge slices repeat the nearest one)."""
+    if context == 0:
+        return images
+    ordered = rows.assign(_n=range(len(rows))).sort_values(["group", "index"])
+    stacks = []
+    for offset in [o for o in range(-context, context + 1) if o != 0]:
+        picked = np.empty(len(rows), dtype=np.int64)
+        for _, part in ordered.groupby("group", sort=False):
+            n = part["_n"].to_numpy()
+            picked[n] = n[np.clip(np.arange(len(n)) + offset, 0, len(n) - 1)]
+        stacks.append(images[picked])
+    return np.concatenate([images, *stacks], axis=-1)
+
+
+def run(slices: Path, model: str, name: str, out: Path, overrides: list[str], folds: int, seed: int,
+        context: int, size: int | None) -> None:
+    """Train `folds` fold models of `model` under the recipe and write the run's out-of-fold results."""
+    cfg = recipe(model, overrides)
+    info = json.loads((slices / "info.json").read_text())
+    manifest = read_manifest(slices)
+    split = assign_folds(manifest, pd.DataFrame({"slice_id": manifest["slice_id"], "split": "train",
+                                                 "group": manifest["group"]}), folds, seed)
+    rows = manifest.merge(split[["slice_id", "fold"]], on="slice_id")
+    images, masks = load_arrays(slices, rows["slice_id"].tolist(), info["channels"])
+    if size is not None and size != images.shape[1]:
+        import cv2
+        images = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in images])
+        masks = np.stack([cv2.resize(m, (size, size), interpolation=cv2.INTER_NEAREST) for m in masks])
+    images = with_context(images, rows, context)
+    channels = images.shape[-1]
+    work = out / name
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    device = pick_device(cfg["train"]["device"])
+    amp = pick_amp_dtype(cfg["train"]["amp"], device)
+    probs = {tta: np.zeros(masks.shape, np.float32) for tta in (False, True)}
+    fold_stats = []
+    for k in range(folds):
+        held = (rows["fold"] == k).to_numpy()
+        train_rows = rows[~held]
+        bal = cfg["balance"]
+        repeats = sampling_table(train_rows, bal["neg_keep"], bal["pos_repeat"], bal["seed"])["repeats"].to_numpy()
+        keep = repeats > 0
+        ti = np.flatnonzero(~held)[keep]
+        data = TrainData(images[ti], masks[ti], repeats[keep].astype(np.int64), images[held], masks[held])
+        torch.manual_seed(cfg["train"]["seed"])
+        network = build_network(model, channels, cfg["model"])
+        header = {"model": model, "model_params": cfg["model"], "in_channels": channels,
+                  "preprocess": info, "fold": k, "folds": folds}
+        state = train(network, model, header, data, cfg["train"], cfg["loss"], cfg["augment"],
+                      work / "models" / f"fold_{k}", work / "live" / f"fold_{k}")
+        best = work / "models" / f"fold_{k}" / "best.pt"
+        fitted = model_from_checkpoint(load_checkpoint(best), best).to(device)
+        for tta in (False, True):
+            probs[tta][held] = predict_probs(fitted, images[held], device, cfg["train"]["batch_size"], amp, tta)
+        fold_stats.append({"fold": k, "epochs": state.epoch, "best_epoch": state.best_epoch,
+                           "train_seconds": state.train_seconds, "draws_per_epoch": int(repeats.sum())})
+        log.info("%s fold %d: %d epochs, %.0f s", name, k, state.epoch, state.train_seconds)
+    np.savez_compressed(work / "oof.npz", slice_id=rows["slice_id"].to_numpy().astype(str),
+                        probs=np.round(probs[False] * 255).astype(np.uint8),
+                        probs_tta=np.round(probs[True] * 255).astype(np.uint8))
+    rows[["slice_id", "group", "index", "fold", "fg_pixels", "spacing"]].to_csv(work / "rows.csv", index=False)
+    shutil.rmtree(work / "models")  # checkpoints are large; the out-of-fold probabilities are what is scored
+    meta = {"name": name, "model": model, "slices": str(slices), "overrides": overrides, "context": context, "channels": channels,
+            "size": int(images.shape[1]), "folds": folds, "seed": seed, "recipe": cfg,
+            "device": device_name(device), "amp": amp_name(amp), "torch": torch.__version__,
+            "train_minutes": sum(f["train_seconds"] for f in fold_stats) / 60, "per_fold": fold_stats}
+    write_json(work / "run.json", meta)
+    score(work)
+
+
+POSTPROCESS = ("none", "min_area_2d", "largest_3d", "min_volume_3d")
+
+
+def _post(variant: str, binary: np.ndarray, rows: pd.DataFrame, fold: np.ndarray, probs: np.ndarray,
+          gt: np.ndarray, threshold: float) -> tuple[np.ndarray, str]:
+    """The binary masks after one post-processing variant and what it chose (out of fold, or on the
+    same out-of-fold predictions as the pipeline's `min_area: auto` does)."""
+    if variant == "none":
+        return binary, ""
+    if variant == "min_area_2d":  # the pipeline's evaluate.min_area: auto, chosen on these predictions
+        area = tune_min_area(rows, probs, gt, threshold, "one", False)
+        return clean_stack(binary, area, False), f"min_area {area}"
+    if variant == "largest_3d":
+        return clean_volumes(binary, rows, 0, True), ""
+    out, chosen = binary.copy(), []
+    for k in np.unique(fold):  # the volume cut-off of fold k chosen on the other folds' patients only
+        other, this = fold != k, fold == k
+        volume = tune_min_volume(rows[other].reset_index(drop=True), binary[other], gt[other], "one")
+        out[this] = clean_volumes(binary[this], rows[this].reset_index(drop=True), volume, False)
+        chosen.append(volume)
+    return out, "min_volume per fold " + "/".join(map(str, chosen))
+
+
+def score(work: Path) -> None:
+    """Per-patient tables of every post-processing variant, with and without flip TTA."""
+    meta = json.loads((work / "run.json").read_text())
+    rows = pd.read_csv(work / "rows.csv", dtype={"slice_id": str, "group": str}, keep_default_na=False)
+    oof = np.load(work / "oof.npz")
+    gt = _masks(work, rows)
+    fold = rows["fold"].to_numpy()
+    variants = {}
+    for tta in (False, True):
+        probs = (oof["probs_tta"] if tta else oof["probs"]).astype(np.float32) / 255
+        threshold = best_threshold(probs, gt, 0)  # as ensemble.json: best pixel F1 over the out-of-fold predictions
+        binary = probs >= threshold
+        for variant in POSTPROCESS:
+            pred, chose = _post(variant, binary, rows, fold, probs, gt, threshold)
+            label = variant + ("+tta" if tta else "")
+            cases = per_case_table(rows, pred, gt, "one")
+            cases.insert(1, "fold", cases["group"].map(dict(zip(rows["group"], rows["fold"]))))
+            images = per_image_table(rows, pred, gt, "one")
+            cases.to_csv(work / f"per_case_{label}.csv", index=False, float_format="%.6f")
+            low, high = mean_ci(cases["dice"], 10_000, 0)
+            empty = images[images["gt_pixels"] == 0]
+            variants[label] = {"dice": float(cases["dice"].mean()), "dice_ci_low": low, "dice_ci_high": high,
+                               "dice_fg": float(cases.loc[cases["gt_voxels"] > 0, "dice"].mean()),
+                               "fp_image_rate": float((empty["pred_pixels"] > 0).mean()) if len(empty) else None,
+                               "zero_cases": int((cases["dice"] == 0).sum()), "threshold": threshold,
+                               "chosen": chose}
+    meta["variants"] = variants
+    write_json(work / "run.json", meta)
+    best = max(variants, key=lambda v: variants[v]["dice"])
+    log.info("%s: %s", meta["name"], ", ".join(f"{v} {s['dice']:.4f}" for v, s in variants.items()))
+    log.info("%s: best variant %s", meta["name"], best)
+
+
+def _masks(work: Path, rows: pd.DataFrame) -> np.ndarray:
+    meta = json.loads((work / "run.json").read_text())
+    slices = Path(meta["slices"])
+    _, masks = load_arrays(slices, rows["slice_id"].tolist(), 1)
+    if masks.shape[1] != meta["size"]:
+        import cv2
+        masks = np.stack([cv2.resize(m, (meta["size"],) * 2, interpolation=cv2.INTER_NEAREST) for m in masks])
+    return masks.astype(bool)
+
+
+def table(runs: Path, baseline: str, out: Path) -> None:
+    """One row per (run, variant): OOF per-patient Dice [CI], paired difference to the baseline
+    (Holm over all rows), CPU minutes; written as ablation.md and ablation.json in `out`."""
+    metas = {m["name"]: m for m in (json.loads(p.read_text()) for p in sorted(runs.glob("*/run.json")))
+             if "variants" in m}
+    if baseline not in metas:
+        raise MedsegError(f"{runs}: no finished run named {baseline!r}")
+    base_variant = "min_area_2d"  # the current recipe's post-processing
+    tables = {f"{name}/{v}": pd.read_csv(runs / name / f"per_case_{v}.csv", dtype={"group": str})
+              for name, m in metas.items() for v in m["variants"]}
+    reference = f"{baseline}/{base_variant}"
+    pairs = paired_comparison({reference: tables[reference]} | {k: t for k, t in tables.items() if k != reference},
+                              "dice", 10_000, 0)
+    against = [p for p in pairs if p["a"] == reference]
+    from medseg.uncertainty import holm
+    adjusted = holm([p["p_wilcoxon"] if p["p_wilcoxon"] is not None else math.nan for p in against])
+    lines = ["| run | model | lever (vs the baseline) | post-processing | patients | OOF per-patient Dice [95% CI] | "
+             "dice_fg | patients at 0 | difference to baseline [95% CI] | Holm p | CPU min (training) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    records = []
+    for key, t in tables.items():
+        name, variant = key.split("/")
+        m, v = metas[name], metas[name]["variants"][variant]
+        pair = next((p for p in against if p["b"] == key), None)
+        p_holm = adjusted[against.index(pair)] if pair is not None else None
+        # paired_comparison reports reference - run; the table shows run - reference
+        diff = "—" if pair is None else (f"{-pair['mean_diff']:+.3f} [{-pair['ci_high']:+.3f}, {-pair['ci_low']:+.3f}]")
+        lever = ", ".join(m["overrides"] + ([f"2.5D ±{m['context']}"] if m["context"] else [])) or "current recipe"
+        lines.append(f"| {name} | {m['model']} | {lever} | {variant} {v['chosen']} | {len(t)} | "
+                     f"{v['dice']:.3f} [{v['dice_ci_low']:.3f}, {v['dice_ci_high']:.3f}] | {v['dice_fg']:.3f} | "
+                     f"{v['zero_cases']} | {diff} | {'—' if p_holm is None or math.isnan(p_holm) else f'{p_holm:.3g}'} | "
+                     f"{m['train_minutes']:.1f} |")
+        records.append({"run": name, "variant": variant, "model": m["model"], "lever": lever, **v,
+                        "diff_to_baseline": None if pair is None else -pair["mean_diff"],
+                        "p_holm": None if p_holm is None or math.isnan(p_holm) else p_holm,
+                        "train_minutes": m["train_minutes"], "device": m["device"], "amp": m["amp"]})
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ablation.md").write_text("\n".join(lines) + "\n")
+    write_json(out / "ablation.json", {"baseline": reference, "rows": records})
+    print("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("prepare", help="convert a dataset into a slice store")
+    p.add_argument("--dataset", default="lgg")
+    p.add_argument("--source", type=Path, required=True)
+    p.add_argument("--size", type=int, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    r = sub.add_parser("run", help="K-fold CV of one recipe")
+    r.add_argument("--slices", type=Path, required=True)
+    r.add_argument("--model", required=True)
+    r.add_argument("--name", required=True)
+    r.add_argument("--out", type=Path, required=True)
+    r.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    r.add_argument("--folds", type=int, default=5)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--context", type=int, default=0, help="2.5D: neighbour slices on each side as extra channels")
+    r.add_argument("--size", type=int, default=None, help="resize the slices to this side first")
+    s = sub.add_parser("score", help="re-score a finished run")
+    s.add_argument("--work", type=Path, required=True)
+    t = sub.add_parser("table", help="the ablation table over finished runs")
+    t.add_argument("--runs", type=Path, required=True)
+    t.add_argument("--baseline", required=True)
+    t.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    started = time.perf_counter()
+    if args.command == "prepare":
+        prepare(args.dataset, args.source, args.size, args.out)
+    elif args.command == "run":
+        run(args.slices, args.model, args.name, args.out, args.set, args.folds, args.seed, args.context, args.size)
+    elif args.command == "score":
+        score(args.work)
+    else:
+        table(args.runs, args.baseline, args.out)
+    log.info("done in %.1f min", (time.perf_counter() - started) / 60)
+
+
+if __name__ == "__main__":
+    run_stage(main)
