@@ -35,7 +35,7 @@ from medseg import paths
 from medseg.checkpoints import load_checkpoint, model_from_checkpoint
 from medseg.cli import run_stage
 from medseg.conversion import MANIFEST_COLUMNS, convert_all
-from medseg.datasets.registry import format_for, reader_config
+from medseg.datasets.registry import dataset_plan, format_for, reader_config
 from medseg.errors import MedsegError
 from medseg.evaluation import per_case_table, per_image_table, tune_min_area, tune_min_volume
 from medseg.hardware import amp_name, device_name, pick_amp_dtype, pick_device
@@ -44,6 +44,7 @@ from medseg.losses import LOSS_PARAMS
 from medseg.networks import build_network, model_params_schema
 from medseg.outputs import write_json
 from medseg.params import SCHEMA, _validate, extra_checks
+from medseg.plans import build_plan, fingerprint, resolve, resolve_profile
 from medseg.postprocess import clean_stack, clean_volumes
 from medseg.sampling import sampling_table
 from medseg.slices import load_arrays, read_manifest
@@ -58,7 +59,7 @@ SECTIONS = ("balance", "augment", "train", "loss")
 def prepare(dataset: str, source: Path, size: int, out: Path) -> None:
     """Convert `source` (the dataset as it unpacks) into a slice store at `size` px, as `convert` does."""
     fmt = format_for(dataset)
-    convert = yaml.safe_load(paths.PARAMS.read_text())["convert"] | {"size": size}
+    convert = yaml.safe_load(paths.PARAMS.read_text())["convert"] | {"size": size}  # prepare takes the size given
     cfg = reader_config({"name": dataset, "labels": None}, convert)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -70,8 +71,9 @@ def prepare(dataset: str, source: Path, size: int, out: Path) -> None:
              int((manifest["fg_pixels"] > 0).sum()), out)
 
 
-def recipe(model: str, overrides: list[str]) -> dict[str, Any]:
-    """params.yaml's sections a train stage reads, with `section.key=value` overrides, validated."""
+def recipe(model: str, overrides: list[str], plan: dict[str, Any]) -> dict[str, Any]:
+    """params.yaml's sections a train stage reads, with `section.key=value` overrides, validated, and
+    every remaining `auto` resolved by `plan` as the stages resolve it."""
     params = yaml.safe_load(paths.PARAMS.read_text())
     cfg = {s: dict(params[s]) for s in SECTIONS} | {"model": dict(params["models"][model])}
     for item in overrides:
@@ -85,6 +87,7 @@ def recipe(model: str, overrides: list[str]) -> dict[str, Any]:
         schema = LOSS_PARAMS if s == "loss" else SCHEMA[s]
         _validate(s, schema, cfg[s])
         extra_checks(s, cfg[s])
+        cfg[s] = resolve(s, cfg[s], plan, "the plan of the slice store")
     _validate(f"models.{model}", model_params_schema(model), cfg["model"])
     return cfg
 
@@ -108,9 +111,12 @@ def with_context(images: np.ndarray, rows: pd.DataFrame, context: int) -> np.nda
 def run(slices: Path, model: str, name: str, out: Path, overrides: list[str], folds: int, seed: int,
         context: int, size: int | None) -> None:
     """Train `folds` fold models of `model` under the recipe and write the run's out-of-fold results."""
-    cfg = recipe(model, overrides)
     info = json.loads((slices / "info.json").read_text())
     manifest = read_manifest(slices)
+    profile, profile_why = resolve_profile(yaml.safe_load(paths.PARAMS.read_text())["convert"]["profile"])
+    plan = build_plan(dataset_plan(info["dataset"]), info["dataset"], profile, profile_why, info["size"],
+                      "the slice store's size", fingerprint(manifest, info["channels"], info["size"]))
+    cfg = recipe(model, overrides, plan)
     split = assign_folds(manifest, pd.DataFrame({"slice_id": manifest["slice_id"], "split": "train",
                                                  "group": manifest["group"]}), folds, seed)
     rows = manifest.merge(split[["slice_id", "fold"]], on="slice_id")

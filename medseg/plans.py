@@ -115,17 +115,24 @@ def read_plan(slices: Path = paths.SLICES) -> dict[str, Any]:
 
 
 def apply(section: str, cfg: dict[str, Any], slices: Path = paths.SLICES) -> dict[str, Any]:
-    """`cfg` (the validated params section `section`) with each `auto` that the plan owns replaced
-    by the planned value; each replacement logged with its reason. Explicit values are kept."""
-    wanted = [key for key in PLANNED if key.startswith(section + ".") and cfg.get(key.split(".", 1)[1]) == AUTO]
-    if not wanted:
+    """`cfg` (the validated params section `section`) with each `auto` that the plan in `slices` owns
+    replaced by the planned value; each replacement logged with its reason. Explicit values are kept."""
+    if not _auto_keys(section, cfg):
         return cfg
-    plan = read_plan(slices)
+    return resolve(section, cfg, read_plan(slices), slices / PLANS_FILE)
+
+
+def _auto_keys(section: str, cfg: dict[str, Any]) -> list[str]:
+    return [key for key in PLANNED if key.startswith(section + ".") and cfg.get(key.split(".", 1)[1]) == AUTO]
+
+
+def resolve(section: str, cfg: dict[str, Any], plan: dict[str, Any], source: Path | str = PLANS_FILE) -> dict[str, Any]:
+    """`cfg` with its `auto` values taken from `plan` (read from `source`, named in errors)."""
     resolved = dict(cfg)
-    for key in wanted:
+    for key in _auto_keys(section, cfg):
         leaf = key.split(".", 1)[1]
         if key not in plan["values"]:
-            raise MedsegError(f"{slices / PLANS_FILE}: plans no value for {key}; run the convert stage again")
+            raise MedsegError(f"{source}: plans no value for {key}; run the convert stage again")
         resolved[leaf] = plan["values"][key]["value"]
         log.info("%s: auto -> %s (%s)", key, resolved[leaf], plan["values"][key]["why"])
     return resolved
