@@ -37,7 +37,8 @@ from medseg.cli import run_stage
 from medseg.conversion import MANIFEST_COLUMNS, convert_all
 from medseg.datasets.registry import dataset_plan, format_for, reader_config
 from medseg.errors import MedsegError
-from medseg.evaluation import per_case_table, per_image_table, tune_min_area, tune_min_volume
+from medseg.evaluation import (choose_postprocessing, comparison_table, per_case_table, per_image_table, tune_min_area,
+                               tune_min_volume)
 from medseg.hardware import amp_name, device_name, pick_amp_dtype, pick_device
 from medseg.inference import predict_probs
 from medseg.losses import LOSS_PARAMS
@@ -45,7 +46,7 @@ from medseg.networks import build_network, model_params_schema
 from medseg.outputs import write_json
 from medseg.params import SCHEMA, _validate, extra_checks
 from medseg.plans import build_plan, fingerprint, resolve, resolve_profile
-from medseg.postprocess import clean_stack, clean_volumes
+from medseg.postprocess import clean_predictions, clean_stack, clean_volumes
 from medseg.sampling import sampling_table
 from medseg.slices import load_arrays, read_manifest
 from medseg.splitting import assign_folds
@@ -168,7 +169,9 @@ def run(slices: Path, model: str, name: str, out: Path, overrides: list[str], fo
     score(work)
 
 
-POSTPROCESS = ("none", "min_area_2d", "largest_3d", "min_volume_3d")
+POSTPROCESS = ("none", "min_area_2d", "largest_3d", "min_volume_3d", "auto")
+EVALUATE_AUTO = {"min_area": "auto", "largest_component": False, "min_volume": "auto", "largest_volume": "auto",
+                 "empty": "one"}
 
 
 def _post(variant: str, binary: np.ndarray, rows: pd.DataFrame, fold: np.ndarray, probs: np.ndarray,
@@ -182,6 +185,9 @@ def _post(variant: str, binary: np.ndarray, rows: pd.DataFrame, fold: np.ndarray
         return clean_stack(binary, area, False), f"min_area {area}"
     if variant == "largest_3d":
         return clean_volumes(binary, rows, 0, True), ""
+    if variant == "auto":  # evaluate's defaults: each step chosen on these (pooled out-of-fold) predictions
+        post = choose_postprocessing(EVALUATE_AUTO, rows, probs, gt, threshold)
+        return clean_predictions(binary, rows, **post), ", ".join(f"{k} {v}" for k, v in post.items())
     out, chosen = binary.copy(), []
     for k in np.unique(fold):  # the volume cut-off of fold k chosen on the other folds' patients only
         other, this = fold != k, fold == k
@@ -234,13 +240,26 @@ def _masks(work: Path, rows: pd.DataFrame) -> np.ndarray:
     return masks.astype(bool)
 
 
-def table(runs: Path, baseline: str, out: Path) -> None:
+def full_set_minutes(meta: dict[str, Any], slices: int, positive: int, train_share: float) -> float:
+    """Training minutes of one model on a whole dataset of `slices` (`positive` of them with foreground)
+    with `train_share` of it in training, at the seconds per training draw this run measured and
+    under its recipe's sampling and epochs: what the run costs, scaled by slices."""
+    draws = sum(f["epochs"] * f["draws_per_epoch"] for f in meta["per_fold"])
+    per_draw = sum(f["train_seconds"] for f in meta["per_fold"]) / draws
+    bal, epochs = meta["recipe"]["balance"], meta["recipe"]["train"]["epochs"]
+    per_epoch = train_share * (positive * bal["pos_repeat"] + (slices - positive) * bal["neg_keep"])
+    return per_draw * per_epoch * epochs / 60
+
+
+def table(runs: Path, baseline: str, out: Path, full: tuple[int, int, float]) -> None:
     """One row per (run, variant): OOF per-patient Dice [CI], paired difference to the baseline
-    (Holm over all rows), CPU minutes; written as ablation.md and ablation.json in `out`."""
+    (Holm over all rows), CPU minutes here and scaled to the full set `full` (slices, positive
+    slices, train share); written as ablation.md and ablation.json in `out`."""
     metas = {m["name"]: m for m in (json.loads(p.read_text()) for p in sorted(runs.glob("*/run.json")))
              if "variants" in m}
     if baseline not in metas:
         raise MedsegError(f"{runs}: no finished run named {baseline!r}")
+    metas = {n: m for n, m in metas.items() if m["model"] == metas[baseline]["model"]}  # one model's levers
     base_variant = "min_area_2d"  # the current recipe's post-processing
     tables = {f"{name}/{v}": pd.read_csv(runs / name / f"per_case_{v}.csv", dtype={"group": str})
               for name, m in metas.items() for v in m["variants"]}
@@ -251,8 +270,9 @@ def table(runs: Path, baseline: str, out: Path) -> None:
     from medseg.uncertainty import holm
     adjusted = holm([p["p_wilcoxon"] if p["p_wilcoxon"] is not None else math.nan for p in against])
     lines = ["| run | model | lever (vs the baseline) | post-processing | patients | OOF per-patient Dice [95% CI] | "
-             "dice_fg | patients at 0 | difference to baseline [95% CI] | Holm p | CPU min (training) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "dice_fg | patients at 0 | difference to baseline [95% CI] | Holm p | training min (5 folds) | "
+             "est. training min, full set |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     records = []
     for key, t in tables.items():
         name, variant = key.split("/")
@@ -265,15 +285,46 @@ def table(runs: Path, baseline: str, out: Path) -> None:
         lines.append(f"| {name} | {m['model']} | {lever} | {variant} {v['chosen']} | {len(t)} | "
                      f"{v['dice']:.3f} [{v['dice_ci_low']:.3f}, {v['dice_ci_high']:.3f}] | {v['dice_fg']:.3f} | "
                      f"{v['zero_cases']} | {diff} | {'—' if p_holm is None or math.isnan(p_holm) else f'{p_holm:.3g}'} | "
-                     f"{m['train_minutes']:.1f} |")
+                     f"{m['train_minutes']:.1f} | {full_set_minutes(m, *full):.1f} |")
         records.append({"run": name, "variant": variant, "model": m["model"], "lever": lever, **v,
                         "diff_to_baseline": None if pair is None else -pair["mean_diff"],
                         "p_holm": None if p_holm is None or math.isnan(p_holm) else p_holm,
-                        "train_minutes": m["train_minutes"], "device": m["device"], "amp": m["amp"]})
+                        "train_minutes": m["train_minutes"], "full_set_minutes": full_set_minutes(m, *full),
+                        "device": m["device"], "amp": m["amp"]})
     out.mkdir(parents=True, exist_ok=True)
     (out / "ablation.md").write_text("\n".join(lines) + "\n")
-    write_json(out / "ablation.json", {"baseline": reference, "rows": records})
+    write_json(out / "ablation.json", {"baseline": reference, "full_set": dict(zip(("slices", "positive",
+                                                                                   "train_share"), full)),
+                                        "rows": records})
     print("\n".join(lines))
+
+
+def models_table(runs: Path, names: list[str], variant: str, out: Path, full: tuple[int, int, float]) -> None:
+    """The models of `names` (one run each, same folds) under one post-processing `variant`: OOF
+    per-patient Dice [CI], dice_fg, fp rate, cost, and their paired comparison (Wilcoxon, Holm over
+    the pairs); written as models.md and models.json in `out`."""
+    metas = {n: json.loads((runs / n / "run.json").read_text()) for n in names}
+    models = [m["model"] for m in metas.values()]
+    label = {n: m["model"] if len(set(models)) == len(models) else n for n, m in metas.items()}  # runs of one model
+    tables = {label[n]: pd.read_csv(runs / n / f"per_case_{variant}.csv", dtype={"group": str}) for n in names}
+    lines = ["| model | patients | OOF per-patient Dice [95% CI] | dice_fg | fp_image_rate | patients at 0 | "
+             "post-processing chosen | training min (5 folds) | est. training min, full set | trained on (autocast) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    records = {}
+    for n, m in metas.items():
+        v = m["variants"][variant]
+        lines.append(f"| {label[n]} | {len(tables[label[n]])} | {v['dice']:.3f} [{v['dice_ci_low']:.3f}, "
+                     f"{v['dice_ci_high']:.3f}] | {v['dice_fg']:.3f} | {v['fp_image_rate']:.3f} | {v['zero_cases']} | "
+                     f"{v['chosen'] or '—'} | {m['train_minutes']:.1f} | {full_set_minutes(m, *full):.1f} | "
+                     f"{m['device']} ({m['amp'] or 'fp32'}) |")
+        records[label[n]] = {**v, "train_minutes": m["train_minutes"], "full_set_minutes": full_set_minutes(m, *full)}
+    pairs = paired_comparison(tables, "dice", 10_000, 0)
+    text = "\n".join(lines + ["", *comparison_table(pairs)]) + "\n"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "models.md").write_text(text)
+    write_json(out / "models.json", {"variant": variant, "models": records, "pairs": pairs,
+                                     "total_full_set_minutes": sum(r["full_set_minutes"] for r in records.values())})
+    print(text)
 
 
 def main() -> None:
@@ -294,22 +345,32 @@ def main() -> None:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--context", type=int, default=0, help="2.5D: neighbour slices on each side as extra channels")
     r.add_argument("--size", type=int, default=None, help="resize the slices to this side first")
+    mt = sub.add_parser("models", help="the models table over finished runs of the same recipe")
+    mt.add_argument("--runs", type=Path, required=True)
+    mt.add_argument("--names", nargs="+", required=True)
+    mt.add_argument("--variant", default="auto")
+    mt.add_argument("--out", type=Path, required=True)
+    mt.add_argument("--full", type=float, nargs=3, default=(3929, 1373, 0.7), metavar=("SLICES", "POSITIVE", "SHARE"))
     s = sub.add_parser("score", help="re-score a finished run")
     s.add_argument("--work", type=Path, required=True)
     t = sub.add_parser("table", help="the ablation table over finished runs")
     t.add_argument("--runs", type=Path, required=True)
     t.add_argument("--baseline", required=True)
     t.add_argument("--out", type=Path, required=True)
+    t.add_argument("--full", type=float, nargs=3, default=(3929, 1373, 0.7), metavar=("SLICES", "POSITIVE", "SHARE"),
+                   help="the whole dataset the cost is scaled to (default: all 110 LGG patients, 70 %% in training)")
     args = parser.parse_args()
     started = time.perf_counter()
     if args.command == "prepare":
         prepare(args.dataset, args.source, args.size, args.out)
     elif args.command == "run":
         run(args.slices, args.model, args.name, args.out, args.set, args.folds, args.seed, args.context, args.size)
+    elif args.command == "models":
+        models_table(args.runs, args.names, args.variant, args.out, tuple(args.full))
     elif args.command == "score":
         score(args.work)
     else:
-        table(args.runs, args.baseline, args.out)
+        table(args.runs, args.baseline, args.out, tuple(args.full))
     log.info("done in %.1f min", (time.perf_counter() - started) / 60)
 
 

@@ -99,6 +99,24 @@ def tune_largest_volume(slices: pd.DataFrame, binary: np.ndarray, gt: np.ndarray
     return bool(not math.isnan(scores[1]) and (math.isnan(scores[0]) or scores[1] > scores[0]))
 
 
+def choose_postprocessing(cfg: dict[str, Any], val: pd.DataFrame, val_probs: np.ndarray | None,
+                          val_gt: np.ndarray, threshold: float) -> dict[str, Any]:
+    """min_area (per slice), then min_volume and largest_volume (per case volume): each `auto` chosen
+    on val (the out-of-fold predictions with folds), in that order, each on top of the ones before."""
+    post = {"min_area": cfg["min_area"], "largest_component": cfg["largest_component"],
+            "min_volume": cfg["min_volume"], "largest_volume": cfg["largest_volume"]}
+    if post["min_area"] == "auto":
+        post["min_area"] = tune_min_area(val, val_probs, val_gt, threshold, cfg["empty"], cfg["largest_component"])
+    if "auto" in (post["min_volume"], post["largest_volume"]):
+        binary = clean_stack(val_probs >= threshold, post["min_area"], cfg["largest_component"])
+        if post["min_volume"] == "auto":
+            post["min_volume"] = tune_min_volume(val, binary, val_gt, cfg["empty"])
+        if post["largest_volume"] == "auto":
+            post["largest_volume"] = tune_largest_volume(val, clean_volumes(binary, val, post["min_volume"], False),
+                                                         val_gt, cfg["empty"])
+    return post
+
+
 def uncertainty(cases: pd.DataFrame, resamples: int, seed: int) -> dict[str, float | None]:
     """95% bootstrap CIs over test cases of the mean per-case Dice and IoU, and the segmentation
     quality where there is something to segment: `dice_fg` over the cases with foreground."""

@@ -30,8 +30,7 @@ from medseg import paths
 from medseg.cli import run_stage
 from medseg.errors import MedsegError
 from medseg.crossval import cv_markdown, cv_metrics, fold_of_rows
-from medseg.evaluation import (per_case_table, per_image_table, summarize, summary_markdown, tune_largest_volume,
-                               tune_min_area, tune_min_volume)
+from medseg.evaluation import choose_postprocessing, per_case_table, per_image_table, summarize, summary_markdown
 from medseg.compute import compute_cost, provenance
 from medseg.hardware import amp_name, pick_amp_dtype, pick_device
 from medseg.inference import predict_probs
@@ -39,7 +38,7 @@ from medseg.metrics import best_f1_threshold, pixel_pr
 from medseg.outputs import staged_dir, write_atomic, write_json
 from medseg.params import load_section
 from medseg.plans import plan_markdown, read_plan
-from medseg.postprocess import clean_predictions, clean_stack, clean_volumes
+from medseg.postprocess import clean_predictions
 from medseg.folds import mean_probs
 from medseg.slices import SLICES, dataset_info, fold_count, fold_rows, load_arrays, split_rows
 from medseg.trained import TrainedModel, load_trained
@@ -139,24 +138,6 @@ def main() -> None:
         text += "\n" + plan_markdown(read_plan())
         write_json(out / "comparison.json", report)
         write_atomic(out / "summary.md", text)
-
-
-def choose_postprocessing(cfg: dict[str, Any], val: pd.DataFrame, val_probs: np.ndarray | None,
-                          val_gt: np.ndarray, threshold: float) -> dict[str, Any]:
-    """min_area (per slice), then min_volume and largest_volume (per case volume): each `auto` chosen
-    on val (the out-of-fold predictions with folds), in that order, each on top of the ones before."""
-    post = {"min_area": cfg["min_area"], "largest_component": cfg["largest_component"],
-            "min_volume": cfg["min_volume"], "largest_volume": cfg["largest_volume"]}
-    if post["min_area"] == "auto":
-        post["min_area"] = tune_min_area(val, val_probs, val_gt, threshold, cfg["empty"], cfg["largest_component"])
-    if "auto" in (post["min_volume"], post["largest_volume"]):
-        binary = clean_stack(val_probs >= threshold, post["min_area"], cfg["largest_component"])
-        if post["min_volume"] == "auto":
-            post["min_volume"] = tune_min_volume(val, binary, val_gt, cfg["empty"])
-        if post["largest_volume"] == "auto":
-            post["largest_volume"] = tune_largest_volume(val, clean_volumes(binary, val, post["min_volume"], False),
-                                                         val_gt, cfg["empty"])
-    return post
 
 
 def out_of_fold_probs(members: list, images: np.ndarray, fold: np.ndarray, infer: Callable) -> np.ndarray:

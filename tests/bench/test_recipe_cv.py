@@ -1,0 +1,65 @@
+"""bench.recipe_cv end to end on a tiny LGG-layout phantom: prepare, two K-fold runs, the ablation and
+models tables. Every patient is scored exactly once, by the fold model that did not train on it."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench import recipe_cv
+
+TINY = ["train.epochs=1", "train.batch_size=4", "train.patience=0", "models.width=4", "balance.neg_keep=0.5"]
+
+
+@pytest.fixture(scope="module")
+def store(make_phantom, tmp_path_factory):
+    raw = make_phantom("lgg", cases=6, depth=6, size=32, seed=3)
+    out = tmp_path_factory.mktemp("cv") / "slices"
+    recipe_cv.prepare("phantom_lgg", raw, 32, out)
+    return out
+
+
+def test_runs_score_every_patient_out_of_fold_and_tables_pair_them(store, tmp_path):
+    runs = tmp_path / "runs"
+    recipe_cv.run(store, "unet", "base", runs, TINY, folds=3, seed=0, context=0, size=None)
+    recipe_cv.run(store, "unet", "ctx", runs, TINY, folds=3, seed=0, context=1, size=None)
+    meta = json.loads((runs / "ctx" / "run.json").read_text())
+    assert meta["channels"] == 9 and meta["folds"] == 3 and len(meta["per_fold"]) == 3  # 2.5D: 3 slices x 3
+    assert meta["recipe"]["train"]["epochs"] == 1 and meta["recipe"]["balance"]["pos_repeat"] == 1.5  # plan: phantom
+    manifest = pd.read_csv(store / "manifest.csv")
+    for variant in recipe_cv.POSTPROCESS:
+        cases = pd.read_csv(runs / "base" / f"per_case_{variant}.csv", dtype={"group": str})
+        assert sorted(cases["group"]) == sorted(manifest["group"].unique())  # each patient once
+        assert cases["dice"].between(0, 1).all() and cases["fold"].between(0, 2).all()
+        assert set(cases.groupby("group")["fold"].nunique()) == {1}
+    oof = np.load(runs / "base" / "oof.npz")
+    assert oof["probs"].shape == (len(manifest), 32, 32) and oof["probs_tta"].dtype == np.uint8
+    assert not (runs / "base" / "models").exists()  # checkpoints removed once scored
+    out = tmp_path / "tables"
+    recipe_cv.table(runs, "base", out, (3929, 1373, 0.7))
+    ablation = json.loads((out / "ablation.json").read_text())
+    assert ablation["baseline"] == "base/min_area_2d"
+    rows = {(r["run"], r["variant"]): r for r in ablation["rows"]}
+    assert len(rows) == 2 * 2 * len(recipe_cv.POSTPROCESS)  # two runs, each variant with and without TTA
+    assert rows[("base", "min_area_2d")]["diff_to_baseline"] is None
+    assert rows[("ctx", "auto")]["full_set_minutes"] > 0 and "2.5D ±1" in rows[("ctx", "auto")]["lever"]
+    recipe_cv.models_table(runs, ["base", "ctx"], "auto", out, (3929, 1373, 0.7))
+    models = json.loads((out / "models.json").read_text())
+    assert models["pairs"][0]["cases"] == manifest["group"].nunique()
+
+
+def test_context_stacks_neighbours_within_each_volume_only():
+    rows = pd.DataFrame({"group": ["a", "a", "a", "b"], "index": [2, 0, 1, 0]})
+    images = np.arange(4, dtype=np.uint8).reshape(4, 1, 1, 1)  # row value = row number
+    stacked = recipe_cv.with_context(images, rows, 1)[:, 0, 0, :]
+    # row 1 is a's first slice (index 0): previous = itself, next = row 2 (index 1)
+    assert stacked[1].tolist() == [1, 1, 2] and stacked[0].tolist() == [0, 2, 0] and stacked[3].tolist() == [3, 3, 3]
+
+
+def test_unknown_override_is_named():
+    from medseg.errors import MedsegError
+
+    with pytest.raises(MedsegError, match="unknown key train.nonsense"):
+        recipe_cv.recipe("unet", ["train.nonsense=1"], {"values": {}})
