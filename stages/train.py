@@ -85,8 +85,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("model", choices=MODEL_NAMES)
     name = parser.parse_args().model
-    cfg, loss_cfg = plans.apply("train", load_section("train")), load_section("loss", schema=LOSS_PARAMS)
+    cfg, loss_cfg = load_section("train"), load_section("loss", schema=LOSS_PARAMS)
     aug_cfg, model_cfg = load_section("augment"), load_model_params(name)
+    cfg = plans.apply("train", cfg)  # after every params check: a bad value is named before the data is read
     if cfg["processes"] > 1 and not launched_by_torchrun():
         run_under_torchrun("stages.train", [name], cfg["processes"], cfg["device"])
         return
