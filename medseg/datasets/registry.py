@@ -45,7 +45,7 @@ DATASET_PLANS: dict[str, DatasetPlan] = {
     "siim": DatasetPlan(size=_per(128, 512), epochs=_per(4, 40), neg_keep=_per(0.1, 0.15), pos_repeat=_per(1.0, 1.5),
                         patience=_per(3, 10),
                         why="78 % of the images are empty and the targets small; gpu: seed 001, 512 px"),
-    "lung": DatasetPlan(size=_per(128, 512), epochs=_per(8, 100), neg_keep=_per(0.05, 0.1), pos_repeat=_per(1.0, 1.0),
+    "lung": DatasetPlan(size=_per(128, 512), epochs=_per(6, 100), neg_keep=_per(0.05, 0.1), pos_repeat=_per(1.0, 1.0),
                         patience=_per(4, 20),
                         why="few slices hold tumour; gpu: seed 000, the CT's own 512 px"),
     "msd": DatasetPlan(size=_per(128, 256), epochs=_per(8, 100), neg_keep=_per(0.1, 0.3), pos_repeat=_per(1.0, 1.0),
