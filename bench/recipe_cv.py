@@ -110,8 +110,10 @@ def with_context(images: np.ndarray, rows: pd.DataFrame, context: int) -> np.nda
 
 
 def run(slices: Path, model: str, name: str, out: Path, overrides: list[str], folds: int, seed: int,
-        context: int, size: int | None) -> None:
-    """Train `folds` fold models of `model` under the recipe and write the run's out-of-fold results."""
+        context: int, size: int | None, only: list[int] | None = None) -> None:
+    """Train `folds` fold models of `model` under the recipe (or only the folds in `only`, scoring only
+    their patients) and write the run's out-of-fold results. A fold whose finished checkpoint of the
+    same recipe and data is already in the run's folder is kept, not retrained (a killed run resumes)."""
     info = json.loads((slices / "info.json").read_text())
     manifest = read_manifest(slices)
     profile, profile_why = resolve_profile(yaml.safe_load(paths.PARAMS.read_text())["convert"]["profile"])
@@ -129,13 +131,15 @@ def run(slices: Path, model: str, name: str, out: Path, overrides: list[str], fo
     images = with_context(images, rows, context)
     channels = images.shape[-1]
     work = out / name
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work.mkdir(parents=True, exist_ok=True)
+    for stale in ("oof.npz", "rows.csv", "run.json"):
+        (work / stale).unlink(missing_ok=True)
     device = pick_device(cfg["train"]["device"])
     amp = pick_amp_dtype(cfg["train"]["amp"], device)
     probs = {tta: np.zeros(masks.shape, np.float32) for tta in (False, True)}
     fold_stats = []
-    for k in range(folds):
+    chosen = list(range(folds)) if only is None else sorted(set(only))
+    for k in chosen:
         held = (rows["fold"] == k).to_numpy()
         train_rows = rows[~held]
         bal = cfg["balance"]
@@ -148,7 +152,7 @@ def run(slices: Path, model: str, name: str, out: Path, overrides: list[str], fo
         header = {"model": model, "model_params": cfg["model"], "in_channels": channels,
                   "preprocess": info, "fold": k, "folds": folds}
         state = train(network, model, header, data, cfg["train"], cfg["loss"], cfg["augment"],
-                      work / "models" / f"fold_{k}", work / "live" / f"fold_{k}")
+                      work / "models" / f"fold_{k}", work / "live" / f"fold_{k}", keep_finished=True)
         best = work / "models" / f"fold_{k}" / "best.pt"
         fitted = model_from_checkpoint(load_checkpoint(best), best).to(device)
         for tta in (False, True):
@@ -156,13 +160,15 @@ def run(slices: Path, model: str, name: str, out: Path, overrides: list[str], fo
         fold_stats.append({"fold": k, "epochs": state.epoch, "best_epoch": state.best_epoch,
                            "train_seconds": state.train_seconds, "draws_per_epoch": int(repeats.sum())})
         log.info("%s fold %d: %d epochs, %.0f s", name, k, state.epoch, state.train_seconds)
+    scored = rows["fold"].isin(chosen).to_numpy()
+    rows = rows[scored].reset_index(drop=True)
     np.savez_compressed(work / "oof.npz", slice_id=rows["slice_id"].to_numpy().astype(str),
-                        probs=np.round(probs[False] * 255).astype(np.uint8),
-                        probs_tta=np.round(probs[True] * 255).astype(np.uint8))
+                        probs=np.round(probs[False][scored] * 255).astype(np.uint8),
+                        probs_tta=np.round(probs[True][scored] * 255).astype(np.uint8))
     rows[["slice_id", "group", "index", "fold", "fg_pixels", "spacing"]].to_csv(work / "rows.csv", index=False)
     shutil.rmtree(work / "models")  # checkpoints are large; the out-of-fold probabilities are what is scored
     meta = {"name": name, "model": model, "slices": str(slices), "overrides": overrides, "context": context, "channels": channels,
-            "size": int(images.shape[1]), "folds": folds, "seed": seed, "recipe": cfg,
+            "size": int(images.shape[1]), "folds": folds, "scored_folds": chosen, "seed": seed, "recipe": cfg,
             "device": device_name(device), "amp": amp_name(amp), "torch": torch.__version__,
             "train_minutes": sum(f["train_seconds"] for f in fold_stats) / 60, "per_fold": fold_stats}
     write_json(work / "run.json", meta)
@@ -345,6 +351,7 @@ def main() -> None:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--context", type=int, default=0, help="2.5D: neighbour slices on each side as extra channels")
     r.add_argument("--size", type=int, default=None, help="resize the slices to this side first")
+    r.add_argument("--only-folds", type=int, nargs="+", default=None, help="train and score only these folds")
     mt = sub.add_parser("models", help="the models table over finished runs of the same recipe")
     mt.add_argument("--runs", type=Path, required=True)
     mt.add_argument("--names", nargs="+", required=True)
@@ -364,7 +371,8 @@ def main() -> None:
     if args.command == "prepare":
         prepare(args.dataset, args.source, args.size, args.out)
     elif args.command == "run":
-        run(args.slices, args.model, args.name, args.out, args.set, args.folds, args.seed, args.context, args.size)
+        run(args.slices, args.model, args.name, args.out, args.set, args.folds, args.seed, args.context, args.size,
+            args.only_folds)
     elif args.command == "models":
         models_table(args.runs, args.names, args.variant, args.out, tuple(args.full))
     elif args.command == "score":
