@@ -266,7 +266,7 @@ def table(runs: Path, baseline: str, out: Path, full: tuple[int, int, float]) ->
     if baseline not in metas:
         raise MedsegError(f"{runs}: no finished run named {baseline!r}")
     metas = {n: m for n, m in metas.items() if m["model"] == metas[baseline]["model"]}  # one model's levers
-    base_variant = "min_area_2d"  # the current recipe's post-processing
+    base_variant = "min_area_2d"  # the current recipe's post-processing (evaluate.min_area: auto alone)
     tables = {f"{name}/{v}": pd.read_csv(runs / name / f"per_case_{v}.csv", dtype={"group": str})
               for name, m in metas.items() for v in m["variants"]}
     reference = f"{baseline}/{base_variant}"
@@ -276,7 +276,7 @@ def table(runs: Path, baseline: str, out: Path, full: tuple[int, int, float]) ->
     from medseg.uncertainty import holm
     adjusted = holm([p["p_wilcoxon"] if p["p_wilcoxon"] is not None else math.nan for p in against])
     lines = ["| run | model | lever (vs the baseline) | post-processing | patients | OOF per-patient Dice [95% CI] | "
-             "dice_fg | patients at 0 | difference to baseline [95% CI] | Holm p | training min (5 folds) | "
+             "dice_fg | patients at 0 | difference to baseline [95% CI] (paired patients) | Holm p | training min (5 folds) | "
              "est. training min, full set |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     records = []
@@ -286,7 +286,8 @@ def table(runs: Path, baseline: str, out: Path, full: tuple[int, int, float]) ->
         pair = next((p for p in against if p["b"] == key), None)
         p_holm = adjusted[against.index(pair)] if pair is not None else None
         # paired_comparison reports reference - run; the table shows run - reference
-        diff = "—" if pair is None else (f"{-pair['mean_diff']:+.3f} [{-pair['ci_high']:+.3f}, {-pair['ci_low']:+.3f}]")
+        diff = "—" if pair is None else (f"{-pair['mean_diff']:+.3f} [{-pair['ci_high']:+.3f}, {-pair['ci_low']:+.3f}] "
+                                         f"({pair['cases']})")
         lever = ", ".join(m["overrides"] + ([f"2.5D ±{m['context']}"] if m["context"] else [])) or "current recipe"
         lines.append(f"| {name} | {m['model']} | {lever} | {variant} {v['chosen']} | {len(t)} | "
                      f"{v['dice']:.3f} [{v['dice_ci_low']:.3f}, {v['dice_ci_high']:.3f}] | {v['dice_fg']:.3f} | "
