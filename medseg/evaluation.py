@@ -9,7 +9,7 @@ import pandas as pd
 
 from medseg.metrics import (EMPTY_RULES, global_dice, global_iou, hd95, nsd, overlap_scores, pixel_pr, pixel_scores,
                             thin_curve)
-from medseg.postprocess import clean_stack, clean_volumes
+from medseg.postprocess import clean_predictions, clean_stack, clean_volumes
 from medseg.uncertainty import comparison_sentence, mean_ci
 
 
@@ -92,29 +92,35 @@ def tune_min_volume(slices: pd.DataFrame, binary: np.ndarray, gt: np.ndarray, em
     return MIN_VOLUME_CANDIDATES[int(np.argmax(scores))]
 
 
-def tune_largest_volume(slices: pd.DataFrame, binary: np.ndarray, gt: np.ndarray, empty: str) -> bool:
-    """Keep only the largest 3D component per case when that raises per-case Dice on these cases
-    (nnU-Net's rule for its post-processing); a tie keeps everything."""
-    scores = [case_dice(slices, clean_volumes(binary, slices, 0, largest), gt, empty) for largest in (False, True)]
-    return bool(not math.isnan(scores[1]) and (math.isnan(scores[0]) or scores[1] > scores[0]))
+AUTO_STEPS = ("min_area", "min_volume", "largest_volume")  # the post-processing keys that take `auto`
+OFF = {"min_area": 0, "min_volume": 0, "largest_volume": False}
 
 
 def choose_postprocessing(cfg: dict[str, Any], val: pd.DataFrame, val_probs: np.ndarray | None,
                           val_gt: np.ndarray, threshold: float) -> dict[str, Any]:
-    """min_area (per slice), then min_volume and largest_volume (per case volume): each `auto` chosen
-    on val (the out-of-fold predictions with folds), in that order, each on top of the ones before."""
+    """The post-processing evaluate applies: explicit values as given; the `auto` keys decided
+    together on val (the out-of-fold predictions with folds), as one choice among no filtering, the
+    tuned 2D `min_area`, the tuned 3D `min_volume` and the largest 3D component, by val per-case Dice
+    (ties: the earlier, which removes less). One choice, not a chain of greedy ones: a `min_area`
+    tuned alone would cut the thin ends of the one lesion that `largest_volume` then keeps."""
     post = {"min_area": cfg["min_area"], "largest_component": cfg["largest_component"],
             "min_volume": cfg["min_volume"], "largest_volume": cfg["largest_volume"]}
-    if post["min_area"] == "auto":
-        post["min_area"] = tune_min_area(val, val_probs, val_gt, threshold, cfg["empty"], cfg["largest_component"])
-    if "auto" in (post["min_volume"], post["largest_volume"]):
-        binary = clean_stack(val_probs >= threshold, post["min_area"], cfg["largest_component"])
-        if post["min_volume"] == "auto":
-            post["min_volume"] = tune_min_volume(val, binary, val_gt, cfg["empty"])
-        if post["largest_volume"] == "auto":
-            post["largest_volume"] = tune_largest_volume(val, clean_volumes(binary, val, post["min_volume"], False),
-                                                         val_gt, cfg["empty"])
-    return post
+    autos = [k for k in AUTO_STEPS if post[k] == "auto"]
+    if not autos:
+        return post
+    fixed = post | {k: OFF[k] for k in autos}
+    binary = val_probs >= threshold
+    candidates = [fixed]
+    if "min_area" in autos:
+        candidates.append(fixed | {"min_area": tune_min_area(val, val_probs, val_gt, threshold, cfg["empty"],
+                                                             cfg["largest_component"])})
+    if "min_volume" in autos:
+        flat = clean_stack(binary, fixed["min_area"], cfg["largest_component"])
+        candidates.append(fixed | {"min_volume": tune_min_volume(val, flat, val_gt, cfg["empty"])})
+    if "largest_volume" in autos:
+        candidates.append(fixed | {"largest_volume": True})
+    scores = [case_dice(val, clean_predictions(binary, val, **c), val_gt, cfg["empty"]) for c in candidates]
+    return candidates[int(np.argmax([-math.inf if math.isnan(v) else v for v in scores]))]
 
 
 def uncertainty(cases: pd.DataFrame, resamples: int, seed: int) -> dict[str, float | None]:

@@ -87,21 +87,30 @@ def test_metrics_json_gains_pixel_and_surface_scores_and_keeps_its_keys():
 
 
 def test_volume_post_processing_is_chosen_on_the_cases_it_helps():
-    """tune_min_volume picks the smallest candidate that removes a false-positive speck without touching the
-    lesion; tune_largest_volume keeps only the largest component when that raises per-case Dice, and not when
-    a case holds two true lesions."""
+    """tune_min_volume picks the smallest candidate that removes a false-positive speck; with every key
+    `auto`, choose_postprocessing keeps only the largest 3D component when that scores best, and leaves a
+    case with two true lesions alone; explicit values are kept as given."""
     import pandas as pd
 
-    from medseg.evaluation import tune_largest_volume, tune_min_volume
+    from medseg.evaluation import choose_postprocessing, tune_min_volume
 
-    slices = pd.DataFrame({"slice_id": ["a0", "a1"], "group": ["a", "a"], "index": [0, 1]})
-    gt = np.zeros((2, 40, 40), bool)
-    gt[:, 5:15, 5:15] = True  # a 200-voxel lesion over both slices
+    slices = pd.DataFrame({"slice_id": ["a0", "a1", "a2"], "group": ["a"] * 3, "index": [0, 1, 2]})
+    gt = np.zeros((3, 40, 40), bool)
+    gt[0:2, 5:15, 5:15] = True  # a 200-voxel lesion over two slices ...
+    gt[2, 9:11, 9:11] = True  # ... whose thin end (4 pixels) a 2D min_area of 10 or more would cut
     pred = gt.copy()
-    pred[0, 30:33, 30:33] = True  # a 9-voxel false positive
-    assert tune_min_volume(slices, pred, gt, "one") == 10  # the first candidate above 9 voxels
-    assert tune_largest_volume(slices, pred, gt, "one") is True
+    pred[0, 30:36, 30:36] = True  # a 36-voxel false positive, 3D-isolated
+    assert tune_min_volume(slices, pred, gt, "one") == 50  # the first candidate above 36 voxels
+    cfg = {"min_area": "auto", "largest_component": False, "min_volume": "auto", "largest_volume": "auto",
+           "empty": "one"}
+    probs = pred.astype(np.float32)
+    chosen = choose_postprocessing(cfg, slices, probs, gt, 0.5)
+    assert chosen["min_area"] == 0 and (chosen["min_volume"] == 50 or chosen["largest_volume"] is True)
+    assert chosen["min_volume"] == 50  # ties between min_volume and largest go to the earlier candidate
     two = gt.copy()
-    two[:, 30:33, 30:33] = True  # a second true lesion: keeping only the largest would lose it
-    assert tune_largest_volume(slices, two, two, "one") is False
-    assert tune_min_volume(slices, two, two, "one") == 0
+    two[:, 30:33, 30:33] = True  # a second true lesion: nothing to remove
+    assert choose_postprocessing(cfg, slices, two.astype(np.float32), two, 0.5) == {
+        "min_area": 0, "largest_component": False, "min_volume": 0, "largest_volume": False}
+    explicit = cfg | {"min_area": 4, "largest_volume": True}
+    assert choose_postprocessing(explicit, slices, probs, gt, 0.5) == {
+        "min_area": 4, "largest_component": False, "min_volume": 0, "largest_volume": True}
