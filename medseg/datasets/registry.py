@@ -38,7 +38,7 @@ DATASET_PLANS: dict[str, DatasetPlan] = {
     "phantom": _PHANTOM, "phantom_lgg": _PHANTOM, "phantom_isic": _PHANTOM, "phantom_siim": _PHANTOM,
     "lgg": DatasetPlan(size=_per(96, 256), epochs=_per(8, 100), neg_keep=_per(0.1, 1.0), pos_repeat=_per(1.0, 1.0),
                        patience=_per(5, 20),
-                       why="cpu: 5-fold CV on 40 real patients, README Real data; gpu: Buda et al. 2019, 256 px"),
+                       why="cpu: measured by 5-fold CV on 40 real patients, docs/realdata.md; gpu: Buda et al. 2019, 256 px"),
     "isic": DatasetPlan(size=_per(96, 256), epochs=_per(8, 60), neg_keep=_per(1.0, 1.0), pos_repeat=_per(1.0, 1.0),
                         patience=_per(4, 15),
                         why="every image holds a lesion; cpu: 8 epochs of ~1,800 images; gpu: seed 004, 256 px"),
