@@ -132,7 +132,7 @@ def report(device_choice: str, seconds: float, emit: Callable[[str], None] = pri
     for dtype in (None, torch.bfloat16):
         ms, per_s, steps = benchmark(device, dtype, seconds)
         speed[dtype] = per_s
-        line(f"bench {amp_name(dtype)}", f"{ms:.2f} ms/step, {per_s:.1f} images/s ({steps} steps)")
+        line(f"bench {amp_name(dtype)}", f"{ms:.2f} ms/step, {per_s:.3f} images/s ({steps} steps)")
     native = pick_amp_dtype("auto", device) == torch.bfloat16
     line("bf16 speed-up", f"{speed[torch.bfloat16] / speed[None]:.2f}x over fp32 (bf16 native here: {_yes(native)})")
 
