@@ -21,33 +21,33 @@ def store(make_phantom, tmp_path_factory):
     return out
 
 
-def test_runs_score_every_patient_out_of_fold_and_tables_pair_them(store, tmp_path):
+def test_a_run_scores_every_patient_out_of_fold_and_the_tables_pair_its_variants(store, tmp_path):
     runs = tmp_path / "runs"
-    recipe_cv.run(store, "unet", "base", runs, TINY, folds=3, seed=0, context=0, size=None)
-    recipe_cv.run(store, "unet", "ctx", runs, TINY, folds=3, seed=0, context=1, size=None)
+    recipe_cv.run(store, "unet", "ctx", runs, TINY, folds=2, seed=0, context=1, size=None)
     meta = json.loads((runs / "ctx" / "run.json").read_text())
-    assert meta["channels"] == 9 and meta["folds"] == 3 and len(meta["per_fold"]) == 3  # 2.5D: 3 slices x 3
+    assert meta["channels"] == 9 and meta["folds"] == 2 and len(meta["per_fold"]) == 2  # 2.5D: 3 slices x 3
     assert meta["recipe"]["train"]["epochs"] == 1 and meta["recipe"]["balance"]["pos_repeat"] == 1.5  # plan: phantom
     manifest = pd.read_csv(store / "manifest.csv")
     for variant in recipe_cv.POSTPROCESS:
-        cases = pd.read_csv(runs / "base" / f"per_case_{variant}.csv", dtype={"group": str})
+        cases = pd.read_csv(runs / "ctx" / f"per_case_{variant}.csv", dtype={"group": str})
         assert sorted(cases["group"]) == sorted(manifest["group"].unique())  # each patient once
-        assert cases["dice"].between(0, 1).all() and cases["fold"].between(0, 2).all()
+        assert cases["dice"].between(0, 1).all() and cases["fold"].between(0, 1).all()
         assert set(cases.groupby("group")["fold"].nunique()) == {1}
-    oof = np.load(runs / "base" / "oof.npz")
+    oof = np.load(runs / "ctx" / "oof.npz")
     assert oof["probs"].shape == (len(manifest), 32, 32) and oof["probs_tta"].dtype == np.uint8
-    assert not (runs / "base" / "models").exists()  # checkpoints removed once scored
+    assert not (runs / "ctx" / "models").exists()  # checkpoints removed once scored
     out = tmp_path / "tables"
-    recipe_cv.table(runs, "base", out, (3929, 1373, 0.7))
+    recipe_cv.table(runs, "ctx", out, (3929, 1373, 0.7))
     ablation = json.loads((out / "ablation.json").read_text())
-    assert ablation["baseline"] == "base/min_area_2d"
+    assert ablation["baseline"] == "ctx/min_area_2d"
     rows = {(r["run"], r["variant"]): r for r in ablation["rows"]}
-    assert len(rows) == 2 * 2 * len(recipe_cv.POSTPROCESS)  # two runs, each variant with and without TTA
-    assert rows[("base", "min_area_2d")]["diff_to_baseline"] is None
+    assert len(rows) == 2 * len(recipe_cv.POSTPROCESS)  # each variant with and without TTA
+    assert rows[("ctx", "min_area_2d")]["diff_to_baseline"] is None
+    assert rows[("ctx", "none")]["diff_to_baseline"] is not None
     assert rows[("ctx", "auto")]["full_set_minutes"] > 0 and "2.5D ±1" in rows[("ctx", "auto")]["lever"]
-    recipe_cv.models_table(runs, ["base", "ctx"], "auto", out, (3929, 1373, 0.7))
+    recipe_cv.models_table(runs, ["ctx"], "auto", out, (3929, 1373, 0.7))
     models = json.loads((out / "models.json").read_text())
-    assert models["pairs"][0]["cases"] == manifest["group"].nunique()
+    assert models["models"]["unet"]["dice"] == rows[("ctx", "auto")]["dice"] and models["pairs"] == []
 
 
 def test_context_stacks_neighbours_within_each_volume_only():
