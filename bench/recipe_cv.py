@@ -44,14 +44,14 @@ from medseg.inference import predict_probs
 from medseg.losses import LOSS_PARAMS
 from medseg.networks import build_network, model_params_schema
 from medseg.outputs import write_json
-from medseg.params import SCHEMA, _validate, extra_checks
+from medseg.params import check_section
 from medseg.plans import build_plan, fingerprint, resolve, resolve_profile
 from medseg.postprocess import clean_predictions, clean_stack, clean_volumes
 from medseg.sampling import sampling_table
 from medseg.slices import load_arrays, read_manifest
 from medseg.splitting import assign_folds
 from medseg.training import TrainData, best_threshold, train
-from medseg.uncertainty import mean_ci, paired_comparison
+from medseg.uncertainty import holm, mean_ci, paired_comparison
 
 log = logging.getLogger("medseg.recipe_cv")
 SECTIONS = ("balance", "augment", "train", "loss")
@@ -85,11 +85,9 @@ def recipe(model: str, overrides: list[str], plan: dict[str, Any]) -> dict[str, 
             raise MedsegError(f"--set {item}: unknown key {key}")
         cfg[section][leaf.split(".")[-1]] = yaml.safe_load(text)
     for s in SECTIONS:
-        schema = LOSS_PARAMS if s == "loss" else SCHEMA[s]
-        _validate(s, schema, cfg[s])
-        extra_checks(s, cfg[s])
+        check_section(s, cfg[s], LOSS_PARAMS if s == "loss" else None)
         cfg[s] = resolve(s, cfg[s], plan, "the plan of the slice store")
-    _validate(f"models.{model}", model_params_schema(model), cfg["model"])
+    check_section(f"models.{model}", cfg["model"], model_params_schema(model))
     return cfg
 
 
@@ -208,7 +206,7 @@ def score(work: Path) -> None:
     meta = json.loads((work / "run.json").read_text())
     rows = pd.read_csv(work / "rows.csv", dtype={"slice_id": str, "group": str}, keep_default_na=False)
     oof = np.load(work / "oof.npz")
-    gt = _masks(work, rows)
+    gt = _masks(meta, rows)
     fold = rows["fold"].to_numpy()
     variants = {}
     for tta in (False, True):
@@ -236,8 +234,8 @@ def score(work: Path) -> None:
     log.info("%s: best variant %s", meta["name"], best)
 
 
-def _masks(work: Path, rows: pd.DataFrame) -> np.ndarray:
-    meta = json.loads((work / "run.json").read_text())
+def _masks(meta: dict[str, Any], rows: pd.DataFrame) -> np.ndarray:
+    """The run's ground-truth masks, at the side it trained at."""
     slices = Path(meta["slices"])
     _, masks = load_arrays(slices, rows["slice_id"].tolist(), 1)
     if masks.shape[1] != meta["size"]:
@@ -273,7 +271,6 @@ def table(runs: Path, baseline: str, out: Path, full: tuple[int, int, float]) ->
     pairs = paired_comparison({reference: tables[reference]} | {k: t for k, t in tables.items() if k != reference},
                               "dice", 10_000, 0)
     against = [p for p in pairs if p["a"] == reference]
-    from medseg.uncertainty import holm
     adjusted = holm([p["p_wilcoxon"] if p["p_wilcoxon"] is not None else math.nan for p in against])
     lines = ["| run | model | lever (vs the baseline) | post-processing | patients | OOF per-patient Dice [95% CI] | "
              "dice_fg | patients at 0 | difference to baseline [95% CI] (paired patients) | Holm p | training min (5 folds) | "

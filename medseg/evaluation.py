@@ -72,6 +72,14 @@ def case_dice(slices: pd.DataFrame, pred: np.ndarray, gt: np.ndarray, empty: str
     return math.nan if value is None else value
 
 
+def best_case_dice(slices: pd.DataFrame, gt: np.ndarray, empty: str, candidates: list[Any],
+                   masks_of: Any) -> Any:
+    """The candidate whose masks (`masks_of(candidate)`) score the highest mean per-case Dice on these
+    cases; ties (and cases the empty rule leaves out) go to the earliest candidate, which removes least."""
+    scores = [case_dice(slices, masks_of(c), gt, empty) for c in candidates]
+    return candidates[int(np.argmax([-math.inf if math.isnan(v) else v for v in scores]))]
+
+
 def tune_min_area(slices: pd.DataFrame, probs: np.ndarray, gt: np.ndarray, threshold: float,
                   empty: str, largest_only: bool) -> int:
     """The smallest component area (from MIN_AREA_CANDIDATES) that maximises val per-case Dice.
@@ -79,17 +87,15 @@ def tune_min_area(slices: pd.DataFrame, probs: np.ndarray, gt: np.ndarray, thres
     Chosen on val, like nnU-Net chooses its post-processing, so the test split stays unseen;
     ties go to the smaller area, which removes less."""
     binary = probs >= threshold
-    scores = [case_dice(slices, clean_stack(binary, area, largest_only), gt, empty) for area in MIN_AREA_CANDIDATES]
-    scores = [-math.inf if math.isnan(s) else s for s in scores]
-    return MIN_AREA_CANDIDATES[int(np.argmax(scores))]
+    return best_case_dice(slices, gt, empty, list(MIN_AREA_CANDIDATES),
+                          lambda area: clean_stack(binary, area, largest_only))
 
 
 def tune_min_volume(slices: pd.DataFrame, binary: np.ndarray, gt: np.ndarray, empty: str) -> int:
     """The smallest 3D component volume (from MIN_VOLUME_CANDIDATES) that maximises per-case Dice on
     these cases; ties go to the smaller volume, which removes less."""
-    scores = [case_dice(slices, clean_volumes(binary, slices, v, False), gt, empty) for v in MIN_VOLUME_CANDIDATES]
-    scores = [-math.inf if math.isnan(s) else s for s in scores]
-    return MIN_VOLUME_CANDIDATES[int(np.argmax(scores))]
+    return best_case_dice(slices, gt, empty, list(MIN_VOLUME_CANDIDATES),
+                          lambda volume: clean_volumes(binary, slices, volume, False))
 
 
 AUTO_STEPS = ("min_area", "min_volume", "largest_volume")  # the post-processing keys that take `auto`
@@ -119,8 +125,7 @@ def choose_postprocessing(cfg: dict[str, Any], val: pd.DataFrame, val_probs: np.
         candidates.append(fixed | {"min_volume": tune_min_volume(val, flat, val_gt, cfg["empty"])})
     if "largest_volume" in autos:
         candidates.append(fixed | {"largest_volume": True})
-    scores = [case_dice(val, clean_predictions(binary, val, **c), val_gt, cfg["empty"]) for c in candidates]
-    return candidates[int(np.argmax([-math.inf if math.isnan(v) else v for v in scores]))]
+    return best_case_dice(val, val_gt, cfg["empty"], candidates, lambda c: clean_predictions(binary, val, **c))
 
 
 def uncertainty(cases: pd.DataFrame, resamples: int, seed: int) -> dict[str, float | None]:

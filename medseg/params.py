@@ -204,9 +204,15 @@ def load_section(name: str, path: Path = PARAMS_FILE, schema: dict[str, Any] | N
         if not isinstance(values, dict) or part not in values:
             raise MedsegError(f"{path}: missing section {name}")
         values = values[part]
+    check_section(name, values, schema)
+    return values
+
+
+def check_section(name: str, values: Any, schema: dict[str, Any] | None = None) -> None:
+    """Validate the section `name` held in `values` (coerced in place) as load_section does: against
+    `schema` (default: its entry in SCHEMA), then the cross-key rules."""
     _validate(name, SCHEMA[name] if schema is None else schema, values)
     extra_checks(name, values)
-    return values
 
 
 def _auto_or_int(key: str, value: Any, low: int, high: int) -> None:

@@ -30,7 +30,7 @@ from medseg import paths
 from medseg.cli import run_stage
 from medseg.errors import MedsegError
 from medseg.crossval import cv_markdown, cv_metrics, fold_of_rows
-from medseg.evaluation import choose_postprocessing, per_case_table, per_image_table, summarize, summary_markdown
+from medseg.evaluation import AUTO_STEPS, choose_postprocessing, per_case_table, per_image_table, summarize, summary_markdown
 from medseg.compute import compute_cost, provenance
 from medseg.hardware import amp_name, pick_amp_dtype, pick_device
 from medseg.inference import predict_probs
@@ -93,8 +93,7 @@ def main() -> None:
     with staged_dir(paths.EVALUATE) as out, staged_dir(paths.PREDICTIONS) as preds:
         for name in MODEL_NAMES:
             trained = load_model(name, folds, device)
-            needs_val = folds > 1 or "auto" in (cfg["min_area"], cfg["min_volume"], cfg["largest_volume"]) \
-                or cfg["threshold"] == "auto" and cfg["tta"]
+            needs_val = folds > 1 or any(cfg[k] == "auto" for k in AUTO_STEPS) or cfg["threshold"] == "auto" and cfg["tta"]
             batch = trained.batch_size if cfg["batch_size"] == "auto" else cfg["batch_size"]
             infer = partial(predict_probs, device=device, batch_size=batch, amp_dtype=amp, tta=cfg["tta"])
             val_probs = out_of_fold_probs(trained.members, val_images, val_fold, infer) if needs_val else None
