@@ -35,7 +35,7 @@ from medseg import paths
 from medseg.checkpoints import load_checkpoint, model_from_checkpoint
 from medseg.cli import run_stage
 from medseg.conversion import MANIFEST_COLUMNS, convert_all
-from medseg.datasets.registry import dataset_plan, format_for, reader_config
+from medseg.datasets.registry import convert_choices, dataset_plan, format_for, reader_config
 from medseg.errors import MedsegError
 from medseg.evaluation import (choose_postprocessing, comparison_table, per_case_table, per_image_table, tune_min_area,
                                tune_min_volume)
@@ -57,16 +57,20 @@ log = logging.getLogger("medseg.recipe_cv")
 SECTIONS = ("balance", "augment", "train", "loss")
 
 
-def prepare(dataset: str, source: Path, size: int, out: Path) -> None:
-    """Convert `source` (the dataset as it unpacks) into a slice store at `size` px, as `convert` does."""
+def prepare(dataset: str, source: Path, size: int, normalize: str, out: Path) -> None:
+    """Convert `source` (the dataset as it unpacks) into a slice store at `size` px with `normalize`
+    (auto: the dataset's plan), as `convert` does."""
     fmt = format_for(dataset)
-    convert = yaml.safe_load(paths.PARAMS.read_text())["convert"] | {"size": size}  # prepare takes the size given
-    cfg = reader_config({"name": dataset, "labels": None}, convert)
+    convert = yaml.safe_load(paths.PARAMS.read_text())["convert"] | {"size": size, "normalize": normalize}
+    chosen = convert_choices(dataset, convert, "cpu")  # the profile plans no convert value but the size given here
+    normalize = chosen.get("convert.normalize", {"value": "none"})["value"]
+    cfg = reader_config({"name": dataset, "labels": None}, convert | {"normalize": normalize})
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     manifest, _ = convert_all(fmt.__name__, fmt.list_cases(source), cfg, source, tmp)
     manifest[MANIFEST_COLUMNS].to_csv(tmp / "manifest.csv", index=False)
-    write_json(tmp / "info.json", {"dataset": dataset, "channels": int(manifest["channels"].iloc[0]), "size": size})
+    write_json(tmp / "info.json", {"dataset": dataset, "channels": int(manifest["channels"].iloc[0]), "size": size,
+                                   "normalize": normalize})
     tmp.rename(out)
     log.info("%d groups, %d slices (%d with foreground) in %s", manifest["group"].nunique(), len(manifest),
              int((manifest["fg_pixels"] > 0).sum()), out)
@@ -115,8 +119,9 @@ def run(slices: Path, model: str, name: str, out: Path, overrides: list[str], fo
     info = json.loads((slices / "info.json").read_text())
     manifest = read_manifest(slices)
     profile, profile_why = resolve_profile(yaml.safe_load(paths.PARAMS.read_text())["convert"]["profile"])
-    plan = build_plan(dataset_plan(info["dataset"]), info["dataset"], profile, profile_why, info["size"],
-                      "the slice store's size", fingerprint(manifest, info["channels"], info["size"]))
+    plan = build_plan(dataset_plan(info["dataset"]), info["dataset"], profile, profile_why,
+                      {"convert.size": {"value": info["size"], "why": "the slice store's size"}},
+                      fingerprint(manifest, info["channels"], info["size"]))
     cfg = recipe(model, overrides, plan)
     split = assign_folds(manifest, pd.DataFrame({"slice_id": manifest["slice_id"], "split": "train",
                                                  "group": manifest["group"]}), folds, seed)
@@ -165,7 +170,8 @@ def run(slices: Path, model: str, name: str, out: Path, overrides: list[str], fo
                         probs_tta=np.round(probs[True][scored] * 255).astype(np.uint8))
     rows[["slice_id", "group", "index", "fold", "fg_pixels", "spacing"]].to_csv(work / "rows.csv", index=False)
     shutil.rmtree(work / "models")  # checkpoints are large; the out-of-fold probabilities are what is scored
-    meta = {"name": name, "model": model, "slices": str(slices), "overrides": overrides, "context": context, "channels": channels,
+    meta = {"name": name, "model": model, "slices": str(slices), "overrides": overrides, "context": context,
+            "normalize": info.get("normalize", "none"), "channels": channels,
             "size": int(images.shape[1]), "folds": folds, "scored_folds": chosen, "seed": seed, "recipe": cfg,
             "device": device_name(device), "amp": amp_name(amp), "torch": torch.__version__,
             "train_minutes": sum(f["train_seconds"] for f in fold_stats) / 60, "per_fold": fold_stats}
@@ -255,18 +261,28 @@ def full_set_minutes(meta: dict[str, Any], slices: int, positive: int, train_sha
     return per_draw * per_epoch * epochs / 60
 
 
-def table(runs: Path, baseline: str, out: Path, full: tuple[int, int, float]) -> None:
-    """One row per (run, variant): OOF per-patient Dice [CI], paired difference to the baseline
-    (Holm over all rows), CPU minutes here and scaled to the full set `full` (slices, positive
-    slices, train share); written as ablation.md and ablation.json in `out`."""
+def lever(meta: dict[str, Any]) -> str:
+    """What a run changed against the current recipe: its --set overrides, 2.5D context, and the
+    slice store's intensity rescaling."""
+    levers = meta["overrides"] + ([f"2.5D ±{meta['context']}"] if meta["context"] else [])
+    if meta.get("normalize", "none") != "none":
+        levers.append(f"convert.normalize={meta['normalize']}")
+    return ", ".join(levers) or "current recipe"
+
+
+def table(runs: Path, baseline: str, out: Path, full: tuple[int, int, float], base_variant: str = "min_area_2d",
+          only: list[str] | None = None) -> None:
+    """One row per (run, variant): OOF per-patient Dice [CI], paired difference to the baseline run's
+    `base_variant` (Holm over all rows), CPU minutes here and scaled to the full set `full` (slices,
+    positive slices, train share); written as ablation.md and ablation.json in `out`. `only`: these
+    post-processing variants (each run's that it has)."""
     metas = {m["name"]: m for m in (json.loads(p.read_text()) for p in sorted(runs.glob("*/run.json")))
              if "variants" in m}
     if baseline not in metas:
         raise MedsegError(f"{runs}: no finished run named {baseline!r}")
     metas = {n: m for n, m in metas.items() if m["model"] == metas[baseline]["model"]}  # one model's levers
-    base_variant = "min_area_2d"  # the current recipe's post-processing (evaluate.min_area: auto alone)
     tables = {f"{name}/{v}": pd.read_csv(runs / name / f"per_case_{v}.csv", dtype={"group": str})
-              for name, m in metas.items() for v in m["variants"]}
+              for name, m in metas.items() for v in m["variants"] if only is None or v in only}
     reference = f"{baseline}/{base_variant}"
     pairs = paired_comparison({reference: tables[reference]} | {k: t for k, t in tables.items() if k != reference},
                               "dice", 10_000, 0)
@@ -285,12 +301,12 @@ def table(runs: Path, baseline: str, out: Path, full: tuple[int, int, float]) ->
         # paired_comparison reports reference - run; the table shows run - reference
         diff = "—" if pair is None else (f"{-pair['mean_diff']:+.3f} [{-pair['ci_high']:+.3f}, {-pair['ci_low']:+.3f}] "
                                          f"({pair['cases']})")
-        lever = ", ".join(m["overrides"] + ([f"2.5D ±{m['context']}"] if m["context"] else [])) or "current recipe"
-        lines.append(f"| {name} | {m['model']} | {lever} | {variant} {v['chosen']} | {len(t)} | "
+        changed = lever(m)
+        lines.append(f"| {name} | {m['model']} | {changed} | {variant} {v['chosen']} | {len(t)} | "
                      f"{v['dice']:.3f} [{v['dice_ci_low']:.3f}, {v['dice_ci_high']:.3f}] | {v['dice_fg']:.3f} | "
                      f"{v['zero_cases']} | {diff} | {'—' if p_holm is None or math.isnan(p_holm) else f'{p_holm:.3g}'} | "
                      f"{m['train_minutes']:.1f} | {full_set_minutes(m, *full):.1f} |")
-        records.append({"run": name, "variant": variant, "model": m["model"], "lever": lever, **v,
+        records.append({"run": name, "variant": variant, "model": m["model"], "lever": changed, **v,
                         "diff_to_baseline": None if pair is None else -pair["mean_diff"],
                         "p_holm": None if p_holm is None or math.isnan(p_holm) else p_holm,
                         "train_minutes": m["train_minutes"], "full_set_minutes": full_set_minutes(m, *full),
@@ -338,6 +354,8 @@ def main() -> None:
     p.add_argument("--dataset", default="lgg")
     p.add_argument("--source", type=Path, required=True)
     p.add_argument("--size", type=int, required=True)
+    p.add_argument("--normalize", choices=("auto", "none", "volume"), default="auto",
+                   help="convert.normalize (auto: the dataset's plan)")
     p.add_argument("--out", type=Path, required=True)
     r = sub.add_parser("run", help="K-fold CV of one recipe")
     r.add_argument("--slices", type=Path, required=True)
@@ -361,13 +379,16 @@ def main() -> None:
     t = sub.add_parser("table", help="the ablation table over finished runs")
     t.add_argument("--runs", type=Path, required=True)
     t.add_argument("--baseline", required=True)
+    t.add_argument("--baseline-variant", default="min_area_2d",
+                   help="the baseline run's post-processing the rows are paired against")
+    t.add_argument("--variants", nargs="+", help="only these post-processing variants (default: all)")
     t.add_argument("--out", type=Path, required=True)
     t.add_argument("--full", type=float, nargs=3, default=(3929, 1373, 0.7), metavar=("SLICES", "POSITIVE", "SHARE"),
                    help="the whole dataset the cost is scaled to (default: all 110 LGG patients, 70 %% in training)")
     args = parser.parse_args()
     started = time.perf_counter()
     if args.command == "prepare":
-        prepare(args.dataset, args.source, args.size, args.out)
+        prepare(args.dataset, args.source, args.size, args.normalize, args.out)
     elif args.command == "run":
         run(args.slices, args.model, args.name, args.out, args.set, args.folds, args.seed, args.context, args.size,
             args.only_folds)
@@ -376,7 +397,7 @@ def main() -> None:
     elif args.command == "score":
         score(args.work)
     else:
-        table(args.runs, args.baseline, args.out, tuple(args.full))
+        table(args.runs, args.baseline, args.out, tuple(args.full), args.baseline_variant, args.variants)
     log.info("done in %.1f min", (time.perf_counter() - started) / 60)
 
 

@@ -18,7 +18,8 @@ from torch import nn
 
 from medseg.errors import MedsegError
 from medseg.onnx_runtime import FORMAT, INPUT, OUTPUT, UINT8_DIVISOR, OnnxModel
-from medseg.preprocess import dicom_unit_range, modality, model_input, normalise_volume, unit_image
+from medseg.preprocess import (channel_ranges, dicom_unit_range, modality, model_input, normalise_volume,
+                               rescale_channels, unit_image)
 from medseg.trained import TrainedModel
 from models.padding import PadToMultiple
 
@@ -118,7 +119,10 @@ def metadata(trained: TrainedModel, min_area: int | None) -> dict:
         "preprocess": pre,
         "ct_window_hu": [pre["window_level"] - pre["window_width"] / 2, pre["window_level"] + pre["window_width"] / 2],
         "steps": {"modality": _doc(modality), "volume": _doc(normalise_volume), "dicom": _doc(dicom_unit_range),
-                  "image": _doc(unit_image), "model_input": _doc(model_input)},
+                  "image": _doc(unit_image), "model_input": _doc(model_input),
+                  **({"normalize_volume": _doc(channel_ranges) + " " + _doc(rescale_channels)
+                      + " predict takes the 2D files of one folder (mask files left out) as the volume."}
+                     if pre.get("normalize") == "volume" else {})},
         "threshold": trained.threshold, "threshold_source": trained.threshold_source,
         "min_area": int(min_area or 0),
         "min_area_source": "given to export (pixels at preprocess.size)" if min_area is not None else

@@ -110,6 +110,8 @@ SCHEMA: dict[str, Any] = {
     "convert": {
         "profile": Spec(str, ("auto", "cpu", "gpu")),  # the machine class the plan sizes for (medseg.plans)
         "size": auto(integer(16, 2_048)),  # auto: medseg.plans
+        # a case's 2D slice files rescaled to its own MR range (lgg); auto: medseg.plans
+        "normalize": Spec(str, ("auto", "none", "volume")),
         "window_level": num(),
         "window_width": num(1),
         "workers": integer(0, 256),
@@ -138,7 +140,8 @@ SCHEMA: dict[str, Any] = {
         "optimizer": Spec(str, ("adam", "adamw", "sgd")),
         "lr": num(0, 10, open_low=True),  # the cosine floor is min_lr / lr
         "weight_decay": num(0, 1),
-        "scheduler": Spec(str, ("cosine", "none")),
+        "scheduler": Spec(str, ("cosine", "poly", "none")),
+        "momentum": num(0, 0.999),  # SGD's (nesterov); nnU-Net trains with 0.99
         "warmup_epochs": integer(0, 100_000),
         "min_lr": num(0, 10),
         "grad_accum": integer(1, 1_024),

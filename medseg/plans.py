@@ -30,7 +30,7 @@ AUTO = "auto"
 PROFILES = ("cpu", "gpu")
 PLANS_FILE = "plans.json"
 # the params that take `auto` and are planned here ("section.key"); evaluate's `auto`s are chosen on val instead
-PLANNED = ("convert.size", "split.fractions", "balance.neg_keep", "balance.pos_repeat", "train.epochs",
+PLANNED = ("convert.size", "convert.normalize", "split.fractions", "balance.neg_keep", "balance.pos_repeat", "train.epochs",
            "train.patience")
 REAL_FRACTIONS = {"train": 0.7, "val": 0.1, "test": 0.2}
 
@@ -47,6 +47,8 @@ class DatasetPlan:
     patience: dict[str, int]
     why: str
     fractions: dict[str, float] | None = None
+    normalize: str = "none"  # convert.normalize, for readers that have the choice (NORMALIZES)
+    normalize_why: str = "the files' own intensity scale"
 
 
 def resolve_profile(profile: str) -> tuple[str, str]:
@@ -67,6 +69,13 @@ def plan_size(plan: DatasetPlan, dataset: str, convert_size: Any, profile: str) 
     return plan.size[profile], f"{dataset} plan for the {profile} profile ({plan.why})"
 
 
+def plan_normalize(plan: DatasetPlan, dataset: str, convert_normalize: str) -> tuple[str, str]:
+    """convert.normalize: the explicit value, else the dataset's planned one."""
+    if convert_normalize != AUTO:
+        return convert_normalize, "params.yaml convert.normalize"
+    return plan.normalize, f"{dataset} plan ({plan.normalize_why})"
+
+
 def fingerprint(manifest: pd.DataFrame, channels: int, size: int) -> dict[str, Any]:
     """What the plan (and a reader of summary.md) needs to know of the converted data."""
     per_group = manifest.groupby("group")["fg_pixels"]
@@ -79,9 +88,10 @@ def fingerprint(manifest: pd.DataFrame, channels: int, size: int) -> dict[str, A
             "original_size_median": [int(manifest["height"].median()), int(manifest["width"].median())]}
 
 
-def build_plan(plan: DatasetPlan, dataset: str, profile: str, profile_why: str, size: int, size_why: str,
+def build_plan(plan: DatasetPlan, dataset: str, profile: str, profile_why: str, converted: dict[str, dict[str, Any]],
                prints: dict[str, Any]) -> dict[str, Any]:
-    """Every planned value with its reason, for `dataset` (whose DatasetPlan is `plan`) under `profile`."""
+    """Every planned value with its reason, for `dataset` (whose DatasetPlan is `plan`) under `profile`;
+    `converted` holds what convert resolved before reading ({"convert.size": {"value", "why"}, ...})."""
     if plan.fractions is not None:
         fractions, frac_why = plan.fractions, f"{dataset} plan ({plan.why})"
     else:
@@ -90,7 +100,7 @@ def build_plan(plan: DatasetPlan, dataset: str, profile: str, profile_why: str, 
                     "test score with a CI, 10 % select the model, threshold and post-processing; "
                     "or split.folds >= 2 pools train and val into folds")
     why = f"{dataset} plan for the {profile} profile ({plan.why})"
-    values = {"convert.size": {"value": size, "why": size_why},
+    values = {**converted,
               "split.fractions": {"value": fractions, "why": frac_why},
               **{f"balance.{k}": {"value": getattr(plan, k)[profile], "why": why} for k in ("neg_keep", "pos_repeat")},
               **{f"train.{k}": {"value": getattr(plan, k)[profile], "why": why} for k in ("epochs", "patience")}}

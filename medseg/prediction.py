@@ -4,6 +4,7 @@ torch is imported only when the model is a checkpoint: an ONNX export runs with 
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,8 @@ import numpy as np
 from medseg.datasets.files import NIFTI_SUFFIXES, is_clutter, load_nifti
 from medseg.errors import MedsegError
 from medseg.onnx_runtime import OnnxModel, is_export
-from medseg.preprocess import dicom_image, file_image, model_input, nifti_volume, upright, volume_slice
+from medseg.preprocess import (channel_ranges, dicom_image, file_image, model_input, nifti_volume, rescale_channels,
+                               upright, volume_slice)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -105,12 +107,30 @@ def model_inputs(images: list[np.ndarray], pre: dict[str, Any]) -> np.ndarray:
 
 def unit_images(path: Path, pre: dict[str, Any]) -> list[np.ndarray]:
     """A source file's images in [0, 1], read as `convert` reads them: one for a 2D file or DICOM,
-    the upright axial slices for a NIfTI volume."""
+    the upright axial slices for a NIfTI volume. Under a model whose slices were rescaled per
+    volume (preprocess `normalize: volume`), a 2D file takes the range of its folder's slices, as
+    convert took each patient folder's."""
     kind = kind_of(path)
     if kind == "nifti":
         volume, _ = nifti_volume(path, pre)
         return [volume_slice(volume, k) for k in range(volume.shape[2])]
-    return [dicom_image(path)[1] if kind == "dicom" else file_image(path)]
+    image = _unit_2d(path)
+    if pre.get("normalize", "none") == "volume":
+        image = rescale_channels(image, folder_ranges(path.parent, kind))
+    return [image]
+
+
+def _unit_2d(path: Path) -> np.ndarray:
+    return dicom_image(path)[1] if kind_of(path) == "dicom" else file_image(path)
+
+
+@functools.lru_cache(maxsize=4)
+def folder_ranges(folder: Path, kind: str) -> list[tuple[float, float]]:
+    """The per-channel MR range of the 2D files of `kind` in `folder` (not below it): one patient's
+    slices. Mask files (names ending in _mask before the extension) take no part."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and kind_of(p) == kind and not is_clutter(p.name)
+                   and not p.stem.endswith("_mask"))
+    return channel_ranges([_unit_2d(p) for p in files])
 
 
 def file_probs(path: Path, predictor: Predictor) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -40,20 +40,43 @@ def check_finite(path: Path, array: np.ndarray) -> None:
                 path, int(finite.size - finite.sum()), finite.size)
 
 
+MR_PERCENTILES = (0.5, 99.5)  # an MR volume's intensity range: its outliers (vessels, noise) saturate
+
+
+def mr_range(values: np.ndarray) -> tuple[float, float]:
+    """The MR_PERCENTILES of the non-zero finite values (background and NaN take no part); (0, 1)
+    when there are none."""
+    finite = finite_mask(values)
+    body = values[values != 0] if finite is None else values[finite & (values != 0)]
+    return tuple(np.percentile(body, MR_PERCENTILES)) if body.size else (0.0, 1.0)
+
+
+def rescale(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """`values` mapped from [lo, hi] to [0, 1] and clipped; non-finite values come out 0."""
+    finite = finite_mask(values)
+    out = np.clip((values - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+    return out if finite is None else np.where(finite, out, 0.0).astype(out.dtype)
+
+
 def normalise_volume(volume: np.ndarray, kind: str, cfg: dict[str, Any]) -> np.ndarray:
-    """CT: the `convert` window (level, width in HU); MR: 0.5-99.5 percentile of the non-zero
-    voxels. Result in [0, 1]. NaN-aware: non-finite voxels take no part in the percentiles and
-    come out 0, so one NaN voxel cannot turn a case black."""
-    finite = finite_mask(volume)
+    """CT: the `convert` window (level, width in HU); MR: `mr_range` of the volume. Result in
+    [0, 1]. NaN-aware: non-finite voxels take no part in the range and come out 0, so one NaN
+    voxel cannot turn a case black."""
     if kind == "CT":
         low = cfg["window_level"] - cfg["window_width"] / 2
-        out = (volume - low) / cfg["window_width"]
-    else:
-        body = volume[volume != 0] if finite is None else volume[finite & (volume != 0)]
-        lo, hi = np.percentile(body, [0.5, 99.5]) if body.size else (0.0, 1.0)
-        out = (volume - lo) / max(hi - lo, 1e-6)
-    out = np.clip(out, 0.0, 1.0)
-    return out if finite is None else np.where(finite, out, 0.0).astype(out.dtype)
+        return rescale(volume, low, low + cfg["window_width"])
+    return rescale(volume, *mr_range(volume))
+
+
+def channel_ranges(images: list[np.ndarray]) -> list[tuple[float, float]]:
+    """Per channel, `mr_range` over a case's 2D images (H, W, C): the volume its slice files form."""
+    return [mr_range(np.concatenate([image[..., c].ravel() for image in images]))
+            for c in range(images[0].shape[2])]
+
+
+def rescale_channels(image: np.ndarray, ranges: list[tuple[float, float]]) -> np.ndarray:
+    """One (H, W, C) image with each channel rescaled by its volume's range (`channel_ranges`)."""
+    return np.stack([rescale(image[..., c], lo, hi) for c, (lo, hi) in enumerate(ranges)], axis=2)
 
 
 def modality(image: Path, volume: np.ndarray) -> str:

@@ -58,8 +58,12 @@ class TrainData:
         return h.hexdigest()
 
 
+POLY_EXPONENT = 0.9  # nnU-Net's learning-rate decay
+
+
 def lr_factor(epoch: int, cfg: dict[str, Any]) -> float:
-    """Multiplier of train.lr at `epoch`: linear warmup, then cosine down to train.min_lr."""
+    """Multiplier of train.lr at `epoch`: linear warmup, then cosine, or nnU-Net's polynomial
+    (1 - progress)^0.9, down to train.min_lr."""
     if cfg["scheduler"] == "none":
         return 1.0
     warm = cfg["warmup_epochs"]
@@ -67,12 +71,14 @@ def lr_factor(epoch: int, cfg: dict[str, Any]) -> float:
         return (epoch + 1) / (warm + 1)
     progress = (epoch - warm) / max(cfg["epochs"] - warm, 1)
     floor = cfg["min_lr"] / cfg["lr"]
+    if cfg["scheduler"] == "poly":
+        return floor + (1 - floor) * (1 - progress) ** POLY_EXPONENT
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def make_optimizer(model: nn.Module, cfg: dict[str, Any]) -> torch.optim.Optimizer:
     if cfg["optimizer"] == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=0.9,
+        return torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
                                weight_decay=cfg["weight_decay"], nesterov=True)
     kind = torch.optim.AdamW if cfg["optimizer"] == "adamw" else torch.optim.Adam
     return kind(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])

@@ -16,11 +16,12 @@ from types import ModuleType
 from medseg import paths
 from medseg.cli import run_stage
 from medseg.datasets import CaseRef
-from medseg.datasets.registry import DATASET_PARAMS, dataset_plan, format_for, phantom_writer, reader_config
+from medseg.datasets.registry import (DATASET_PARAMS, convert_choices, dataset_plan, format_for, phantom_writer,
+                                     reader_config)
 from medseg.errors import MedsegError
 from medseg.outputs import staged_dir, write_atomic, write_json
 from medseg.params import load_section
-from medseg.plans import build_plan, fingerprint, plan_size, resolve_profile, write_plan
+from medseg.plans import build_plan, fingerprint, resolve_profile, write_plan
 from medseg.conversion import MANIFEST_COLUMNS, convert_all
 
 log = logging.getLogger("medseg.convert")
@@ -41,10 +42,13 @@ def main() -> None:
     dataset = load_section("dataset", schema=DATASET_PARAMS)
     convert = load_section("convert")
     profile, profile_why = resolve_profile(convert["profile"])
-    plan = dataset_plan(dataset["name"])
-    size, size_why = plan_size(plan, dataset["name"], convert["size"], profile)
-    log.info("convert.size %s -> %d (%s); profile %s (%s)", convert["size"], size, size_why, profile, profile_why)
-    cfg = reader_config(dataset, {**convert, "size": size})  # + dataset.labels, checked here
+    chosen = convert_choices(dataset["name"], convert, profile)
+    for key, entry in chosen.items():
+        log.info("%s %s -> %s (%s)", key, convert[key.split(".")[1]], entry["value"], entry["why"])
+    log.info("profile %s (%s)", profile, profile_why)
+    size = chosen["convert.size"]["value"]
+    normalize = chosen.get("convert.normalize", {"value": "none"})["value"]
+    cfg = reader_config(dataset, {**convert, "size": size, "normalize": normalize})  # + dataset.labels, checked here
     raw = paths.raw_dir(dataset["name"])
     fmt = format_for(dataset["name"])
     if not raw.is_dir():  # run out of order, or after a download of another dataset
@@ -59,10 +63,12 @@ def main() -> None:
         manifest, skipped = convert_all(fmt.__name__, cases, cfg, raw, tmp)
         manifest[MANIFEST_COLUMNS].to_csv(tmp / "manifest.csv", index=False)
         channels = int(manifest["channels"].iloc[0])
+        # normalize only where the reader has the choice: the other stores stay byte-identical
         write_json(tmp / "info.json", {"dataset": dataset["name"], "channels": channels,
                                        "size": size, "window_level": cfg["window_level"],
-                                       "window_width": cfg["window_width"]})
-        write_plan(tmp, build_plan(plan, dataset["name"], profile, profile_why, size, size_why,
+                                       "window_width": cfg["window_width"],
+                                       **({"normalize": normalize} if "convert.normalize" in chosen else {})})
+        write_plan(tmp, build_plan(dataset_plan(dataset["name"]), dataset["name"], profile, profile_why, chosen,
                                    fingerprint(manifest, channels, size)))
     seconds = time.perf_counter() - started
     positive = int((manifest["fg_pixels"] > 0).sum())

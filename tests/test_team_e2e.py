@@ -167,15 +167,16 @@ def test_two_queued_experiments_run_two_at_a_time(team_repo):
 
 @pytest.mark.e2e
 def test_ddp_through_torchrun_inside_dvc_repro(team_repo):
-    """Runs last: it retrains the four models (one epoch) as 2 gloo processes each."""
+    """Runs last: it retrains U-Net (one epoch) as 2 gloo processes; the other models share the
+    launch path (one train stage script), so one model keeps the test inside the CI budget."""
     dest, env, _ = team_repo
     params = yaml.safe_load((dest / "params.yaml").read_text())
     params["train"].update(processes=2, epochs=1)  # one epoch: the launch path is what is tested
     (dest / "params.yaml").write_text(yaml.safe_dump(params))
-    output = run(["dvc", "repro"], dest, env)
+    output = run(["dvc", "repro", "train_unet"], dest, env)
     text = output.stdout + output.stderr
     assert "starting 2 DDP processes" in text and "rank 1 of 2" in text
     lock = yaml.safe_load((dest / "dvc.lock").read_text())
     assert lock["stages"]["train_unet"]["params"]["params.yaml"]["train"]["processes"] == 2
-    assert "up to date" in run(["dvc", "status"], dest, env).stdout
+    assert "up to date" in run(["dvc", "status", "train_unet"], dest, env).stdout
     assert load_checkpoint(dest / "data/models/unet/best.pt")["compute"]["epochs"] == 1

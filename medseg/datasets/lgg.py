@@ -18,7 +18,7 @@ import numpy as np
 from medseg.datasets import CaseRef, Slice
 from medseg.datasets.files import find_shallowest, is_clutter, read_binary_mask, read_image, subfolders
 from medseg.errors import MedsegError
-from medseg.preprocess import unit_image
+from medseg.preprocess import channel_ranges, rescale_channels, unit_image
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,7 @@ EXPECTED = {"patients": 110, "slices": 3929}  # Buda et al. 2019, the Kaggle rel
 ROOT_NAME = "kaggle_3m"
 MASK_SUFFIX = "_mask"
 MAX_SEARCH_DEPTH = 3
+NORMALIZES = True  # `convert.normalize: volume` applies: a patient's slice files form one volume
 
 
 def count_summary(cases: list[CaseRef]) -> dict[str, int]:
@@ -90,8 +91,13 @@ def _image(path: Path) -> np.ndarray:
 
 
 def read_case(case: CaseRef, cfg: dict[str, Any]) -> Iterator[Slice]:
-    """The patient's slices in acquisition order; images are already windowed uint8, scaled to [0, 1]."""
-    for image_path in case.extra:
-        image = _image(image_path)
+    """The patient's slices in acquisition order: the files' windowed uint8 scaled to [0, 1], or with
+    `convert.normalize: volume` each channel rescaled to the patient's own MR range (the set keeps each
+    scanner's brightness: one institution's FLAIR is half as bright as another's)."""
+    images = [_image(p) for p in case.extra]
+    if cfg.get("normalize", "none") == "volume":  # resolved by convert (never auto here)
+        ranges = channel_ranges(images)
+        images = [rescale_channels(image, ranges) for image in images]
+    for image_path, image in zip(case.extra, images):
         mask = read_binary_mask(mask_path(image_path), image.shape[:2])
         yield Slice(index=slice_number(image_path), image=image, mask=mask, spacing=None)

@@ -8,7 +8,7 @@ from typing import Any
 
 from medseg.errors import MedsegError
 from medseg.params import Spec, integer
-from medseg.plans import DatasetPlan, plan_size, resolve_profile
+from medseg.plans import DatasetPlan, plan_normalize, plan_size, resolve_profile
 
 # dataset name -> (reader module, phantom writer module or None)
 DATASETS: dict[str, tuple[str, str | None]] = {
@@ -37,7 +37,9 @@ _PHANTOM = DatasetPlan(size=_per(96, 96), epochs=_per(12, 12), neg_keep=_per(0.3
 DATASET_PLANS: dict[str, DatasetPlan] = {
     "phantom": _PHANTOM, "phantom_lgg": _PHANTOM, "phantom_isic": _PHANTOM, "phantom_siim": _PHANTOM,
     "lgg": DatasetPlan(size=_per(96, 256), epochs=_per(8, 100), neg_keep=_per(0.1, 1.0), pos_repeat=_per(1.0, 1.0),
-                       patience=_per(5, 20),
+                       patience=_per(5, 20), normalize="volume",
+                       normalize_why="the set's 8-bit files keep each scanner's brightness; each patient is rescaled "
+                                     "to its own MR range, as Buda et al. 2019 did (measured: docs/realdata.md)",
                        why="cpu: measured by 5-fold CV on 40 real patients, docs/realdata.md; gpu: Buda et al. 2019, 256 px"),
     "isic": DatasetPlan(size=_per(96, 256), epochs=_per(8, 60), neg_keep=_per(1.0, 1.0), pos_repeat=_per(1.0, 1.0),
                         patience=_per(4, 15),
@@ -61,6 +63,23 @@ def dataset_plan(name: str) -> DatasetPlan:
 def planned_size(dataset: str, convert: dict[str, Any]) -> int:
     """The slice side `convert` writes for `dataset` under this `convert` section."""
     return plan_size(dataset_plan(dataset), dataset, convert["size"], resolve_profile(convert["profile"])[0])[0]
+
+
+def convert_choices(dataset: str, convert: dict[str, Any], profile: str) -> dict[str, dict[str, Any]]:
+    """What `convert` resolves before it reads a slice, each as {"value", "why"}: `convert.size`, and
+    `convert.normalize` where the reader has the choice (NORMALIZES); elsewhere an explicit
+    `volume` is refused (those readers normalise by modality themselves, or read 2D images one by one)."""
+    plan = dataset_plan(dataset)
+    size, size_why = plan_size(plan, dataset, convert["size"], profile)
+    chosen = {"convert.size": {"value": size, "why": size_why}}
+    if getattr(format_for(dataset), "NORMALIZES", False):
+        normalize, normalize_why = plan_normalize(plan, dataset, convert["normalize"])
+        chosen["convert.normalize"] = {"value": normalize, "why": normalize_why}
+    elif convert["normalize"] == "volume":
+        takes = ", ".join(n for n in DATASETS if getattr(format_for(n), "NORMALIZES", False))
+        raise MedsegError(f"params.yaml: convert.normalize=volume applies to datasets of 2D slice files ({takes}); "
+                          f"{dataset} is read with its own intensity rule: set it to auto or none")
+    return chosen
 
 
 def format_for(name: str) -> ModuleType:

@@ -189,3 +189,23 @@ def test_real_channel_order_matches_pil():
     assert np.array_equal(np.round(sl.image * 255).astype(np.uint8), stored)
     with Image.open(mask_path(path)) as img:
         assert np.array_equal(sl.mask, np.asarray(img) > 127)
+
+
+def test_volume_normalisation_undoes_a_scanner_s_brightness(phantom, tmp_path):
+    """The same patient filed at half the brightness (a darker scanner) reads back alike with
+    `normalize: volume` (rescaled to its own MR range per channel) and half as bright without."""
+    copy = _copy(phantom, tmp_path)
+    case = list_cases(copy)[0]
+    for image in case.extra:
+        pixels = np.asarray(Image.open(image))
+        Image.fromarray((pixels // 2).astype(np.uint8)).save(image)
+    original = next(c for c in list_cases(phantom) if c.case_id == case.case_id)
+    plain = [s.image for s in read_case(original, {})]
+    dark = [s.image for s in read_case(case, {})]
+    assert np.mean(dark) == pytest.approx(np.mean(plain) / 2, rel=0.02)
+    bright_vol = [s.image for s in read_case(original, {"normalize": "volume"})]
+    dark_vol = [s.image for s in read_case(case, {"normalize": "volume"})]
+    assert np.abs(np.stack(bright_vol) - np.stack(dark_vol)).mean() < 0.01
+    assert max(float(np.percentile(np.stack(dark_vol)[..., c], 99.9)) for c in range(CHANNELS)) == pytest.approx(1.0)
+    assert [s.mask.sum() for s in read_case(case, {"normalize": "volume"})] == [s.mask.sum() for s in
+                                                                                read_case(original, {})]

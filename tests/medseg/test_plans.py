@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medseg.datasets.registry import DATASET_PLANS, DATASETS, dataset_plan, planned_size
+from medseg.datasets.registry import DATASET_PLANS, DATASETS, convert_choices, dataset_plan, planned_size
 from medseg.errors import MedsegError
 from medseg.plans import (PLANNED, REAL_FRACTIONS, apply, build_plan, fingerprint, plan_markdown, plan_size,
                           read_plan, resolve_profile, write_plan)
@@ -32,9 +32,9 @@ KINDS = {"lgg": manifest(110, 36, 3), "isic": manifest(2594, 1, 1, 1024), "siim"
 
 def plan_for(name: str, profile: str) -> dict:
     kind = next((k for k in KINDS if name.endswith(k)), "phantom")
-    plan = dataset_plan(name)
-    size, why = plan_size(plan, name, "auto", profile)
-    return build_plan(plan, name, profile, "test", size, why, fingerprint(KINDS[kind], 3, size))
+    chosen = convert_choices(name, {"size": "auto", "normalize": "auto"}, profile)
+    size = chosen["convert.size"]["value"]
+    return build_plan(dataset_plan(name), name, profile, "test", chosen, fingerprint(KINDS[kind], 3, size))
 
 
 def test_every_dataset_has_a_plan_for_every_profile():
@@ -42,7 +42,10 @@ def test_every_dataset_has_a_plan_for_every_profile():
     for name in DATASETS:
         for profile in ("cpu", "gpu"):
             plan = plan_for(name, profile)
-            assert set(plan["values"]) == set(PLANNED), name
+            # convert.normalize is planned only for readers of 2D slice stacks (lgg and its phantom)
+            has_choice = DATASETS[name][0] == "medseg.datasets.lgg"
+            expected = set(PLANNED) if has_choice else set(PLANNED) - {"convert.normalize"}
+            assert set(plan["values"]) == expected, name
             assert all(entry["why"] for entry in plan["values"].values())
             fractions = plan["values"]["split.fractions"]["value"]
             assert sum(fractions.values()) == pytest.approx(1.0)
@@ -51,6 +54,7 @@ def test_every_dataset_has_a_plan_for_every_profile():
 def test_phantoms_keep_the_recipe_they_always_had():
     for name in PHANTOMS:
         values = {k: v["value"] for k, v in plan_for(name, "cpu")["values"].items()}
+        assert values.pop("convert.normalize", "none") == "none"  # the files' own scale, as always
         assert values == {"convert.size": 96, "split.fractions": {"train": 0.22, "val": 0.18, "test": 0.6},
                           "balance.neg_keep": 0.3, "balance.pos_repeat": 1.5, "train.epochs": 12,
                           "train.patience": 5}
@@ -87,6 +91,18 @@ def test_explicit_size_wins_and_the_profile_follows_the_machine(monkeypatch):
     assert resolve_profile("auto")[0] == "gpu" and "H200" in resolve_profile("auto")[1]
     assert planned_size("lgg", {"size": "auto", "profile": "auto"}) == 256
     assert resolve_profile("cpu") == ("cpu", "params.yaml convert.profile")
+
+
+def test_lgg_is_rescaled_per_patient_unless_told_and_other_readers_refuse_volume():
+    chosen = convert_choices("lgg", {"size": "auto", "normalize": "auto"}, "cpu")
+    assert chosen["convert.normalize"]["value"] == "volume" and "scanner" in chosen["convert.normalize"]["why"]
+    explicit = convert_choices("lgg", {"size": 128, "normalize": "none"}, "gpu")
+    assert explicit == {"convert.size": {"value": 128, "why": "params.yaml convert.size"},
+                        "convert.normalize": {"value": "none", "why": "params.yaml convert.normalize"}}
+    assert "convert.normalize" not in convert_choices("msd", {"size": "auto", "normalize": "auto"}, "cpu")
+    for name in ("msd", "isic", "siim", "phantom"):
+        with pytest.raises(MedsegError, match=rf"convert\.normalize=volume applies to .*lgg.*; {name} is read"):
+            convert_choices(name, {"size": "auto", "normalize": "volume"}, "cpu")
 
 
 def test_apply_replaces_only_auto_values_of_its_section(tmp_path, caplog):

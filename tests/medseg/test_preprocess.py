@@ -17,20 +17,25 @@ from medseg.slices import read_png
 CONVERT = {"size": 40, "window_level": -600, "window_width": 1500, "workers": 1, "on_error": "fail"}
 
 
-def converted(tmp_path: Path, dataset: str, make_phantom) -> tuple[Path, pd.DataFrame, dict]:
+def converted(tmp_path: Path, dataset: str, make_phantom, normalize: str = "none") -> tuple[Path, pd.DataFrame, dict]:
     """A small phantom of `dataset` in its raw format, converted; the raw folder, the manifest and
     the preprocessing a checkpoint would carry (what convert wrote to info.json)."""
     raw = make_phantom(dataset, cases=3, depth=6, size=56, seed=4)
     fmt = format_for(dataset)
-    manifest, _ = convert_all(fmt.__name__, fmt.list_cases(raw), CONVERT, raw, tmp_path / "slices")
-    pre = {"dataset": dataset, "channels": fmt.CHANNELS, **{k: CONVERT[k] for k in ("size", "window_level", "window_width")}}
+    cfg = CONVERT | {"normalize": normalize}
+    manifest, _ = convert_all(fmt.__name__, fmt.list_cases(raw), cfg, raw, tmp_path / "slices")
+    pre = {"dataset": dataset, "channels": fmt.CHANNELS, **{k: cfg[k] for k in ("size", "window_level", "window_width")},
+           **({"normalize": normalize} if normalize != "none" else {})}
     return raw, manifest, pre
 
 
-@pytest.mark.parametrize("dataset, pattern", [("phantom", "imagesTr/*.nii.gz"), ("phantom_siim", "**/*.dcm"),
-                                              ("phantom_isic", "**/*.jpg"), ("phantom_lgg", "**/*[0-9].tif")])
-def test_predict_input_is_bit_identical_to_the_converted_slice(tmp_path, dataset, pattern, make_phantom):
-    raw, manifest, pre = converted(tmp_path, dataset, make_phantom)
+@pytest.mark.parametrize("dataset, pattern, normalize", [
+    ("phantom", "imagesTr/*.nii.gz", "none"), ("phantom_siim", "**/*.dcm", "none"), ("phantom_isic", "**/*.jpg", "none"),
+    ("phantom_lgg", "**/*[0-9].tif", "none"), ("phantom_lgg", "**/*[0-9].tif", "volume")])
+def test_predict_input_is_bit_identical_to_the_converted_slice(tmp_path, dataset, pattern, normalize, make_phantom):
+    """predict feeds a model exactly the slice convert stored; a volume-normalised LGG slice file
+    takes its patient folder's range, as convert took the patient's."""
+    raw, manifest, pre = converted(tmp_path, dataset, make_phantom, normalize)
     sources = sorted(raw.glob(pattern))
     assert sources
     compared = 0

@@ -9,7 +9,7 @@ import yaml
 
 import medseg.training as training
 from medseg.checkpoints import load_checkpoint
-from medseg.training import TrainData, lr_factor, train
+from medseg.training import TrainData, lr_factor, make_optimizer, train
 from models import build_model
 from tests.conftest import REPO, read_slices, slice_arrays
 
@@ -24,6 +24,14 @@ def test_lr_schedule_warmup_cosine_floor():
     assert all(a >= b for a, b in zip(factors[2:], factors[3:]))
     assert factors[-1] > 1e-2 and lr_factor(12, cfg) == pytest.approx(1e-2)
     assert lr_factor(5, {**cfg, "scheduler": "none"}) == 1.0
+
+
+def test_poly_schedule_is_nnunets_decay_and_sgd_takes_the_momentum():
+    cfg = {"scheduler": "poly", "warmup_epochs": 0, "epochs": 10, "lr": 1e-2, "min_lr": 0.0}
+    assert [lr_factor(e, cfg) for e in (0, 5)] == pytest.approx([1.0, 0.5 ** 0.9])
+    assert lr_factor(10, cfg) == 0.0 and lr_factor(9, cfg) == pytest.approx(0.1 ** 0.9)
+    sgd = make_optimizer(torch.nn.Linear(2, 1), {"optimizer": "sgd", "lr": 0.01, "momentum": 0.99, "weight_decay": 3e-5})
+    assert sgd.param_groups[0]["momentum"] == 0.99 and sgd.param_groups[0]["nesterov"]
 
 
 @pytest.fixture(scope="module")
