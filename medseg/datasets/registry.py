@@ -36,7 +36,7 @@ _PHANTOM = DatasetPlan(size=_per(96, 96), epochs=_per(12, 12), neg_keep=_per(0.3
                        why="the phantom's fixed recipe: most volumes in test for narrow per-case CIs")
 DATASET_PLANS: dict[str, DatasetPlan] = {
     "phantom": _PHANTOM, "phantom_lgg": _PHANTOM, "phantom_isic": _PHANTOM, "phantom_siim": _PHANTOM,
-    "lgg": DatasetPlan(size=_per(96, 256), epochs=_per(8, 100), neg_keep=_per(0.1, 1.0), pos_repeat=_per(1.0, 1.0),
+    "lgg": DatasetPlan(size=_per(96, 256), epochs=_per(16, 100), neg_keep=_per(0.1, 1.0), pos_repeat=_per(1.0, 1.0),
                        patience=_per(5, 20), normalize="volume",
                        normalize_why="the set's 8-bit files keep each scanner's brightness; each patient is rescaled "
                                      "to its own MR range, as Buda et al. 2019 did (measured: docs/realdata.md)",

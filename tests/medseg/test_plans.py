@@ -110,8 +110,8 @@ def test_apply_replaces_only_auto_values_of_its_section(tmp_path, caplog):
     train = {"epochs": "auto", "patience": 3, "lr": 0.003}
     with caplog.at_level("INFO"):
         out = apply("train", train, tmp_path)
-    assert out == {"epochs": 8, "patience": 3, "lr": 0.003} and train["epochs"] == "auto"
-    assert "train.epochs: auto -> 8" in caplog.text
+    assert out == {"epochs": 16, "patience": 3, "lr": 0.003} and train["epochs"] == "auto"
+    assert "train.epochs: auto -> 16" in caplog.text
     split = apply("split", {"fractions": "auto", "seed": 0, "folds": 5}, tmp_path)
     assert split["fractions"] == REAL_FRACTIONS and split["folds"] == 5
     explicit = {"neg_keep": 0.5, "pos_repeat": 2.0, "seed": 0}
