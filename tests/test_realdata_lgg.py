@@ -42,6 +42,8 @@ def test_forty_patients_download_convert_and_split_into_patient_folds(tmp_path):
     plan = json.loads((work / "data/slices/plans.json").read_text())
     assert plan["fingerprint"]["cases"] == 40 and plan["fingerprint"]["positive_slices"] == 451
     assert plan["values"]["split.fractions"]["value"] == REAL_FRACTIONS
+    assert plan["values"]["convert.normalize"]["value"] == "volume"  # each patient to its own MR range
+    assert json.loads((work / "data/slices/info.json").read_text())["normalize"] == "volume"
     assert not any((work / "data/raw/lgg").glob("**/*.tmp"))
     assert LGG_ZIP.is_file()  # the user's archive is linked or copied, never moved
 

@@ -17,7 +17,7 @@ TINY = ["train.epochs=1", "train.batch_size=4", "train.patience=0", "models.widt
 def store(make_phantom, tmp_path_factory):
     raw = make_phantom("lgg", cases=6, depth=6, size=32, seed=3)
     out = tmp_path_factory.mktemp("cv") / "slices"
-    recipe_cv.prepare("phantom_lgg", raw, 32, out)
+    recipe_cv.prepare("phantom_lgg", raw, 32, "volume", out)
     return out
 
 
@@ -27,6 +27,7 @@ def test_a_run_scores_every_patient_out_of_fold_and_the_tables_pair_its_variants
     meta = json.loads((runs / "ctx" / "run.json").read_text())
     assert meta["channels"] == 9 and meta["folds"] == 2 and len(meta["per_fold"]) == 2  # 2.5D: 3 slices x 3
     assert meta["recipe"]["train"]["epochs"] == 1 and meta["recipe"]["balance"]["pos_repeat"] == 1.5  # plan: phantom
+    assert meta["normalize"] == json.loads((store / "info.json").read_text())["normalize"] == "volume"
     manifest = pd.read_csv(store / "manifest.csv")
     for variant in recipe_cv.POSTPROCESS:
         cases = pd.read_csv(runs / "ctx" / f"per_case_{variant}.csv", dtype={"group": str})
@@ -45,6 +46,10 @@ def test_a_run_scores_every_patient_out_of_fold_and_the_tables_pair_its_variants
     assert rows[("ctx", "min_area_2d")]["diff_to_baseline"] is None
     assert rows[("ctx", "none")]["diff_to_baseline"] is not None
     assert rows[("ctx", "auto")]["full_set_minutes"] > 0 and "2.5D ±1" in rows[("ctx", "auto")]["lever"]
+    assert "convert.normalize=volume" in rows[("ctx", "auto")]["lever"]
+    recipe_cv.table(runs, "ctx", out, (3929, 1373, 0.7), "auto", ["auto", "auto+tta"])  # against another variant
+    only = {r["variant"]: r for r in json.loads((out / "ablation.json").read_text())["rows"]}
+    assert set(only) == {"auto", "auto+tta"} and only["auto"]["diff_to_baseline"] is None
     recipe_cv.models_table(runs, ["ctx"], "auto", out, (3929, 1373, 0.7))
     models = json.loads((out / "models.json").read_text())
     assert models["models"]["unet"]["dice"] == rows[("ctx", "auto")]["dice"] and models["pairs"] == []
