@@ -10,8 +10,8 @@ variant, the per-patient table; `table` pairs every run with a baseline through
 medseg.uncertainty.paired_comparison (Wilcoxon, Holm) -- medseg's comparison machinery applied
 to its own recipe.
 
-    python -m bench.recipe_cv prepare --dataset lgg --source /tmp/lgg_dev --size 96 --out /tmp/cv/slices96
-    python -m bench.recipe_cv run --slices /tmp/cv/slices96 --model deeplab --name base --out /tmp/cv/runs
+    python -m bench.recipe_cv prepare --dataset lgg --source /tmp/lgg_dev --size 96 --out /tmp/cv/slices96n  # --normalize auto
+    python -m bench.recipe_cv run --slices /tmp/cv/slices96n --model deeplab --name base --out /tmp/cv/runs
     python -m bench.recipe_cv run ... --name ep24 --set train.epochs=24
     python -m bench.recipe_cv table --runs /tmp/cv/runs --baseline base --out results/realdata
 """
@@ -253,9 +253,9 @@ def _masks(meta: dict[str, Any], rows: pd.DataFrame) -> np.ndarray:
 def full_set_minutes(meta: dict[str, Any], slices: int, positive: int, train_share: float) -> float:
     """Training minutes of one model on a whole dataset of `slices` (`positive` of them with foreground)
     with `train_share` of it in training, at the seconds per training draw this run measured and
-    under its recipe's sampling and epochs: what the run costs, scaled by slices."""
-    draws = sum(f["epochs"] * f["draws_per_epoch"] for f in meta["per_fold"])
-    per_draw = sum(f["train_seconds"] for f in meta["per_fold"]) / draws
+    under its recipe's sampling and epochs: what the run costs, scaled by slices. The seconds per draw
+    are the median over the folds, so one fold that shared the cores with other work does not set it."""
+    per_draw = float(np.median([f["train_seconds"] / (f["epochs"] * f["draws_per_epoch"]) for f in meta["per_fold"]]))
     bal, epochs = meta["recipe"]["balance"], meta["recipe"]["train"]["epochs"]
     per_epoch = train_share * (positive * bal["pos_repeat"] + (slices - positive) * bal["neg_keep"])
     return per_draw * per_epoch * epochs / 60
