@@ -35,7 +35,7 @@ from medseg import paths
 from medseg.checkpoints import load_checkpoint, model_from_checkpoint
 from medseg.cli import run_stage
 from medseg.conversion import MANIFEST_COLUMNS, convert_all
-from medseg.datasets.registry import convert_choices, dataset_plan, format_for, reader_config
+from medseg.datasets.registry import chosen_values, convert_choices, dataset_plan, format_for, reader_config
 from medseg.errors import MedsegError
 from medseg.evaluation import (choose_postprocessing, comparison_table, per_case_table, per_image_table, tune_min_area,
                                tune_min_volume)
@@ -63,8 +63,8 @@ def prepare(dataset: str, source: Path, size: int, normalize: str, out: Path) ->
     fmt = format_for(dataset)
     convert = yaml.safe_load(paths.PARAMS.read_text())["convert"] | {"size": size, "normalize": normalize}
     chosen = convert_choices(dataset, convert, "cpu")  # the profile plans no convert value but the size given here
-    normalize = chosen.get("convert.normalize", {"value": "none"})["value"]
-    cfg = reader_config({"name": dataset, "labels": None}, convert | {"normalize": normalize})
+    cfg = reader_config({"name": dataset, "labels": None}, convert | chosen_values(chosen))
+    normalize = cfg["normalize"]
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     manifest, _ = convert_all(fmt.__name__, fmt.list_cases(source), cfg, source, tmp)

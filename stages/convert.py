@@ -16,8 +16,8 @@ from types import ModuleType
 from medseg import paths
 from medseg.cli import run_stage
 from medseg.datasets import CaseRef
-from medseg.datasets.registry import (DATASET_PARAMS, convert_choices, dataset_plan, format_for, phantom_writer,
-                                     reader_config)
+from medseg.datasets.registry import (DATASET_PARAMS, chosen_values, convert_choices, dataset_plan, format_for,
+                                     phantom_writer, reader_config)
 from medseg.errors import MedsegError
 from medseg.outputs import staged_dir, write_atomic, write_json
 from medseg.params import load_section
@@ -46,9 +46,8 @@ def main() -> None:
     for key, entry in chosen.items():
         log.info("%s %s -> %s (%s)", key, convert[key.split(".")[1]], entry["value"], entry["why"])
     log.info("profile %s (%s)", profile, profile_why)
-    size = chosen["convert.size"]["value"]
-    normalize = chosen.get("convert.normalize", {"value": "none"})["value"]
-    cfg = reader_config(dataset, {**convert, "size": size, "normalize": normalize})  # + dataset.labels, checked here
+    cfg = reader_config(dataset, {**convert, **chosen_values(chosen)})  # + dataset.labels, checked here
+    size, normalize = cfg["size"], cfg["normalize"]
     raw = paths.raw_dir(dataset["name"])
     fmt = format_for(dataset["name"])
     if not raw.is_dir():  # run out of order, or after a download of another dataset

@@ -82,6 +82,13 @@ def convert_choices(dataset: str, convert: dict[str, Any], profile: str) -> dict
     return chosen
 
 
+def chosen_values(chosen: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """`convert_choices` as the reader's `convert` keys: size, and normalize ('none' where the
+    reader has no choice)."""
+    return {"size": chosen["convert.size"]["value"],
+            "normalize": chosen.get("convert.normalize", {"value": "none"})["value"]}
+
+
 def format_for(name: str) -> ModuleType:
     """The reader module of dataset `name` (phantoms use the reader of the format they mimic)."""
     if name not in DATASETS:
