@@ -8,7 +8,7 @@ A format module provides:
     list_cases(raw: Path) -> list[CaseRef]
     read_case(case: CaseRef, cfg: dict) -> Iterator[Slice]   cfg = the `convert` params section
     count_summary(cases: list[CaseRef]) -> dict[str, int]    same keys as EXPECTED
-and optionally LABEL_VOLUMES = True when its masks come from label volumes, so that
+and optionally LABEL_VOLUMES = True when its masks come from label volumes or maps, so that
 `dataset.labels` (passed in cfg as "labels") selects the foreground values, and NORMALIZES = True
 when its cases are stacks of 2D files that `convert.normalize: volume` rescales as one volume.
 A phantom module provides write(root: Path, cases: int, depth: int, size: int, seed: int),

@@ -76,6 +76,15 @@ def read_binary_mask(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     rather than thresholded, since no threshold is right for all of them. A colour mask counts a
     pixel where any colour channel is set (a red lesion on black is a lesion, whichever channel
     opencv stores first); an alpha channel must be opaque everywhere, or the file is refused."""
+    array = _mask_pixels(path, shape)
+    values = np.unique(array)  # over every colour channel: each must hold mask values only
+    if not set(values.tolist()) <= MASK_VALUES:
+        raise MedsegError(f"{path}: mask values {_listed(values)} are not binary (expected 0/255 or 0/1)")
+    return array > 0 if array.ndim == 2 else (array > 0).any(axis=2)
+
+
+def _mask_pixels(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """A mask file's stored pixels, alpha dropped (it must be opaque everywhere), of the image's size."""
     array = read_image(path)
     if array.ndim == 3 and array.shape[2] == 4:
         if (array[..., 3] != array[..., 3].max()).any():
@@ -84,10 +93,32 @@ def read_binary_mask(path: Path, shape: tuple[int, ...]) -> np.ndarray:
         array = array[..., :3]
     if array.shape[:2] != shape:
         raise MedsegError(f"{path}: mask size {array.shape[:2]} differs from image size {shape}")
-    values = np.unique(array)  # over every colour channel: each must hold mask values only
-    if not set(values.tolist()) <= MASK_VALUES:
-        raise MedsegError(f"{path}: mask values {_listed(values)} are not binary (expected 0/255 or 0/1)")
-    return array > 0 if array.ndim == 2 else (array > 0).any(axis=2)
+    return array
+
+
+MAX_LABELS = 64  # distinct values a label map may hold; more is an anti-aliased or resampled mask
+
+
+def read_label_map(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """A mask file as (H, W) integer labels: a label map's stored values (a binary mask is the map
+    {0, 255} or {0, 1}). A colour mask is read as binary (255 where any channel is set) when it holds
+    0/1/255 only, as its one channel when all three agree; an anti-aliased or float mask is refused."""
+    array = _mask_pixels(path, shape)
+    if not np.issubdtype(array.dtype, np.integer):
+        raise MedsegError(f"{path}: mask pixels are {array.dtype}; expected integer labels (8- or 16-bit)")
+    if array.ndim == 3:
+        if (array == array[..., :1]).all():
+            array = array[..., 0]
+        elif set(np.unique(array).tolist()) <= MASK_VALUES:
+            array = np.where((array > 0).any(axis=2), 255, 0).astype(np.uint8)
+        else:
+            raise MedsegError(f"{path}: colour mask with values {_listed(np.unique(array))}; save a label map as a "
+                              "one-channel image (0 background, 1, 2, ... one value per class)")
+    values = np.unique(array)
+    if len(values) > MAX_LABELS:
+        raise MedsegError(f"{path}: mask holds {len(values)} distinct values ({_listed(values)}); expected a binary "
+                          f"mask or a label map of at most {MAX_LABELS} values (an anti-aliased or resized mask?)")
+    return array
 
 
 def _listed(values: np.ndarray, most: int = 8) -> str:

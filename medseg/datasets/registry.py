@@ -21,6 +21,7 @@ DATASETS: dict[str, tuple[str, str | None]] = {
     "phantom_isic": ("medseg.datasets.isic", "medseg.datasets.phantom_isic"),
     "siim": ("medseg.datasets.siim", None),
     "phantom_siim": ("medseg.datasets.siim", "medseg.datasets.phantom_siim"),
+    "folder": ("medseg.datasets.folder", None),  # any 2D images/ + masks/ folder, from a local folder
 }
 
 
@@ -50,6 +51,10 @@ DATASET_PLANS: dict[str, DatasetPlan] = {
     "lung": DatasetPlan(size=_per(128, 512), epochs=_per(6, 100), neg_keep=_per(0.05, 0.1), pos_repeat=_per(1.0, 1.0),
                         patience=_per(4, 20),
                         why="few slices hold tumour; gpu: seed 000, the CT's own 512 px"),
+    "folder": DatasetPlan(size=_per(128, 256), epochs=_per(12, 100), neg_keep=_per(0.3, 1.0),
+                          pos_repeat=_per(1.0, 1.0), patience=_per(12, 20),
+                          why="a user's own 2D set of unknown content: the CPU's resolution and schedule of the other "
+                              "2D sets, every image with foreground and some without"),
     "msd": DatasetPlan(size=_per(128, 256), epochs=_per(8, 100), neg_keep=_per(0.1, 0.3), pos_repeat=_per(1.0, 1.0),
                        patience=_per(4, 20), why="any Decathlon task; volumes hold many slices without foreground"),
 }
@@ -104,7 +109,7 @@ def phantom_writer(name: str) -> ModuleType | None:
 
 def reader_config(dataset: dict[str, Any], convert: dict[str, Any]) -> dict[str, Any]:
     """What a reader's read_case takes: the `convert` section plus `dataset.labels`, which only
-    formats with label volumes (LABEL_VOLUMES) accept: the others' masks are binary already."""
+    formats with label volumes or maps (LABEL_VOLUMES) accept: the others' masks are binary already."""
     labels = dataset["labels"]
     if labels is not None:
         if not labels:
@@ -112,7 +117,7 @@ def reader_config(dataset: dict[str, Any], convert: dict[str, Any]) -> dict[str,
                               "(e.g. [1, 2, 4]) or use null for a binary label")
         if not getattr(format_for(dataset["name"]), "LABEL_VOLUMES", False):
             takes = ", ".join(n for n in DATASETS if getattr(format_for(n), "LABEL_VOLUMES", False))
-            raise MedsegError(f"params.yaml: dataset.labels={labels} applies to label volumes ({takes}); "
+            raise MedsegError(f"params.yaml: dataset.labels={labels} applies to label volumes and maps ({takes}); "
                               f"{dataset['name']} masks are binary images: set it to null")
     return {**convert, "labels": labels}
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medseg.datasets.registry import DATASET_PLANS, DATASETS, convert_choices, dataset_plan, planned_size
+from medseg.datasets.registry import DATASET_PLANS, DATASETS, convert_choices, dataset_plan, format_for, planned_size
 from medseg.errors import MedsegError
 from medseg.plans import (PLANNED, REAL_FRACTIONS, apply, build_plan, fingerprint, plan_markdown, plan_size,
                           read_plan, resolve_profile, write_plan)
@@ -27,7 +27,8 @@ def manifest(cases: int, slices_per_case: int, positive_every: int, size: int = 
 # one fingerprint per dataset kind, shaped like the real set (LGG: 110 volumes of ~36 slices, a third
 # with tumour; ISIC: one image per case, all positive; SIIM: single images, 22 % positive; MSD: long volumes)
 KINDS = {"lgg": manifest(110, 36, 3), "isic": manifest(2594, 1, 1, 1024), "siim": manifest(12047, 1, 5, 1024),
-         "lung": manifest(63, 250, 12, 512), "msd": manifest(40, 150, 4, 240), "phantom": manifest(72, 24, 5, 96)}
+         "lung": manifest(63, 250, 12, 512), "msd": manifest(40, 150, 4, 240), "phantom": manifest(72, 24, 5, 96),
+         "folder": manifest(300, 1, 2, 512)}  # a user's own 2D set: one image per group, half with foreground
 
 
 def plan_for(name: str, profile: str) -> dict:
@@ -42,8 +43,8 @@ def test_every_dataset_has_a_plan_for_every_profile():
     for name in DATASETS:
         for profile in ("cpu", "gpu"):
             plan = plan_for(name, profile)
-            # convert.normalize is planned only for readers of 2D slice stacks (lgg and its phantom)
-            has_choice = DATASETS[name][0] == "medseg.datasets.lgg"
+            # convert.normalize is planned only for readers of 2D slice stacks (lgg, its phantom, folder)
+            has_choice = getattr(format_for(name), "NORMALIZES", False)
             expected = set(PLANNED) if has_choice else set(PLANNED) - {"convert.normalize"}
             assert set(plan["values"]) == expected, name
             assert all(entry["why"] for entry in plan["values"].values())
