@@ -97,6 +97,14 @@ def integer(low: int | None = None, high: int | None = None) -> Spec:
     return Spec(int, low=low, high=high)
 
 
+# every seed reaches numpy's legacy RandomState (scikit-learn's random_state), which takes [0, 2**32 - 1]
+SEED_MAX = 2**32 - 1
+
+
+def seed() -> Spec:
+    return integer(0, SEED_MAX)
+
+
 def auto(spec: Spec) -> Spec:
     """`spec` that also takes the string "auto"."""
     return Spec(spec.kind, spec.choices, spec.low, spec.high, spec.nullable, spec.items, spec.open_low,
@@ -119,11 +127,11 @@ SCHEMA: dict[str, Any] = {
     },
     "split": {
         "fractions": {"train": num(0, 1), "val": num(0, 1), "test": num(0, 1)},  # > 0 as needed: extra_checks
-        "seed": integer(0),
+        "seed": seed(),
         "folds": integer(1, 20),
     },
     # pos_repeat 0 would never draw a positive slice: training would see no foreground
-    "balance": {"neg_keep": auto(num(0, 1)), "pos_repeat": auto(num(0, 100, open_low=True)), "seed": integer(0)},
+    "balance": {"neg_keep": auto(num(0, 1)), "pos_repeat": auto(num(0, 100, open_low=True)), "seed": seed()},
     "augment": {
         "hflip": num(0, 1),
         "vflip": num(0, 1),
@@ -150,7 +158,7 @@ SCHEMA: dict[str, Any] = {
         "channels_last": Spec(bool),
         "patience": auto(integer(0, 100_000)),
         "ema": num(0, 0.99999),
-        "seed": integer(0),
+        "seed": seed(),
         "device": Spec(str),  # auto, cpu, cuda or cuda:N, checked in extra_checks
         "workers": Spec((int, str)),  # auto or 0-256, checked in extra_checks
         "processes": integer(1, 64),
@@ -169,7 +177,7 @@ SCHEMA: dict[str, Any] = {
         "nsd_tolerance_mm": num(0, 1_000),  # > 0, checked in extra_checks (its message says why)
         "pr_max_pixels": integer(1_000, 100_000_000),
         "resamples": integer(2_000, 1_000_000),
-        "seed": integer(0),
+        "seed": seed(),
     },
     "visualize": {"cases": integer(1, 100)},
 }
@@ -195,13 +203,39 @@ def _validate(prefix: str, schema: dict[str, Any], values: Any) -> None:
             spec.check(dotted, values[key])
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping: PyYAML keeps the last one silently,
+    while `dvc repro` refuses the file, so a stage run by hand would train on a value dvc never saw."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    first: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key, line = loader.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+        if key in first:
+            raise MedsegError(f"line {line}: key {key!r} given twice in one section (also line {first[key]}); "
+                              "keep one")
+        first[key] = line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def read_params(path: Path = PARAMS_FILE) -> Any:
+    """params.yaml as loaded YAML; an unreadable file, bad YAML or a duplicate key is one line naming it."""
+    try:
+        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except MedsegError as err:
+        raise MedsegError(f"{path}: {err}") from None
+    except (OSError, yaml.YAMLError) as err:
+        raise MedsegError(f"{path}: cannot read params: {err}".splitlines()[0]) from err
+
+
 def load_section(name: str, path: Path = PARAMS_FILE, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     """Return the validated section `name` (dotted, e.g. 'models.unet') of params.yaml, checked
     against `schema` (default: its entry in SCHEMA)."""
-    try:
-        params = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise MedsegError(f"{path}: cannot read params: {err}".splitlines()[0]) from err
+    params = read_params(path)
     values: Any = params
     for part in name.split("."):
         if not isinstance(values, dict) or part not in values:
@@ -231,6 +265,7 @@ def extra_checks(section: str, values: dict[str, Any]) -> None:
             raise MedsegError(f"params.yaml: train.device={values['device']!r} is not allowed; "
                               "use auto, cpu, cuda or cuda:N")
         _auto_or_int("train.workers", values["workers"], 0, 256)
+        _check_schedule(values)
     if section == "evaluate":
         _auto_or_int("evaluate.batch_size", values["batch_size"], 1, 4_096)
     if section == "split" and values["fractions"] != "auto":
@@ -254,6 +289,17 @@ def extra_checks(section: str, values: dict[str, Any]) -> None:
             raise MedsegError(
                 f"params.yaml: evaluate.min_area={area!r} is not allowed; use 'auto' or pixels in [0, 1000000]"
             )
+
+
+def _check_schedule(values: dict[str, Any]) -> None:
+    """The learning-rate schedule's keys against each other (epochs once it is a number, not auto)."""
+    if values["scheduler"] != "none" and values["min_lr"] > values["lr"]:
+        raise MedsegError(f"params.yaml: train.min_lr={values['min_lr']!r} exceeds train.lr={values['lr']!r}: the "
+                          f"{values['scheduler']} schedule would raise the learning rate; set min_lr <= lr")
+    epochs = values["epochs"]
+    if values["scheduler"] != "none" and is_number(epochs) and values["warmup_epochs"] >= epochs > 1:
+        raise MedsegError(f"params.yaml: train.warmup_epochs={values['warmup_epochs']!r} is not below "
+                          f"train.epochs={epochs!r}: training would end inside the warm-up; lower it")
 
 
 def check_fractions(fractions: dict[str, float], folds: int) -> None:

@@ -23,6 +23,7 @@ import pandas as pd
 from medseg import paths
 from medseg.errors import MedsegError
 from medseg.outputs import write_json
+from medseg.params import extra_checks
 
 log = logging.getLogger("medseg.plans")
 
@@ -145,6 +146,7 @@ def resolve(section: str, cfg: dict[str, Any], plan: dict[str, Any], source: Pat
             raise MedsegError(f"{source}: plans no value for {key}; run the convert stage again")
         resolved[leaf] = plan["values"][key]["value"]
         log.info("%s: auto -> %s (%s)", key, resolved[leaf], plan["values"][key]["why"])
+    extra_checks(section, resolved)  # the rules across keys, now that a planned value can take part
     return resolved
 
 

@@ -7,7 +7,7 @@ from types import ModuleType
 from typing import Any
 
 from medseg.errors import MedsegError
-from medseg.params import Spec, integer
+from medseg.params import Spec, integer, seed
 from medseg.plans import DatasetPlan, plan_normalize, plan_size, resolve_profile
 
 # dataset name -> (reader module, phantom writer module or None)
@@ -127,5 +127,5 @@ DATASET_PARAMS = {
     "source": Spec(str),
     "labels": Spec(list, nullable=True, items=integer(1, 65_535)),
     "phantom": {"cases": integer(3, 10_000), "depth": integer(4, 1_000), "size": integer(16, 2_048),
-                "seed": integer(0)},
+                "seed": seed()},
 }

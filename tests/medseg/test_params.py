@@ -81,3 +81,42 @@ def test_min_area_is_auto_or_pixels(tmp_path, value):
         load_section("evaluate", path)
     path = write_params(tmp_path, lambda p: p["evaluate"].update(min_area=12))
     assert load_section("evaluate", path)["min_area"] == 12
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    ({"min_lr": 0.01, "lr": 0.003}, r"train\.min_lr=0\.01 exceeds train\.lr=0\.003: the cosine schedule would raise"),
+    ({"scheduler": "poly", "min_lr": 0.5, "lr": 0.1}, r"min_lr=0\.5 exceeds train\.lr=0\.1: the poly schedule"),
+    ({"warmup_epochs": 12, "epochs": 12}, r"train\.warmup_epochs=12 is not below train\.epochs=12"),
+    ({"seed": 2**32}, r"train\.seed=4294967296 is out of range \[0, 4294967295\]"),
+])
+def test_rules_across_keys_and_at_the_edges(tmp_path, edit, message):
+    path = write_params(tmp_path, lambda p: p["train"].update(edit))
+    with pytest.raises(MedsegError, match=message):
+        load_section("train", path)
+
+
+def test_the_rules_across_keys_allow_what_they_should(tmp_path):
+    # no schedule: min_lr is unused; one epoch with one warm-up epoch is the tiny tests' setting; 2**32 - 1 is a seed
+    for edit in ({"scheduler": "none", "min_lr": 1.0, "lr": 0.1}, {"warmup_epochs": 1, "epochs": 1},
+                 {"warmup_epochs": 3, "epochs": "auto"}, {"seed": 2**32 - 1}):
+        assert load_section("train", write_params(tmp_path, lambda p, e=edit: p["train"].update(e)))
+
+
+def test_a_planned_epoch_count_is_checked_against_the_warm_up():
+    from medseg.plans import resolve
+
+    plan = {"values": {"train.epochs": {"value": 4, "why": "test"}, "train.patience": {"value": 2, "why": "test"}}}
+    train = load_section("train", REPO / "params.yaml") | {"epochs": "auto", "warmup_epochs": 4}
+    with pytest.raises(MedsegError, match=r"warmup_epochs=4 is not below train\.epochs=4"):
+        resolve("train", train, plan, "plans.json")
+
+
+def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path):
+    """PyYAML keeps the last of two equal keys silently; `dvc repro` refuses the file: so do the stages."""
+    text = (REPO / "params.yaml").read_text().replace("  lr: 0.003\n", "  lr: 0.003\n  lr: 0.3\n", 1)
+    line = text.splitlines().index("  lr: 0.3") + 1
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(MedsegError, match=rf"params\.yaml: line {line}: key 'lr' given twice in one section "
+                                          rf"\(also line {line - 1}\); keep one"):
+        load_section("evaluate", path)  # any section: the whole file is refused

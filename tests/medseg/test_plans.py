@@ -8,8 +8,10 @@ import pytest
 
 from medseg.datasets.registry import DATASET_PLANS, DATASETS, convert_choices, dataset_plan, format_for, planned_size
 from medseg.errors import MedsegError
+from medseg.params import load_section
 from medseg.plans import (PLANNED, REAL_FRACTIONS, apply, build_plan, fingerprint, plan_markdown, plan_size,
                           read_plan, resolve_profile, write_plan)
+from tests.conftest import REPO
 
 PHANTOMS = [n for n in DATASETS if n.startswith("phantom")]
 REAL = [n for n in DATASETS if not n.startswith("phantom")]
@@ -108,10 +110,10 @@ def test_lgg_is_rescaled_per_patient_unless_told_and_other_readers_refuse_volume
 
 def test_apply_replaces_only_auto_values_of_its_section(tmp_path, caplog):
     write_plan(tmp_path, plan_for("lgg", "cpu"))
-    train = {"epochs": "auto", "patience": 3, "lr": 0.003}
+    train = load_section("train", REPO / "params.yaml") | {"epochs": "auto", "patience": 3}
     with caplog.at_level("INFO"):
         out = apply("train", train, tmp_path)
-    assert out == {"epochs": 16, "patience": 3, "lr": 0.003} and train["epochs"] == "auto"
+    assert out == train | {"epochs": 16} and train["epochs"] == "auto"
     assert "train.epochs: auto -> 16" in caplog.text
     split = apply("split", {"fractions": "auto", "seed": 0, "folds": 5}, tmp_path)
     assert split["fractions"] == REAL_FRACTIONS and split["folds"] == 5
