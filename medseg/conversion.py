@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import logging
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from tqdm import tqdm
 from medseg.datasets import CaseRef, Slice
 from medseg.errors import MedsegError
 from medseg.preprocess import model_input, model_mask
+
+log = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = ["slice_id", "group", "source", "index", "fg_pixels", "spacing", "height", "width",
                     "pixel_hash"]
@@ -82,7 +85,7 @@ def _write_slice(case: CaseRef, sl: Slice, size: int, raw: Path, out: Path, writ
         "slice_id": slice_id, "group": case.group, "source": str(case.image.relative_to(raw)),
         "index": sl.index, "fg_pixels": int(mask.sum()), "spacing": spacing,
         "height": sl.mask.shape[0], "width": sl.mask.shape[1], "channels": pixels.shape[2],
-        "pixel_hash": pixel_hash(pixels),
+        "pixel_hash": pixel_hash(pixels), "label_values": sl.label_values,  # the last not in manifest.csv
     }
 
 
@@ -146,3 +149,20 @@ def convert_all(fmt_name: str, cases: list[CaseRef], cfg: dict[str, Any], raw: P
         raise MedsegError(f"{raw}: cases differ in image channels ({', '.join(map(str, counts))}; e.g. "
                           f"{', '.join(f'{g}: {c}' for c, g in first.items())}); a network takes one channel count")
     return manifest, skipped
+
+
+def check_label_values(labels: list[int] | None, manifest: pd.DataFrame) -> None:
+    """`dataset.labels` against the label values the converted volumes hold: none of them found is an
+    error (every mask would be empty), some of them a warning naming the values that match nothing."""
+    if labels is None or "label_values" not in manifest:
+        return
+    found = sorted({int(v) for values in manifest["label_values"] for v in values})
+    unmatched = [v for v in labels if v not in found]
+    held = ", ".join(map(str, found)) or "only 0"
+    if len(unmatched) == len(labels):
+        raise MedsegError(f"params.yaml: dataset.labels={labels} matches no label value of the data (its labels "
+                          f"hold {held}); list the values that form the foreground")
+    if unmatched:
+        log.warning("params.yaml: dataset.labels value(s) %s occur in no label of the data (it holds %s); "
+                    "the foreground is %s alone", ", ".join(map(str, unmatched)), held,
+                    ", ".join(str(v) for v in labels if v in found))

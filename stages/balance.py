@@ -19,7 +19,8 @@ def main() -> None:
     cfg = plans.apply("balance", load_section("balance"))
     train = split_rows("train")
     if not (train["fg_pixels"] > 0).any():
-        raise MedsegError(f"{paths.SPLIT_CSV}: the train split has no slice with foreground")
+        raise MedsegError(f"{paths.SPLIT_CSV}: the train split has no slice with foreground (every mask convert "
+                          "wrote there is empty; for label volumes, dataset.labels picks the foreground values)")
     table = sampling_table(train, cfg["neg_keep"], cfg["pos_repeat"], cfg["seed"])
     positive_draws = int(table.loc[table["positive"] == 1, "repeats"].sum())
     if positive_draws == 0:  # a small pos_repeat rounds to no draw at all on a small train split

@@ -22,7 +22,7 @@ from medseg.errors import MedsegError
 from medseg.outputs import staged_dir, write_atomic, write_json
 from medseg.params import load_section
 from medseg.plans import build_plan, fingerprint, resolve_profile, write_plan
-from medseg.conversion import MANIFEST_COLUMNS, convert_all
+from medseg.conversion import MANIFEST_COLUMNS, check_label_values, convert_all
 
 log = logging.getLogger("medseg.convert")
 SLICES, RESULTS = paths.SLICES, paths.stage_results("convert")
@@ -60,6 +60,7 @@ def main() -> None:
         warn_on_count_mismatch(fmt, cases, raw)
     with staged_dir(SLICES) as tmp:
         manifest, skipped = convert_all(fmt.__name__, cases, cfg, raw, tmp)
+        check_label_values(cfg["labels"], manifest)
         manifest[MANIFEST_COLUMNS].to_csv(tmp / "manifest.csv", index=False)
         channels = int(manifest["channels"].iloc[0])
         # normalize only where the reader has the choice: the other stores stay byte-identical

@@ -44,3 +44,6 @@ class Slice:
     image: np.ndarray
     mask: np.ndarray
     spacing: tuple[float, float, float] | None  # row mm, col mm, slice mm
+    # the raw non-zero label values its label volume or map holds (readers with LABEL_VOLUMES), so that
+    # convert can tell a `dataset.labels` value that matches nothing
+    label_values: tuple[int, ...] = ()

@@ -121,6 +121,11 @@ def read_label_map(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     return array
 
 
+def label_values(label: np.ndarray) -> tuple[int, ...]:
+    """The non-zero values a label volume or map holds, as ints."""
+    return tuple(int(v) for v in np.unique(label) if v != 0)
+
+
 def _listed(values: np.ndarray, most: int = 8) -> str:
     """'0, 3, 255' or '0, 1, 2, ... (300 distinct)' for a message."""
     shown = ", ".join(str(v) for v in values[:most].tolist())

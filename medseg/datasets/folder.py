@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from medseg.datasets import CaseRef, Slice
-from medseg.datasets.files import find_shallowest, is_clutter, read_label_map
+from medseg.datasets.files import find_shallowest, is_clutter, label_values, read_label_map
 from medseg.errors import MedsegError
 from medseg.preprocess import channel_ranges, file_image, match_channels, rescale_channels
 
@@ -158,5 +158,6 @@ def read_case(case: CaseRef, cfg: dict[str, Any]) -> Iterator[Slice]:
         ranges = channel_ranges(images)
         images = [rescale_channels(image, ranges) for image in images]
     for index, ((_, mask_file), image) in enumerate(zip(case.extra, images)):
-        mask = foreground(read_label_map(mask_file, image.shape[:2]), cfg.get("labels"))
-        yield Slice(index=index, image=image, mask=mask, spacing=None)
+        label = read_label_map(mask_file, image.shape[:2])
+        yield Slice(index=index, image=image, mask=foreground(label, cfg.get("labels")), spacing=None,
+                    label_values=label_values(label))

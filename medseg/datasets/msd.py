@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from medseg.datasets import CaseRef, Slice
-from medseg.datasets.files import NIFTI_SUFFIXES, check_same_grid, read_nifti
+from medseg.datasets.files import NIFTI_SUFFIXES, check_same_grid, label_values, read_nifti
 from medseg.errors import MedsegError
 from medseg.preprocess import nifti_volume, upright, volume_slice
 
@@ -107,6 +107,7 @@ def read_case(case: CaseRef, cfg: dict[str, Any]) -> Iterator[Slice]:
         raise MedsegError(f"{case.label}: shape {label.shape} differs from its image {case.image} {volume.shape}")
     mask = foreground(case.label, label, cfg.get("labels"))
     spacing = (zooms[1], zooms[0], zooms[2])
+    values = label_values(label)
     for k in range(volume.shape[2]):
         yield Slice(index=k, image=volume_slice(volume, k), mask=np.ascontiguousarray(upright(mask[:, :, k])),
-                    spacing=spacing)
+                    spacing=spacing, label_values=values)

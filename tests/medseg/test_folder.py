@@ -116,6 +116,7 @@ def test_label_maps_and_dataset_labels(tmp_path):
     assert sorted(np.unique(label).tolist()) == [0, 1, 2, 4]
     (case,) = list_cases(root)
     everything = next(read_case(case, {"labels": None})).mask
+    assert next(read_case(case, {"labels": [4]})).label_values == (1, 2, 4)  # what convert checks dataset.labels on
     enhancing = next(read_case(case, {"labels": [4]})).mask
     assert everything.sum() == (label > 0).sum() and enhancing.sum() == (label == 4).sum() > 0
     assert not (enhancing & ~everything).any()

@@ -251,3 +251,23 @@ def test_output_lost_between_two_renames_is_put_back_by_the_next_run(tmp_path, s
     assert_refused(stage(work, "stages.convert"), "phantom_001.nii.gz: cannot read NIfTI")
     assert tree(work / "data/slices") == before
     assert sorted(p.name for p in (work / "data").iterdir()) == ["raw", "slices"]
+
+
+# ---------------------------------------------------------------- dataset.labels against the data (issue 27)
+
+
+def test_dataset_labels_that_match_no_label_value(tmp_path, stage_phantoms, clean):
+    """The phantom's labels hold 1 only: [7] would make every mask empty (refused); [1, 7] is 1 alone (warned)."""
+    for name in ("none", "some"):
+        (tmp_path / name).mkdir()
+    work, _ = raw_workdir(tmp_path / "none", stage_phantoms("phantom"), "phantom", {"dataset.labels": [7]})
+    put_old_outputs(work)
+    refused_and_untouched(work, "stages.convert",
+                          "params.yaml: dataset.labels=[7] matches no label value of the data (its labels hold 1)")
+    work, _ = raw_workdir(tmp_path / "some", stage_phantoms("phantom"), "phantom", {"dataset.labels": [1, 7]})
+    result = convert_ok(work)
+    assert "dataset.labels value(s) 7 occur in no label of the data (it holds 1); the foreground is 1 alone" in \
+        result.stderr
+    manifest, _, masks = converted(work)
+    ref_manifest, _, ref_masks = clean("phantom")
+    assert manifest["fg_pixels"].tolist() == ref_manifest["fg_pixels"].tolist()
