@@ -105,6 +105,17 @@ def fold_rows(fold: int, role: str, slices: Path = paths.SLICES, split_csv: Path
     return pool[(pool["fold"] == fold) == (role == "val")].reset_index(drop=True)
 
 
-def read_sampling(path: Path = paths.SAMPLING_CSV) -> pd.DataFrame:
-    """slice_id -> repeats per epoch of the train split, as the `balance` stage wrote it."""
-    return read_table(path, "balance", ("slice_id", "repeats"), dtype={"slice_id": str})
+def read_sampling(path: Path = paths.SAMPLING_CSV, slices: Path = paths.SLICES,
+                  split_csv: Path = paths.SPLIT_CSV) -> pd.DataFrame:
+    """slice_id -> repeats per epoch of the train split, as the `balance` stage wrote it: exactly the
+    slices the split trains on (with K folds, the pooled train and val), or the file was made for
+    another split or fold layout (`split.folds` changed and balance not re-run) and is refused."""
+    table = read_table(path, "balance", ("slice_id", "repeats"), dtype={"slice_id": str})
+    train = split_rows("train", slices, split_csv)["slice_id"]
+    foreign, uncovered = ~table["slice_id"].isin(train), ~train.isin(table["slice_id"])
+    if foreign.any() or uncovered.any():
+        example = table["slice_id"][foreign].iloc[0] if foreign.any() else train[uncovered].iloc[0]
+        raise MedsegError(f"{path}: does not cover the train split of {split_csv} ({int(foreign.sum())} of its slices "
+                          f"not in it, {int(uncovered.sum())} train slices missing, e.g. {example}); it was made for "
+                          "another split or fold layout: run the balance stage again")
+    return table

@@ -46,6 +46,7 @@ def train_model(name: str, cfg: dict[str, Any], loss_cfg: dict[str, Any], aug_cf
     """Train the model (or each of its K fold models, resuming in the fold a killed run was in)."""
     info = dataset_info()
     channels, folds = info["channels"], fold_count()
+    read_sampling()  # checked against the split and its folds before any fold trains
     states = []
     for fold in range(folds):
         data = load_train_data(fold, channels)

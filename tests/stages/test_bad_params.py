@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import make_workdir
+from tests.conftest import make_workdir, stage
 from tests.stages.test_bad_inputs import refused_and_untouched
 
 NAN, INF = float("nan"), float("inf")
@@ -115,4 +115,15 @@ def test_broken_sampling_table_is_refused(tmp_path, pipeline, content, needle):
     work = pipeline(tmp_path)
     Path(work / "data/train_sampling.csv").write_text(content)
     refused_and_untouched(work, "stages.train", f"data/train_sampling.csv: {needle}", "run the balance stage again",
+                          args=("unet",))
+
+
+def test_sampling_of_another_fold_layout_is_refused_before_any_fold(tmp_path, pipeline):
+    """split.folds 1 -> 2 with split re-run and balance not: the old table would leave the old val slices
+    out of every fold's training, silently (issue 27, family 6)."""
+    work = pipeline(tmp_path, {"split.folds": 2})
+    result = stage(work, "stages.split")
+    assert result.returncode == 0, result.stderr[-2000:]
+    refused_and_untouched(work, "stages.train", "data/train_sampling.csv: does not cover the train split of "
+                          "data/split.csv", "made for another split or fold layout: run the balance stage again",
                           args=("unet",))
