@@ -54,6 +54,23 @@ class TrainedModel:
         return mean_probs([predict_probs(m, images, device, batch, amp_dtype, tta) for m in self.members])
 
 
+def check_fits_slices(trained: TrainedModel, name: str, slices_info: dict[str, Any], slices: Path) -> None:
+    """Refuse, naming both sides, a model that is not `name` or was trained on slices of another
+    dataset, size, channel count, intensity window or rescaling than the `slices_info` (info.json of
+    `slices`) it is about to be scored on: its scores would be silently wrong (e.g. `evaluate` run by
+    hand after `convert.size` changed)."""
+    if trained.header["model"] != name:
+        raise MedsegError(f"{trained.paths[0]}: holds a {trained.header['model']} model, not {name}; "
+                          f"run the train_{name} stage")
+    pre = trained.header["preprocess"]
+    differs = [f"{key} {pre.get(key)!r} vs {slices_info.get(key)!r}" for key in sorted(set(pre) | set(slices_info))
+               if pre.get(key, "none" if key == "normalize" else None)
+               != slices_info.get(key, "none" if key == "normalize" else None)]
+    if differs:
+        raise MedsegError(f"{trained.paths[0]}: trained on other slices than {slices / 'info.json'} "
+                          f"({'; '.join(differs)}); run the train_{name} stage again")
+
+
 def load_trained(model: Path) -> TrainedModel:
     """Load `model` (a checkpoint, a folder holding best.pt, or a k-fold folder); one clear line when
     a checkpoint is unusable or the folds disagree on what they are."""

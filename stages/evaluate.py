@@ -41,7 +41,7 @@ from medseg.plans import plan_markdown, read_plan
 from medseg.postprocess import clean_predictions
 from medseg.folds import mean_probs
 from medseg.slices import SLICES, dataset_info, fold_count, fold_rows, load_arrays, split_rows
-from medseg.trained import TrainedModel, load_trained
+from medseg.trained import TrainedModel, check_fits_slices, load_trained
 from medseg.uncertainty import paired_comparison
 from models import MODEL_NAMES
 
@@ -69,6 +69,7 @@ def load_model(name: str, folds: int, device) -> TrainedModel:
     if not paths.model_dir(name).exists():
         raise MedsegError(f"{paths.model_dir(name)}: missing; run the train_{name} stage first")
     trained = load_trained(paths.model_dir(name))
+    check_fits_slices(trained, name, dataset_info(), SLICES)
     if trained.folds != folds:
         raise MedsegError(f"{paths.model_dir(name)}: holds {trained.folds} model(s) but data/split.csv has "
                           f"{folds} fold(s); run the train_{name} stage")

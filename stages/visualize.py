@@ -20,7 +20,7 @@ from medseg.outputs import staged_dir
 from medseg.params import load_section
 from medseg.plots import dice_boxplot, forest_plot, line_chart, map_grid, overlay, overlay_grid
 from medseg.slices import SLICES, dataset_info, load_arrays, split_rows
-from medseg.trained import load_trained
+from medseg.trained import check_fits_slices, load_trained
 from models import MODEL_NAMES
 
 log = logging.getLogger("medseg.visualize")
@@ -63,7 +63,9 @@ def case_panels(name: str, cases: pd.DataFrame, test: pd.DataFrame, count: int, 
 def feature_rows(name: str, cases: pd.DataFrame, test: pd.DataFrame, channels: int) -> list:
     """Per best and worst case slice, as the model (a k-fold model: its fold 0) sees it: each encoder
     stage's mean activation and each attention gate, then each stage's Grad-CAM of the lesion."""
-    model = load_trained(paths.model_dir(name)).members[0]
+    trained = load_trained(paths.model_dir(name))
+    check_fits_slices(trained, name, dataset_info(), SLICES)
+    model = trained.members[0]
     rows = []
     for label, group, slice_id, dice in chosen_cases(cases, test, 1):
         images, masks = load_arrays(SLICES, [slice_id], channels)
