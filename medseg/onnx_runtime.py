@@ -46,12 +46,42 @@ def read_metadata(path: Path) -> dict[str, Any]:
     missing = [key for key in NEEDED if key not in meta]
     if missing:
         raise MedsegError(f"{path}: lacks {', '.join(missing)}")
-    try:
-        str(meta["input"]["name"]), float(meta["input"]["divisor"]), str(meta["output"]["name"])
-        float(meta["threshold"]), int(meta["in_channels"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise MedsegError(f"{path}: malformed input, output, threshold or in_channels ({type(err).__name__})") from err
+    for key, ok, rule in _RULES:
+        value = _at(meta, key)
+        if not ok(value):
+            raise MedsegError(f"{path}: {key}={value!r} is not {rule}")
+    if meta["preprocess"]["channels"] != meta["in_channels"]:
+        raise MedsegError(f"{path}: preprocess.channels={meta['preprocess']['channels']!r} differs from "
+                          f"in_channels={meta['in_channels']!r}")
     return meta
+
+
+def _at(meta: dict[str, Any], key: str) -> Any:
+    """meta's value at a dotted key; None where a level is missing or not a mapping."""
+    value: Any = meta
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+# model.json's values, each with the rule `export` writes it by: an edited or foreign file is one line
+_RULES = (
+    ("input.name", lambda v: isinstance(v, str) and bool(v), "a graph input name"),
+    ("output.name", lambda v: isinstance(v, str) and bool(v), "a graph output name"),
+    ("input.divisor", lambda v: _real(v) and v > 0, "a number > 0"),
+    ("threshold", lambda v: _real(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    ("in_channels", _count, "a positive integer"),
+    ("preprocess.size", _count, "a positive integer"),
+    ("preprocess.channels", _count, "a positive integer"),
+)
 
 
 class OnnxModel:
@@ -72,6 +102,23 @@ class OnnxModel:
         self.meta = meta
         self.input, self.output = meta["input"]["name"], meta["output"]["name"]
         self.divisor = float(meta["input"]["divisor"])
+        self._check_graph(where)
+
+    def _check_graph(self, where: str) -> None:
+        """The graph's own input and output against model.json, before any image is read: a foreign or
+        edited graph (other names, another channel count, more than one output channel) is one line."""
+        inputs = {i.name: i.shape for i in self.session.get_inputs()}
+        outputs = {o.name: o.shape for o in self.session.get_outputs()}
+        for kind, name, found in (("input", self.input, inputs), ("output", self.output, outputs)):
+            if name not in found:
+                raise MedsegError(f"{where}: the graph has no {kind} {name!r} (its {kind}s: "
+                                  f"{', '.join(map(repr, found))}); it is not the graph model.json describes")
+        for kind, shape, want in (("input", inputs[self.input], self.meta["in_channels"]),
+                                  ("output", outputs[self.output], 1)):
+            channels = shape[1] if len(shape) == 4 else None
+            if len(shape) != 4 or isinstance(channels, int) and channels != want:
+                raise MedsegError(f"{where}: the graph's {kind} has shape {shape}; model.json describes N x {want} "
+                                  "x H x W")
 
     @classmethod
     def load(cls, model: Path, threads: int = 0) -> OnnxModel:

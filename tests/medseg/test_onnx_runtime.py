@@ -1,5 +1,6 @@
 """medseg.onnx_runtime: the uint8 scaling and layout the graph is fed, and one clear line for a broken export."""
 import json
+import re
 
 import numpy as np
 import onnx
@@ -57,3 +58,34 @@ def test_broken_exports_are_one_clear_line(export):
     (export / "model.json").unlink()
     with pytest.raises(MedsegError, match="model.json: missing; an ONNX model needs"):
         OnnxModel.load(export / "model.onnx")
+
+
+@pytest.mark.parametrize(("edit", "needle"), [
+    ({"threshold": 1.5}, "threshold=1.5 is not a number in [0, 1]"),
+    ({"threshold": float("nan")}, "threshold=nan is not a number in [0, 1]"),
+    ({"threshold": "0.5"}, "threshold='0.5' is not a number in [0, 1]"),
+    ({"input": {"name": "image", "divisor": 0}}, "input.divisor=0 is not a number > 0"),
+    ({"input": {"name": "", "divisor": 255.0}}, "input.name='' is not a graph input name"),
+    ({"in_channels": 0}, "in_channels=0 is not a positive integer"),
+    ({"preprocess": {"size": -8, "channels": 1}}, "preprocess.size=-8 is not a positive integer"),
+    ({"preprocess": {"size": 8}}, "preprocess.channels=None is not a positive integer"),
+    ({"preprocess": {"size": 8, "channels": 3}}, "preprocess.channels=3 differs from in_channels=1"),
+], ids=["threshold_above_1", "nan_threshold", "text_threshold", "zero_divisor", "empty_input_name",
+        "zero_channels", "negative_size", "no_channels", "channels_disagree"])
+def test_every_model_json_value_is_range_checked(export, edit, needle):
+    """Issue 27, family 3: an edited model.json is one line naming it, before the graph is loaded."""
+    (export / "model.json").write_text(json.dumps({**META, **edit}))
+    with pytest.raises(MedsegError, match="model.json: " + re.escape(needle)):
+        OnnxModel.load(export)
+
+
+@pytest.mark.parametrize(("edit", "needle"), [
+    ({"input": {"name": "x", "divisor": 255.0}}, r"the graph has no input 'x' \(its inputs: 'image'\)"),
+    ({"output": {"name": "logits"}}, r"the graph has no output 'logits' \(its outputs: 'prob'\)"),
+    ({"in_channels": 3, "preprocess": {"size": 8, "channels": 3}},
+     r"the graph's input has shape \['batch', 1, 'height', 'width'\]; model.json describes N x 3 x H x W"),
+], ids=["input_name", "output_name", "channels"])
+def test_a_graph_that_model_json_does_not_describe_is_refused_before_any_image(export, edit, needle):
+    (export / "model.json").write_text(json.dumps({**META, **edit}))
+    with pytest.raises(MedsegError, match=r"model\.onnx: " + needle):
+        OnnxModel.load(export)
