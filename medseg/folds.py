@@ -8,6 +8,8 @@ through `checkpoint_paths`, so predict and evaluate read the two layouts the sam
 from __future__ import annotations
 
 import json
+import logging
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -19,21 +21,33 @@ from medseg import paths
 from medseg.errors import MedsegError
 from medseg.outputs import write_atomic, write_json
 
+log = logging.getLogger(__name__)
+
 ENSEMBLE = "ensemble.json"
 CURVES = ("train_loss", "val_loss", "val_dice")
 
 
 def read_ensemble(folder: Path) -> dict[str, Any]:
-    """ensemble.json of a k-fold model folder: folds, threshold and where the threshold came from."""
+    """ensemble.json of a k-fold model folder: folds (>= 2), threshold (in [0, 1]) and where the
+    threshold came from, each checked: an edited file is one line naming it."""
     path = folder / ENSEMBLE
     try:
         spec = json.loads(path.read_text())
-        folds, threshold = int(spec["folds"]), float(spec["threshold"])
+        folds, threshold = spec["folds"], spec["threshold"]
     except FileNotFoundError as err:
         raise MedsegError(f"{path}: missing; run the train stage of this model to the end") from err
     except (ValueError, KeyError, TypeError) as err:
         raise MedsegError(f"{path}: not a medseg ensemble description ({type(err).__name__})") from err
-    return {**spec, "folds": folds, "threshold": threshold}
+    if not isinstance(folds, int) or isinstance(folds, bool) or folds < 2:
+        raise MedsegError(f"{path}: folds={folds!r} is not a fold count (an integer >= 2)")
+    if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0 <= threshold <= 1:
+        raise MedsegError(f"{path}: threshold={threshold!r} is not a number in [0, 1]")
+    return {**spec, "folds": folds, "threshold": float(threshold)}
+
+
+def fold_folders(model: Path) -> list[int]:
+    """The k of every fold_<k>/ in `model` that holds a best.pt."""
+    return sorted(int(p.name[5:]) for p in model.iterdir() if FOLD_DIR.fullmatch(p.name) and (p / "best.pt").is_file())
 
 
 def checkpoint_paths(model: Path) -> list[Path]:
@@ -43,17 +57,27 @@ def checkpoint_paths(model: Path) -> list[Path]:
         return [model]
     if not model.is_dir():
         raise MedsegError(f"{model}: no such checkpoint or model folder")
+    folds = fold_folders(model)
     if not (model / ENSEMBLE).exists():
+        if folds and not (model / "best.pt").exists():
+            raise MedsegError(f"{model}: holds fold_{folds[0]}..fold_{folds[-1]} but no {ENSEMBLE} (its k-fold training "
+                              "did not finish); run its train stage again")
         return [model / "best.pt"]
-    found = [model / f"fold_{k}" / "best.pt" for k in range(read_ensemble(model)["folds"])]
+    count = read_ensemble(model)["folds"]
+    found = [model / f"fold_{k}" / "best.pt" for k in range(count)]
     for path in found:
         if not path.exists():
             raise MedsegError(f"{path}: missing from the k-fold model {model}; rerun its train stage")
+    if folds != list(range(count)):
+        raise MedsegError(f"{model / ENSEMBLE}: names {count} folds but the folder holds fold_"
+                          f"{', fold_'.join(map(str, folds))}; run its train stage again")
     return found
 
 
-def write_ensemble(folder: Path, folds: int, threshold: float, source: str) -> None:
-    write_json(folder / ENSEMBLE, {"folds": folds, "threshold": threshold, "threshold_source": source})
+def write_ensemble(folder: Path, folds: int, threshold: float, source: str, run: str | None = None) -> None:
+    """ensemble.json; `run` is the run id every fold checkpoint of this training carries."""
+    write_json(folder / ENSEMBLE, {"folds": folds, "threshold": threshold, "threshold_source": source,
+                                   **({"run": run} if run else {})})
 
 
 def mean_probs(per_model: list[np.ndarray]) -> np.ndarray:
@@ -61,29 +85,52 @@ def mean_probs(per_model: list[np.ndarray]) -> np.ndarray:
     return np.mean(np.stack(per_model), axis=0, dtype=np.float32) if len(per_model) > 1 else per_model[0]
 
 
+FOLD_DIR = re.compile(r"fold_\d+")
+CHECKPOINTS = ("best.pt", "last.pt")
+LIVE = ("metrics.json", "plots")  # what dvclive writes into a run's log folder (medseg.training)
+
+
 def tidy_layout(model: str, folds: int) -> None:
-    """Remove what another `split.folds` left in this model's persisted folders (their outputs
-    persist across runs), once the run of this fold count has written its own."""
+    """Remove what a run of another `split.folds` left in this model's persisted folders (their
+    outputs persist across runs), once the run of this fold count has written its own. Only what
+    medseg writes there is removed, by name (checkpoints, ensemble.json, fold_<k>/, dvclive's files);
+    anything else is left where it is and named in a warning."""
     fold_dirs = {f"fold_{k}" for k in range(folds)} if folds > 1 else set()
-    model_keep = fold_dirs | {ENSEMBLE} if folds > 1 else {"best.pt", "last.pt"}
-    for entry in _entries(paths.model_dir(model)):
-        if entry.name not in model_keep:
-            _remove(entry)
-    log_keep = fold_dirs | {paths.fold_curves(model).name}
-    for entry in _entries(paths.train_log_dir(model)):
-        if (entry.name not in log_keep) if folds > 1 else entry.name.startswith("fold_"):
-            _remove(entry)
+    model_keep = fold_dirs | {ENSEMBLE} if folds > 1 else set(CHECKPOINTS)
+    _tidy(paths.model_dir(model), model_keep, (*CHECKPOINTS, ENSEMBLE), CHECKPOINTS)
+    log_keep = fold_dirs | {paths.fold_curves(model).name} if folds > 1 else {*LIVE, paths.fold_curves(model).name}
+    _tidy(paths.train_log_dir(model), log_keep, (*LIVE, paths.fold_curves(model).name), LIVE)
 
 
-def _entries(folder: Path) -> list[Path]:
-    return sorted(folder.iterdir()) if folder.exists() else []
+def _tidy(folder: Path, keep: set[str], ours: tuple[str, ...], ours_in_fold: tuple[str, ...]) -> None:
+    """Remove the entries of `folder` that medseg writes (`ours`, and fold_<k>/ holding `ours_in_fold`)
+    and that this layout does not `keep`; warn about anything else."""
+    foreign = []
+    for entry in sorted(folder.iterdir()) if folder.exists() else []:
+        if entry.name in keep:
+            continue
+        if FOLD_DIR.fullmatch(entry.name) and entry.is_dir():
+            foreign += _tidy_fold(entry, ours_in_fold)
+        elif entry.name in ours:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        else:
+            foreign.append(entry)
+    if foreign:
+        log.warning("%s: left %s in place (not written by medseg; a model folder holds only what training "
+                    "writes: keep exports and notes elsewhere)", folder, ", ".join(str(p) for p in foreign))
 
 
-def _remove(entry: Path) -> None:
-    if entry.is_dir():
-        shutil.rmtree(entry)
-    else:
-        entry.unlink()
+def _tidy_fold(fold: Path, ours: tuple[str, ...]) -> list[Path]:
+    """Remove a stale fold folder's medseg files, and the folder once empty; what else it holds."""
+    rest = []
+    for entry in sorted(fold.iterdir()):
+        if entry.name in ours:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        else:
+            rest.append(entry)
+    if not rest:
+        fold.rmdir()
+    return rest
 
 
 def write_fold_curves(model: str, folds: int) -> pd.DataFrame:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import json
+import math
 import os
 import re
 import shutil
@@ -189,4 +190,17 @@ def write_atomic(path: Path, data: bytes | str) -> None:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    """`obj` as JSON that any reader takes: NaN and infinities (a Dice of no case, an undefined rate) are
+    written as null, never as the NaN that json.dumps would write and JSON does not have."""
+    write_atomic(path, json.dumps(json_safe(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def json_safe(obj: Any) -> Any:
+    """`obj` with every non-finite float (at any depth of dicts, lists and tuples) replaced by None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: json_safe(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(value) for value in obj]
+    return obj

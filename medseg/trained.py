@@ -71,6 +71,20 @@ def check_fits_slices(trained: TrainedModel, name: str, slices_info: dict[str, A
                           f"({'; '.join(differs)}); run the train_{name} stage again")
 
 
+def check_one_run(model: Path, found: list[Path], runs: list[str | None], ensemble_run: str | None) -> None:
+    """The fold checkpoints and ensemble.json of a k-fold folder come from one training: a retrain
+    killed after its first folds leaves new folds beside old ones (another split or recipe), whose
+    average would be scored as one model. Folders written before run ids existed carry none."""
+    for path, run in zip(found, runs):
+        if run != runs[0]:
+            raise MedsegError(f"{path}: trained by another run than {found[0]} (the split, the sampling or the "
+                              f"params changed, and the retrain did not finish); run the train stage of {model.name} "
+                              "again")
+    if ensemble_run is not None and runs[0] != ensemble_run:
+        raise MedsegError(f"{model / ENSEMBLE}: written by another run than its fold checkpoints ({found[0]}); run the "
+                          f"train stage of {model.name} again")
+
+
 def load_trained(model: Path) -> TrainedModel:
     """Load `model` (a checkpoint, a folder holding best.pt, or a k-fold folder); one clear line when
     a checkpoint is unusable or the folds disagree on what they are."""
@@ -87,6 +101,7 @@ def load_trained(model: Path) -> TrainedModel:
     members = [model_from_checkpoint(ckpt, path) for path, ckpt in zip(found, ckpts)]
     if model.is_dir() and (model / ENSEMBLE).exists():
         record = read_ensemble(model)
+        check_one_run(model, found, [ckpt.get("run") for ckpt in ckpts], record.get("run"))
         source = record.get("threshold_source", "ensemble.json")
     else:
         record = first

@@ -9,6 +9,8 @@ With `train.processes: N` > 1 the stage starts that torchrun itself, so `dvc rep
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 from typing import Any
 
@@ -47,6 +49,7 @@ def train_model(name: str, cfg: dict[str, Any], loss_cfg: dict[str, Any], aug_cf
     info = dataset_info()
     channels, folds = info["channels"], fold_count()
     read_sampling()  # checked against the split and its folds before any fold trains
+    run = run_id(cfg, loss_cfg, aug_cfg, model_cfg, info) if folds > 1 else None
     states = []
     for fold in range(folds):
         data = load_train_data(fold, channels)
@@ -55,18 +58,28 @@ def train_model(name: str, cfg: dict[str, Any], loss_cfg: dict[str, Any], aug_cf
         header = {"model": name, "model_params": model_cfg, "in_channels": channels, "preprocess": info}
         where = None if folds == 1 else fold
         if where is not None:
-            header |= {"fold": fold, "folds": folds}
+            header |= {"fold": fold, "folds": folds, "run": run}
             log.info("%s: fold %d of %d", name, fold, folds)
         states.append(train(model, name, header, data, cfg, loss_cfg, aug_cfg, paths.model_dir(name, where),
                             paths.train_log_dir(name, where), keep_finished=folds > 1))
     if is_main:
         if folds > 1:
             threshold = out_of_fold_threshold(name, folds, channels, cfg)
-            write_ensemble(paths.model_dir(name), folds, threshold, "best pixel F1 on the out-of-fold predictions")
+            write_ensemble(paths.model_dir(name), folds, threshold, "best pixel F1 on the out-of-fold predictions", run)
             log.info("%s: out-of-fold threshold %.3f for the %d-fold ensemble", name, threshold, folds)
         tidy_layout(name, folds)
         write_fold_curves(name, folds)
     return states
+
+
+def run_id(*sections: dict[str, Any]) -> str:
+    """What makes one k-fold training one run: its params sections, the split and the sampling table.
+    Every fold checkpoint and ensemble.json carry it, so folds of two runs (a retrain killed after
+    its first fold) are told apart when the folder is loaded (medseg.trained)."""
+    digest = hashlib.sha256(json.dumps(sections, sort_keys=True, default=str).encode())
+    for table in (paths.SPLIT_CSV, paths.SAMPLING_CSV):
+        digest.update(table.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def out_of_fold_threshold(name: str, folds: int, channels: int, cfg: dict[str, Any]) -> float:

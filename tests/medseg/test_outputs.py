@@ -38,3 +38,17 @@ def test_staged_files_adds_all_or_nothing_and_keeps_other_files(tmp_path):
         (tmp / "a_mask.png").write_text("new")
     assert sorted(p.name for p in final.iterdir()) == ["a_mask.png", "mine.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_write_json_writes_no_nan(tmp_path):
+    """NaN is not JSON: a metric with no value is null (issue 27: metrics.json is always valid JSON)."""
+    import json
+    import math
+
+    from medseg.outputs import write_json
+
+    write_json(tmp_path / "m.json", {"dice": float("nan"), "rates": [1.0, float("inf")], "n": 3, "ok": 0.5})
+    text = (tmp_path / "m.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"dice": None, "rates": [1.0, None], "n": 3, "ok": 0.5}
+    assert not math.isnan(json.loads(text)["ok"])
