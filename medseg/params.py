@@ -314,7 +314,8 @@ def check_fractions(fractions: dict[str, float], folds: int) -> None:
         needed = {"test": needed["test"]}
     for name, why in needed.items():
         if fractions[name] <= 0:
-            hint = "" if folds > 1 else " (or pool train and val into split.folds >= 2 folds)"
+            # pooling into folds helps an empty train or val share, never an empty test share
+            hint = "" if folds > 1 or name == "test" else " (or pool train and val into split.folds >= 2 folds)"
             raise MedsegError(f"params.yaml: split.fractions.{name}={fractions[name]!r} leaves the {name} split "
                               f"empty ({why}); give it a share > 0{hint}")
 

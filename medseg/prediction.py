@@ -45,6 +45,9 @@ def list_sources(source: Path, skip: Path | None = None) -> list[Path]:
     if not source.is_dir():
         raise MedsegError(f"{source}: no such file or folder")
     skipped = skip.resolve() if skip is not None else None
+    if skipped is not None and source.resolve().is_relative_to(skipped):
+        raise MedsegError(f"--out {skip}: is the --source folder {source} (or holds it); the masks would land among "
+                          "the images and be read as images by the next run: give another folder")
     found = sorted(p for p in source.rglob("*") if p.is_file() and kind_of(p) and not
                    any(is_clutter(part) for part in p.relative_to(source).parts)
                    and not (skipped is not None and p.resolve().is_relative_to(skipped)))

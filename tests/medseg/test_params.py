@@ -120,3 +120,14 @@ def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path):
     with pytest.raises(MedsegError, match=rf"params\.yaml: line {line}: key 'lr' given twice in one section "
                                           rf"\(also line {line - 1}\); keep one"):
         load_section("evaluate", path)  # any section: the whole file is refused
+
+
+def test_an_empty_share_gets_the_hint_that_fits_it(tmp_path):
+    """Pooling train and val into folds mends an empty val share, never an empty test share (issue 27, 8)."""
+    path = write_params(tmp_path, lambda p: p["split"].update(fractions={"train": 0.8, "val": 0.2, "test": 0.0}))
+    with pytest.raises(MedsegError) as err:
+        load_section("split", path)
+    assert "split.fractions.test=0.0 leaves the test split empty" in str(err.value) and "split.folds" not in str(err.value)
+    path = write_params(tmp_path, lambda p: p["split"].update(fractions={"train": 0.8, "val": 0.0, "test": 0.2}))
+    with pytest.raises(MedsegError, match=r"val split empty .*\(or pool train and val into split\.folds >= 2 folds\)"):
+        load_section("split", path)

@@ -69,6 +69,13 @@ def test_unreadable_file_is_one_clear_line(tmp_path, checkpoint):
     assert "Traceback" not in result.stderr
     with pytest.raises(MedsegError, match="unsupported file type"):
         prediction.list_sources(Path(__file__))
+    images = tmp_path / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "a.png"), np.zeros((8, 8), np.uint8))
+    for out in (images, tmp_path):  # the masks would land among the images (issue 27, 8)
+        with pytest.raises(MedsegError, match=rf"--out {out}: is the --source folder {images} \(or holds it\)"):
+            prediction.list_sources(images, skip=out)
+    assert prediction.list_sources(images, skip=images / "masks") == [images / "a.png"]  # --out inside: skipped
 
 
 def test_kfold_folder_averages_the_folds_at_the_ensemble_threshold(tmp_path):
