@@ -70,7 +70,13 @@ def check_header(path: Path, ckpt: dict[str, Any]) -> None:
 def model_from_checkpoint(ckpt: dict[str, Any], path: Path) -> torch.nn.Module:
     from medseg.networks import build_network
 
-    model = build_network(ckpt["model"], ckpt["in_channels"], ckpt["model_params"])
+    try:  # the header names what to build: an edited one is the checkpoint's fault, not a params section's
+        model = build_network(ckpt["model"], ckpt["in_channels"], ckpt["model_params"])
+    except MedsegError as err:
+        raise MedsegError(f"{path}: checkpoint header builds no network: {str(err).removeprefix('params.yaml: ')}") from err
+    except (TypeError, ValueError, KeyError, RuntimeError) as err:  # a value of the wrong type deep in smp or timm
+        raise MedsegError(f"{path}: checkpoint header builds no network ({type(err).__name__}: {err})"
+                          .splitlines()[0]) from err
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:
