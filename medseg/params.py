@@ -10,6 +10,7 @@ line; a schema library would add a dependency for ~80 lines and word its errors 
 """
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from dataclasses import dataclass
@@ -189,7 +190,9 @@ def _validate(prefix: str, schema: dict[str, Any], values: Any) -> None:
     for key in values:
         if key not in schema:
             allowed = ", ".join(schema)
-            raise MedsegError(f"params.yaml: unknown key {prefix}.{key}; known keys: {allowed}")
+            close = difflib.get_close_matches(str(key), list(schema), n=1)
+            hint = f"did you mean {prefix}.{close[0]}? " if close else ""
+            raise MedsegError(f"params.yaml: unknown key {prefix}.{key}; {hint}known keys: {allowed}")
     for key, spec in schema.items():
         dotted = f"{prefix}.{key}"
         if key not in values:

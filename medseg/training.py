@@ -141,8 +141,8 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
     # before its first last.pt, so a run that fails at start-up still leaves the user the previous model
     stale_best = not resume and info.is_main
     barrier()  # every rank has read last.pt before rank 0 may overwrite it
-    log.info("%s on %s, amp=%s, %d train draws/epoch, %d val slices, %d process(es)", name, device,
-             amp_dtype, int(data.repeats.sum()), len(data.val_images), info.world_size)
+    log.info("%s on %s, %s, %d train draws/epoch, %d val slices, %d process(es)", name, device,
+             amp_name(amp_dtype), int(data.repeats.sum()), len(data.val_images), info.world_size)
     core, model = model, wrap(model, device, info)  # core: the plain module, for eval and saving
     order = np.repeat(np.arange(len(data.train_images)), data.repeats)
     shown = grid_slices(data.val_masks)

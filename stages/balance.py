@@ -15,7 +15,7 @@ log = logging.getLogger("medseg.balance")
 
 
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__).parse_args()
+    argparse.ArgumentParser(prog="python -m stages.balance", description=__doc__).parse_args()
     cfg = plans.apply("balance", load_section("balance"))
     train = split_rows("train")
     if not (train["fg_pixels"] > 0).any():

@@ -38,7 +38,7 @@ def warn_on_count_mismatch(fmt: ModuleType, cases: list[CaseRef], raw: Path) -> 
 
 
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__).parse_args()
+    argparse.ArgumentParser(prog="python -m stages.convert", description=__doc__).parse_args()
     dataset = load_section("dataset", schema=DATASET_PARAMS)
     convert = load_section("convert")
     profile, profile_why = resolve_profile(convert["profile"])

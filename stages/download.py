@@ -17,7 +17,7 @@ log = logging.getLogger("medseg.download")
 
 
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__).parse_args()
+    argparse.ArgumentParser(prog="python -m stages.download", description=__doc__).parse_args()
     cfg = load_section("dataset", schema=DATASET_PARAMS)
     format_for(cfg["name"])  # rejects unknown names before anything is written
     writer = phantom_writer(cfg["name"])

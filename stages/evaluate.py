@@ -77,7 +77,7 @@ def load_model(name: str, folds: int, device) -> TrainedModel:
 
 
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__).parse_args()
+    argparse.ArgumentParser(prog="python -m stages.evaluate", description=__doc__).parse_args()
     cfg = load_section("evaluate")
     folds = fold_count()
     val_parts = [fold_rows(k, "val") for k in range(folds)]  # without folds: the val split

@@ -25,7 +25,7 @@ log = logging.getLogger("medseg.export")
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m stages.export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, required=True, help="a best.pt checkpoint or a k-fold model folder")
     parser.add_argument("--out", type=Path, required=True, help="output folder (created; other files kept)")
     parser.add_argument("--min-area", type=int, help="smallest kept component in pixels at the model's size, "

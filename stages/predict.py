@@ -33,7 +33,7 @@ log = logging.getLogger("medseg.predict")
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m stages.predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, required=True,
                         help="a best.pt checkpoint, a k-fold model folder, or an ONNX export (model.onnx or its folder)")
     parser.add_argument("--source", type=Path, required=True, help="an image, DICOM, NIfTI or a folder")

@@ -15,7 +15,7 @@ log = logging.getLogger("medseg.split")
 
 
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__).parse_args()
+    argparse.ArgumentParser(prog="python -m stages.split", description=__doc__).parse_args()
     cfg = plans.apply("split", load_section("split"))
     check_fractions(cfg["fractions"], cfg["folds"])  # planned fractions against split.folds, as explicit ones
     manifest = read_manifest()

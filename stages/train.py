@@ -96,7 +96,7 @@ def out_of_fold_threshold(name: str, folds: int, channels: int, cfg: dict[str, A
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m stages.train", description=__doc__)
     parser.add_argument("model", choices=MODEL_NAMES)
     name = parser.parse_args().model
     cfg, loss_cfg = load_section("train"), load_section("loss", schema=LOSS_PARAMS)

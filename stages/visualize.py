@@ -88,7 +88,7 @@ def require_inputs() -> None:
 
 
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__).parse_args()
+    argparse.ArgumentParser(prog="python -m stages.visualize", description=__doc__).parse_args()
     cfg = load_section("visualize")
     require_inputs()
     test = split_rows("test")

@@ -43,7 +43,7 @@ def test_bad_choice_names_key_and_allowed_values(tmp_path):
 
 def test_unknown_key_is_named(tmp_path):
     path = write_params(tmp_path, lambda p: p["train"].update(epochz=3))
-    with pytest.raises(MedsegError, match=r"unknown key train\.epochz"):
+    with pytest.raises(MedsegError, match=r"unknown key train\.epochz; did you mean train\.epochs\? known keys"):
         load_section("train", path)
 
 
