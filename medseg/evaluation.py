@@ -10,7 +10,7 @@ import pandas as pd
 from medseg.metrics import (EMPTY_RULES, global_dice, global_iou, hd95, nsd, overlap_scores, pixel_pr, pixel_scores,
                             thin_curve)
 from medseg.postprocess import clean_predictions, clean_stack, clean_volumes
-from medseg.uncertainty import comparison_sentence, mean_ci
+from medseg.uncertainty import MIN_CASES, comparison_sentence, mean_ci
 
 
 ISIC_JACCARD_FLOOR = 0.65  # ISIC 2018 Task 1: a per-image Jaccard below 0.65 counts as 0
@@ -250,6 +250,9 @@ def summary_markdown(metrics: dict[str, dict[str, Any]], empty: str, pairs: list
     first = next(iter(metrics.values()), {})
     cases = (f"{first.get('cases')} test cases ({first.get('fg_cases')} with foreground, "
              f"{first.get('empty_cases')} lesion-free)")
+    if (first.get("cases") or 0) < MIN_CASES:
+        cases += (f". **Fewer than {MIN_CASES} test cases: every CI and test below is too wide or too weak to mean "
+                  "anything; read these scores as a check that the pipeline runs, not as a result**")
     notes = [f"- `{k}`: {v}" for k, v in METRIC_NOTES.items()]
     return "\n".join(["# Test-split results", "", f"{cases}; `evaluate.empty: {empty}`.", "",
                       *_table(["model", "dice [95% CI]", "iou [95% CI]", "dice_fg [95% CI]", *plain], rows), "",

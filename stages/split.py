@@ -12,6 +12,7 @@ from medseg.slices import read_manifest
 from medseg.splitting import assign_folds, split_groups
 
 log = logging.getLogger("medseg.split")
+MIN_GROUPS = 5  # a split (or fold) with fewer patients/volumes gives a score one case can swing
 
 
 def main() -> None:
@@ -25,7 +26,11 @@ def main() -> None:
     write_atomic(paths.SPLIT_CSV, split.to_csv(index=False))
     label = split["fold"].map(lambda k: "test" if k < 0 else f"fold {k}") if "fold" in split else split["split"]
     for name, part in split.groupby(label):
-        log.info("%s: %d groups, %d slices", name, part["group"].nunique(), len(part))
+        groups = part["group"].nunique()
+        log.info("%s: %d groups, %d slices", name, groups, len(part))
+        if groups < MIN_GROUPS:
+            log.warning("%s holds %d group(s), fewer than %d: its scores (and any CI or test on them) will not mean "
+                        "much; add cases, or pool train and val into split.folds", name, groups, MIN_GROUPS)
 
 
 if __name__ == "__main__":

@@ -113,7 +113,8 @@ def test_outputs_exist_and_metrics_are_sane(repo_copy):
     assert sum(line.startswith("| unet |") for line in summary.splitlines()) == 2  # scores and compute rows
     pairs = json.loads((dest / "results/evaluate/comparison.json").read_text())["pairs"]
     assert len(pairs) == 6 and all(p["cases"] == m["cases"] for p in pairs)
-    assert "unet − attn_unet" in summary and ("differs significantly" in summary or "Significant at" in summary)
+    assert "unet − attn_unet" in summary and any(words in summary for words in (
+        "differs significantly", "Significant at", "not meaningful at this size"))
     assert (dest / "results/plots/forest.png").stat().st_size > 1000
 
 

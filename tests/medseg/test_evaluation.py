@@ -84,6 +84,7 @@ def test_metrics_json_gains_pixel_and_surface_scores_and_keeps_its_keys():
     assert metrics["image_accuracy"] == metrics["image_specificity"]  # no false negatives, so TN share = accuracy
     text = summary_markdown({"unet": metrics}, "one", [], {})
     assert "| case_nsd | case_sensitivity |" in text and "`case_nsd`:" in text
+    assert "2 test cases (1 with foreground, 1 lesion-free). **Fewer than 10 test cases: every CI and test" in text
 
 
 def test_volume_post_processing_is_chosen_on_the_cases_it_helps():

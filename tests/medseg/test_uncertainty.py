@@ -90,3 +90,13 @@ def test_pairs_use_only_cases_both_models_scored():
     row = paired_comparison({"a": a, "b": b}, "dice", 2_000, 0)[0]
     assert row["cases"] == 2 and row["mean_diff"] == pytest.approx(0.2)
     assert np.isnan(wilcoxon_p(np.array([])))
+
+
+def test_too_few_cases_are_never_called_different():
+    """Four cases where a wins every one: the Wilcoxon p cannot go below 0.125, and the words say why it
+    is not evidence (issue 28: statistics on nothing)."""
+    rows = paired_comparison(tables(a=np.array([0.9, 0.8, 0.85, 0.95]), b=np.array([0.1, 0.2, 0.15, 0.05])),
+                             "dice", 2_000, 0)
+    assert not rows[0]["significant"] and rows[0]["cases"] == 4
+    assert comparison_sentence(rows).startswith("Only 4 paired cases (fewer than 10): the CIs and tests above are "
+                                                "not meaningful")
