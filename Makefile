@@ -3,8 +3,6 @@
 # `make doctor` prints what this machine offers a training run (versions, devices, bf16, a conv benchmark).
 # Each creates .venv (python3 -m venv) when missing and installs requirements.txt into it.
 VENV ?= .venv
-# pytest workers (pytest-xdist; one file per worker at a time): CI has 2 cores
-TEST_WORKERS ?= 2
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 export DVC_NO_ANALYTICS := 1
@@ -23,7 +21,7 @@ repro: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest
 
 bench: $(STAMP)
 	$(PY) -m bench.run

@@ -24,6 +24,7 @@ from medseg.outputs import write_atomic, write_json
 log = logging.getLogger(__name__)
 
 ENSEMBLE = "ensemble.json"
+MAX_FOLDS = 20  # split.folds' largest value: an edited fold count is refused before any path is listed
 CURVES = ("train_loss", "val_loss", "val_dice")
 
 
@@ -38,8 +39,8 @@ def read_ensemble(folder: Path) -> dict[str, Any]:
         raise MedsegError(f"{path}: missing; run the train stage of this model to the end") from err
     except (ValueError, KeyError, TypeError) as err:
         raise MedsegError(f"{path}: not a medseg ensemble description ({type(err).__name__})") from err
-    if not isinstance(folds, int) or isinstance(folds, bool) or folds < 2:
-        raise MedsegError(f"{path}: folds={folds!r} is not a fold count (an integer >= 2)")
+    if not isinstance(folds, int) or isinstance(folds, bool) or not 2 <= folds <= MAX_FOLDS:
+        raise MedsegError(f"{path}: folds={folds!r} is not a fold count (an integer in [2, {MAX_FOLDS}], as split.folds)")
     if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0 <= threshold <= 1:
         raise MedsegError(f"{path}: threshold={threshold!r} is not a number in [0, 1]")
     return {**spec, "folds": folds, "threshold": float(threshold)}

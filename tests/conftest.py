@@ -26,14 +26,8 @@ import numpy as np
 import pytest
 import yaml
 
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    # `make test` runs two pytest workers on CI's two cores: one compute thread each (and in every stage
-    # subprocess they start), so their torch/OpenMP pools do not fight over the cores; set before torch loads.
-    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[_var] = "1"
-
-from medseg.datasets import Slice  # noqa: E402
-from medseg.datasets.registry import DATASETS, format_for, phantom_writer  # noqa: E402
+from medseg.datasets import Slice
+from medseg.datasets.registry import DATASETS, format_for, phantom_writer
 
 REPO = Path(__file__).resolve().parents[1]
 REALDATA = REPO.parent / "shared" / "realdata"

@@ -31,7 +31,8 @@ def test_overfits_a_handful_of_slices(name, handful, tmp_path):
            "patience": 0, "device": "cpu", "amp": "off", "weight_decay": 0.0, "threshold": 0.5}
     no_aug = {k: 0.0 for k in PARAMS["augment"]}
     model = build_model(name, 1, **SMALL[name])
-    header = {"model": name, "model_params": SMALL[name], "in_channels": 1, "preprocess": {}}
+    header = {"model": name, "model_params": SMALL[name], "in_channels": 1,
+              "preprocess": {"size": handful.train_images.shape[1], "channels": 1}}
     state = train(model, name, header, handful, cfg, PARAMS["loss"], no_aug, tmp_path / "m", tmp_path / "live")
     losses = np.loadtxt(tmp_path / "live/plots/metrics/train_loss.tsv", skiprows=1, usecols=1)
     assert losses[-1] < 0.3 * losses[0]

@@ -2,6 +2,7 @@
 a trained-model folder (a best.pt, or a k-fold folder's fold 0) becomes features/<model>.png."""
 from __future__ import annotations
 
+import json
 import cv2
 import numpy as np
 import pandas as pd
@@ -36,6 +37,7 @@ def write_slices(root, test: pd.DataFrame) -> None:
     rng = np.random.default_rng(0)
     for folder in ("images", "masks"):
         (root / "data/slices" / folder).mkdir(parents=True)
+    (root / "data/slices/info.json").write_text(json.dumps(PRE))  # the slices the tiny models were made for
     for slice_id in test["slice_id"]:
         cv2.imwrite(str(root / "data/slices/images" / f"{slice_id}.png"),
                     rng.integers(0, 256, (SIZE, SIZE), dtype=np.uint8))
