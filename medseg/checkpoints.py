@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import math
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ import torch
 
 from medseg.errors import MedsegError
 from medseg.outputs import write_atomic
+from medseg.params import is_count, is_finite
 
 FORMAT = "medseg-checkpoint-v1"
 
@@ -37,33 +37,25 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return ckpt
 
 
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def check_header(path: Path, ckpt: dict[str, Any]) -> None:
     """The header fields a checkpoint is read back by, each of the type and range it was written
     with: a missing or edited one is named with the file, not left to fail in a params check later."""
     if not isinstance(ckpt["model"], str) or not isinstance(ckpt["model_params"], dict):
         raise MedsegError(f"{path}: checkpoint header model={ckpt['model']!r} / model_params is not what medseg "
                           "writes (a name and a mapping)")
-    if not _positive_int(ckpt["in_channels"]):
+    if not is_count(ckpt["in_channels"]):
         raise MedsegError(f"{path}: checkpoint in_channels={ckpt['in_channels']!r} is not a positive integer")
     pre = ckpt.get("preprocess")
     if pre is not None:
         if not isinstance(pre, dict):
             raise MedsegError(f"{path}: checkpoint preprocess={pre!r} is not a mapping")
         for key in ("size", "channels"):
-            if not _positive_int(pre.get(key)):
+            if not is_count(pre.get(key)):
                 raise MedsegError(f"{path}: checkpoint preprocess.{key}={pre.get(key)!r} is not a positive integer")
         for key in ("window_level", "window_width"):
-            if key in pre and not _number(pre[key]):
+            if key in pre and not is_finite(pre[key]):
                 raise MedsegError(f"{path}: checkpoint preprocess.{key}={pre[key]!r} is not a finite number")
-    if "threshold" in ckpt and not (_number(ckpt["threshold"]) and 0 <= ckpt["threshold"] <= 1):
+    if "threshold" in ckpt and not (is_finite(ckpt["threshold"]) and 0 <= ckpt["threshold"] <= 1):
         raise MedsegError(f"{path}: checkpoint threshold={ckpt['threshold']!r} is not a number in [0, 1]")
 
 

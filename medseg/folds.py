@@ -20,6 +20,7 @@ import pandas as pd
 from medseg import paths
 from medseg.errors import MedsegError
 from medseg.outputs import write_atomic, write_json
+from medseg.params import is_count, is_finite
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,9 @@ def read_ensemble(folder: Path) -> dict[str, Any]:
         raise MedsegError(f"{path}: missing; run the train stage of this model to the end") from err
     except (ValueError, KeyError, TypeError) as err:
         raise MedsegError(f"{path}: not a medseg ensemble description ({type(err).__name__})") from err
-    if not isinstance(folds, int) or isinstance(folds, bool) or not 2 <= folds <= MAX_FOLDS:
+    if not is_count(folds) or not 2 <= folds <= MAX_FOLDS:
         raise MedsegError(f"{path}: folds={folds!r} is not a fold count (an integer in [2, {MAX_FOLDS}], as split.folds)")
-    if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0 <= threshold <= 1:
+    if not is_finite(threshold) or not 0 <= threshold <= 1:
         raise MedsegError(f"{path}: threshold={threshold!r} is not a number in [0, 1]")
     return {**spec, "folds": folds, "threshold": float(threshold)}
 
@@ -113,7 +114,7 @@ def _tidy(folder: Path, keep: set[str], ours: tuple[str, ...], ours_in_fold: tup
         if FOLD_DIR.fullmatch(entry.name) and entry.is_dir():
             foreign += _tidy_fold(entry, ours_in_fold)
         elif entry.name in ours:
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            _remove(entry)
         else:
             foreign.append(entry)
     if foreign:
@@ -121,12 +122,16 @@ def _tidy(folder: Path, keep: set[str], ours: tuple[str, ...], ours_in_fold: tup
                     "writes: keep exports and notes elsewhere)", folder, ", ".join(str(p) for p in foreign))
 
 
+def _remove(entry: Path) -> None:
+    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
 def _tidy_fold(fold: Path, ours: tuple[str, ...]) -> list[Path]:
     """Remove a stale fold folder's medseg files, and the folder once empty; what else it holds."""
     rest = []
     for entry in sorted(fold.iterdir()):
         if entry.name in ours:
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            _remove(entry)
         else:
             rest.append(entry)
     if not rest:

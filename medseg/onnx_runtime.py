@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import MedsegError
+from medseg.params import is_count, is_finite
 
 FORMAT = "medseg-onnx-v1"
 GRAPH, METADATA = "model.onnx", "model.json"
@@ -64,23 +65,15 @@ def _at(meta: dict[str, Any], key: str) -> Any:
     return value
 
 
-def _real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
-
-
-def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
 # model.json's values, each with the rule `export` writes it by: an edited or foreign file is one line
 _RULES = (
     ("input.name", lambda v: isinstance(v, str) and bool(v), "a graph input name"),
     ("output.name", lambda v: isinstance(v, str) and bool(v), "a graph output name"),
-    ("input.divisor", lambda v: _real(v) and v > 0, "a number > 0"),
-    ("threshold", lambda v: _real(v) and 0 <= v <= 1, "a number in [0, 1]"),
-    ("in_channels", _count, "a positive integer"),
-    ("preprocess.size", _count, "a positive integer"),
-    ("preprocess.channels", _count, "a positive integer"),
+    ("input.divisor", lambda v: is_finite(v) and v > 0, "a number > 0"),
+    ("threshold", lambda v: is_finite(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    ("in_channels", is_count, "a positive integer"),
+    ("preprocess.size", is_count, "a positive integer"),
+    ("preprocess.channels", is_count, "a positive integer"),
 )
 
 

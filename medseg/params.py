@@ -34,6 +34,16 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def is_finite(value: Any) -> bool:
+    """A number (is_number) that is neither NaN nor infinite (an int always is, however large)."""
+    return is_number(value) and (isinstance(value, int) or math.isfinite(value))
+
+
+def is_count(value: Any) -> bool:
+    """A positive int, not a bool: a size, a channel or fold count read back from a file medseg wrote."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 @dataclass(frozen=True)
 class Spec:
     """Type and allowed values of one leaf key. A float key takes ints too, and every number goes
