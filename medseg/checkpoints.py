@@ -57,13 +57,18 @@ def check_header(path: Path, ckpt: dict[str, Any]) -> None:
                 raise MedsegError(f"{path}: checkpoint preprocess.{key}={pre[key]!r} is not a finite number")
     if "threshold" in ckpt and not (is_finite(ckpt["threshold"]) and 0 <= ckpt["threshold"] <= 1):
         raise MedsegError(f"{path}: checkpoint threshold={ckpt['threshold']!r} is not a number in [0, 1]")
+    cuts = ckpt.get("class_thresholds")
+    if cuts is not None and not (isinstance(cuts, list) and all(is_finite(c) and 0 <= c <= 1 for c in cuts)):
+        raise MedsegError(f"{path}: checkpoint class_thresholds={cuts!r} is not a list of numbers in [0, 1]")
 
 
 def model_from_checkpoint(ckpt: dict[str, Any], path: Path) -> torch.nn.Module:
+    from medseg.classes import from_json
     from medseg.networks import build_network
 
     try:  # the header names what to build: an edited one is the checkpoint's fault, not a params section's
-        model = build_network(ckpt["model"], ckpt["in_channels"], ckpt["model_params"])
+        classes = from_json((ckpt.get("preprocess") or {}).get("classes"), str(path))
+        model = build_network(ckpt["model"], ckpt["in_channels"], ckpt["model_params"], classes.channels)
     except MedsegError as err:
         raise MedsegError(f"{path}: checkpoint header builds no network: {str(err).removeprefix('params.yaml: ')}") from err
     except (TypeError, ValueError, KeyError, RuntimeError) as err:  # a value of the wrong type deep in smp or timm

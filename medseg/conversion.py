@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from medseg.classes import BINARY, Classes
 from medseg.datasets import CaseRef, Slice
 from medseg.errors import MedsegError
 from medseg.preprocess import model_input, model_mask
@@ -61,7 +62,7 @@ def convert_case(fmt_name: str, case: CaseRef, cfg: dict[str, Any], raw: Path, o
     written: list[Path] = []
     try:
         for sl in fmt.read_case(case, cfg):
-            rows.append(_write_slice(case, sl, cfg["size"], raw, out, written))
+            rows.append(_write_slice(case, sl, cfg["size"], raw, out, written, cfg.get("classes", BINARY)))
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
@@ -69,11 +70,13 @@ def convert_case(fmt_name: str, case: CaseRef, cfg: dict[str, Any], raw: Path, o
     return rows
 
 
-def _write_slice(case: CaseRef, sl: Slice, size: int, raw: Path, out: Path, written: list[Path]) -> dict:
-    """Write one slice's image and mask PNGs (appending their paths to `written`); its manifest row."""
+def _write_slice(case: CaseRef, sl: Slice, size: int, raw: Path, out: Path, written: list[Path],
+                 classes: Classes = BINARY) -> dict:
+    """Write one slice's image and mask PNGs (appending their paths to `written`); its manifest row.
+    A binary mask is stored as 0/255 (readable as a picture), several classes as their codes."""
     pixels, mask = model_input(sl.image, size, sl.image.shape[2]), model_mask(sl.mask, size)
     slice_id = f"{case.case_id}_{sl.index:04d}"
-    for folder, array in (("images", pixels), ("masks", mask * 255)):
+    for folder, array in (("images", pixels), ("masks", mask if classes.multi else mask * 255)):
         path = out / folder / f"{slice_id}.png"
         written.append(path)
         _write_png(path, array)
@@ -83,10 +86,24 @@ def _write_slice(case: CaseRef, sl: Slice, size: int, raw: Path, out: Path, writ
         spacing = f"{sl.spacing[0] * h / size:.4f}x{sl.spacing[1] * w / size:.4f}x{sl.spacing[2]:.4f}"
     return {
         "slice_id": slice_id, "group": case.group, "source": str(case.image.relative_to(raw)),
-        "index": sl.index, "fg_pixels": int(mask.sum()), "spacing": spacing,
+        "index": sl.index, "fg_pixels": int((mask > 0).sum()), "spacing": spacing,
         "height": sl.mask.shape[0], "width": sl.mask.shape[1], "channels": pixels.shape[2],
         "pixel_hash": pixel_hash(pixels), "label_values": sl.label_values,  # the last not in manifest.csv
+        **class_pixels(classes, mask),
     }
+
+
+def class_pixels(classes: Classes, codes: np.ndarray) -> dict[str, int]:
+    """Per-class foreground pixels of one slice's codes, as manifest columns class_<name> (none when binary)."""
+    if not classes.multi:
+        return {}
+    counts = classes.masks_of(codes[None])[0].sum(axis=(1, 2))
+    return {f"class_{name}": int(n) for name, n in zip(classes.names, counts)}
+
+
+def manifest_columns(classes: Classes) -> list[str]:
+    """manifest.csv's columns: MANIFEST_COLUMNS, then one class_<name> (its foreground pixels) per class of a multi-class dataset."""
+    return MANIFEST_COLUMNS + (list(class_pixels(classes, np.zeros((1, 1), np.uint8))) if classes.multi else [])
 
 
 def convert_or_skip(fmt_name: str, case: CaseRef, cfg: dict[str, Any], raw: Path,
@@ -151,18 +168,27 @@ def convert_all(fmt_name: str, cases: list[CaseRef], cfg: dict[str, Any], raw: P
     return manifest, skipped
 
 
-def check_label_values(labels: list[int] | None, manifest: pd.DataFrame) -> None:
-    """`dataset.labels` against the label values the converted volumes hold: none of them found is an
-    error (every mask would be empty), some of them a warning naming the values that match nothing."""
-    if labels is None or "label_values" not in manifest:
+def check_label_values(labels: list[int] | None, manifest: pd.DataFrame, classes: Classes = BINARY) -> None:
+    """`dataset.labels` (or each of `dataset.classes`) against the label values the converted volumes
+    hold: none of them found is an error (every mask, or every mask of that class, would be empty),
+    some of them a warning naming the values that match nothing."""
+    if "label_values" not in manifest:
         return
     found = sorted({int(v) for values in manifest["label_values"] for v in values})
+    if classes.multi:
+        for name, values in zip(classes.names, classes.values):
+            _check_values(f"dataset.classes.{name}", list(values), found)
+    elif labels is not None:
+        _check_values("dataset.labels", labels, found)
+
+
+def _check_values(key: str, labels: list[int], found: list[int]) -> None:
     unmatched = [v for v in labels if v not in found]
     held = ", ".join(map(str, found)) or "only 0"
     if len(unmatched) == len(labels):
-        raise MedsegError(f"params.yaml: dataset.labels={labels} matches no label value of the data (its labels "
+        raise MedsegError(f"params.yaml: {key}={labels} matches no label value of the data (its labels "
                           f"hold {held}); list the values that form the foreground")
     if unmatched:
-        log.warning("params.yaml: dataset.labels value(s) %s occur in no label of the data (it holds %s); "
-                    "the foreground is %s alone", ", ".join(map(str, unmatched)), held,
+        log.warning("params.yaml: %s value(s) %s occur in no label of the data (it holds %s); "
+                    "the foreground is %s alone", key, ", ".join(map(str, unmatched)), held,
                     ", ".join(str(v) for v in labels if v in found))

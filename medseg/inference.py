@@ -47,6 +47,24 @@ def predict_probs(model: nn.Module, images: np.ndarray, device: torch.device, ba
     return out
 
 
+def predict_class_probs(model: nn.Module, images: np.ndarray, device: torch.device, exclusive: bool,
+                        batch_size: int = 16, amp_dtype: torch.dtype | None = None, tta: bool = False) -> np.ndarray:
+    """(N, H, W, C) uint8 -> (N, channels, H, W) float32 per-channel probabilities of a multi-class
+    network: softmax over background + classes (`exclusive`), else one sigmoid per region; `tta`
+    averages the probabilities of a h-flip."""
+    activate = (lambda t: torch.softmax(t, dim=1)) if exclusive else torch.sigmoid
+    out = None
+    for rows, logits in batch_logits(model, images, device, batch_size, amp_dtype):
+        if out is None:
+            out = np.empty((len(images), *logits.shape[1:]), np.float32)
+        out[rows] = activate(logits).cpu().numpy()
+    if tta and out is not None:
+        flipped = predict_class_probs(model, np.ascontiguousarray(images[:, :, ::-1]), device, exclusive, batch_size,
+                                      amp_dtype)
+        out = (out + flipped[..., ::-1]) / 2
+    return out if out is not None else np.empty((0,), np.float32)
+
+
 def forward_flops(model: nn.Module, channels: int, size: int, device: torch.device) -> int:
     """FLOPs of one forward pass on one channels x size x size image (torch's FLOP counter:
     convolutions and matrix products, 2 FLOPs per multiply-add)."""

@@ -9,7 +9,7 @@ GRID_SLICES = 4
 
 def grid_slices(masks: np.ndarray, count: int = GRID_SLICES) -> np.ndarray:
     """The val slices shown: the `count` with the most foreground (ties by position), the same every epoch."""
-    area = masks.reshape(len(masks), -1).sum(1, dtype=np.int64)
+    area = (masks.reshape(len(masks), -1) > 0).sum(1, dtype=np.int64)
     return np.argsort(-area, kind="stable")[:count]
 
 

@@ -2,7 +2,13 @@
 for the IoU losses MONAI lacks (soft Jaccard, Lovász hinge).
 
 Hand-written: balanced_ce (per-image class-area weighting, seed 000) and the focal exponent on
-MONAI's Tversky loss, which MONAI does not provide for the binary sigmoid case.
+MONAI's Tversky loss, which MONAI does not provide for the binary sigmoid case; for overlapping
+regions, the sum of MONAI's sigmoid Dice and a per-channel BCE (MONAI's DiceCELoss switches to a
+softmax cross-entropy as soon as there is more than one channel).
+
+Several classes (medseg.classes) take `dice_bce`, `dice` or `bce`: exclusive classes as softmax
+over background + classes (Dice over the classes only: the background would swamp it when the
+foreground is small), regions as one sigmoid channel each. The targets are the slice store's codes.
 """
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from monai.losses import DiceCELoss, DiceLoss, FocalLoss, TverskyLoss
 from segmentation_models_pytorch.losses import JaccardLoss, LovaszLoss
 from torch import nn
 
+from medseg.classes import BINARY, Classes
 from medseg.errors import MedsegError
 from medseg.params import Spec, num
 
@@ -66,9 +73,53 @@ LOSS_PARAMS = {  # the schema of the `loss` params section
 }
 
 
-def build_loss(cfg: dict[str, Any]) -> nn.Module:
-    """The loss for logits N x 1 x H x W against {0,1} float targets of the same shape."""
+class ExclusiveLoss(nn.Module):
+    """Softmax losses over background + K classes against N x 1 x H x W class-index codes."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.dice = DiceLoss(softmax=True, to_onehot_y=True, include_background=False, batch=True)
+        self.ce = nn.CrossEntropyLoss()
+
+    def forward(self, logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        ce = self.ce(logits, codes[:, 0].long()) if self.kind != "dice" else 0
+        return (self.dice(logits, codes) if self.kind != "bce" else 0) + ce
+
+
+class RegionLoss(nn.Module):
+    """Sigmoid Dice and/or BCE per region channel against N x 1 x H x W bit codes (bit k: region k)."""
+
+    def __init__(self, kind: str, regions: int) -> None:
+        super().__init__()
+        self.kind, self.regions = kind, regions
+        self.dice = DiceLoss(sigmoid=True, batch=True)
+        self.bce = nn.BCEWithLogitsLoss()
+
+    def forward(self, logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        target = region_targets(codes, self.regions)
+        return ((self.dice(logits, target) if self.kind != "bce" else 0)
+                + (self.bce(logits, target) if self.kind != "dice" else 0))
+
+
+def region_targets(codes: torch.Tensor, regions: int) -> torch.Tensor:
+    """N x 1 x H x W bit codes -> N x regions x H x W float {0, 1}."""
+    bits = torch.arange(regions, device=codes.device).view(1, regions, 1, 1)
+    return ((codes.long() >> bits) & 1).float()
+
+
+MULTI_CLASS_TYPES = ("dice_bce", "dice", "bce")
+
+
+def build_loss(cfg: dict[str, Any], classes: Classes = BINARY) -> nn.Module:
+    """The loss for logits N x C x H x W against the slice store's codes as N x 1 x H x W floats
+    (binary: C = 1 and the codes are the {0, 1} target)."""
     kind = cfg["type"]
     if kind not in BUILDERS:
         raise MedsegError(f"params.yaml: loss.type={kind!r} is not allowed; choose one of: {', '.join(LOSS_TYPES)}")
-    return BUILDERS[kind](cfg)
+    if not classes.multi:
+        return BUILDERS[kind](cfg)
+    if kind not in MULTI_CLASS_TYPES:
+        raise MedsegError(f"params.yaml: loss.type={kind!r} takes one foreground; with dataset.classes choose one of: "
+                          f"{', '.join(MULTI_CLASS_TYPES)}")
+    return ExclusiveLoss(kind) if classes.mode == "exclusive" else RegionLoss(kind, len(classes.names))

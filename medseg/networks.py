@@ -59,12 +59,12 @@ def check_model_params(name: str, params: dict[str, Any], batch_size: int, size:
                               f"{side} or choose an encoder that takes any size (e.g. tu-convnext_tiny)")
 
 
-def build_network(name: str, in_channels: int, params: dict[str, Any]) -> nn.Module:
+def build_network(name: str, in_channels: int, params: dict[str, Any], out_channels: int = 1) -> nn.Module:
     """models.build_model, its errors worded for the user (the params key, the model name)."""
     if name not in MODEL_NAMES:
         raise MedsegError(f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
     try:
-        return build_model(name, in_channels, **params)
+        return build_model(name, in_channels, out_channels, **params)
     except WeightsUnavailable as err:
         raise MedsegError(f"params.yaml: models.{name}.pretrained=imagenet but {err}; set it to false "
                           "or run online once to fill the cache") from err

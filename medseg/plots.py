@@ -22,7 +22,33 @@ def overlay(image: np.ndarray, gt: np.ndarray, pred: np.ndarray, alpha: float = 
     return rgb.round().astype(np.uint8)
 
 
-def overlay_grid(panels: list[tuple[str, np.ndarray]], title: str, path: Path, columns: int = 4) -> None:
+CLASS_COLOURS = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
+                 (240, 50, 230), (210, 245, 60))  # distinct colours (Trubetskoy's list), cycled past eight classes
+
+
+def class_colour(k: int) -> tuple[int, int, int]:
+    return CLASS_COLOURS[k % len(CLASS_COLOURS)]
+
+
+def class_overlay(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """RGB uint8 of one slice with K classes ((K, H, W) bool truth and prediction): each class's
+    prediction filled in its colour, its truth outlined in the same colour."""
+    grey = image.mean(axis=2) if image.ndim == 3 else image
+    rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
+    for k in range(len(pred)):
+        colour = np.array(class_colour(k), np.float32)
+        rgb[pred[k]] = (1 - alpha) * rgb[pred[k]] + alpha * colour
+        inner = np.zeros_like(truth[k])
+        inner[1:-1, 1:-1] = (truth[k][1:-1, 1:-1] & truth[k][:-2, 1:-1] & truth[k][2:, 1:-1]
+                             & truth[k][1:-1, :-2] & truth[k][1:-1, 2:])
+        rgb[truth[k] & ~inner] = colour
+    return rgb.round().astype(np.uint8)
+
+
+def overlay_grid(panels: list[tuple[str, np.ndarray]], title: str, path: Path, columns: int = 4,
+                 class_names: list[str] | None = None) -> None:
+    """The overlays of a model in a grid; the key is the TP/FP/FN code, or with `class_names` one
+    colour per class (filled: prediction; outlined: truth)."""
     rows = int(np.ceil(len(panels) / columns))
     fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.2 * rows), squeeze=False)
     for ax in axes.ravel():
@@ -30,8 +56,13 @@ def overlay_grid(panels: list[tuple[str, np.ndarray]], title: str, path: Path, c
     for ax, (label, rgb) in zip(axes.ravel(), panels):
         ax.imshow(rgb, interpolation="nearest")
         ax.set_title(label, fontsize=8)
-    fig.suptitle(f"{title}  (green TP, red FP, blue FN)", fontsize=10)
-    fig.tight_layout()
+    if class_names is None:
+        fig.suptitle(f"{title}  (green TP, red FP, blue FN)", fontsize=10)
+    else:
+        fig.suptitle(f"{title}  (filled: prediction; outlined: truth)", fontsize=10)
+        handles = [plt.Rectangle((0, 0), 1, 1, color=np.array(class_colour(k)) / 255) for k in range(len(class_names))]
+        fig.legend(handles, class_names, loc="lower center", ncol=min(len(class_names), 4), fontsize=8)
+    fig.tight_layout(rect=(0, 0.06 if class_names else 0, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

@@ -94,11 +94,12 @@ def load_predictor(model: Path, tta: bool, batch_size: int | None = None, amp: s
         return Predictor(lambda images: onnx.probs(images, tta, batch_size or 32), onnx.meta["preprocess"],
                          float(onnx.meta["threshold"]), "onnxruntime")
     from medseg.hardware import pick_amp_dtype, pick_device
-    from medseg.trained import load_trained
+    from medseg.trained import load_trained, require_binary
 
     device = pick_device("auto")
     dtype = pick_amp_dtype(amp, device, key="--amp")  # auto: what this hardware runs natively, as training chose
     trained = load_trained(model).to(device)
+    require_binary(trained, "predict")
     return Predictor(lambda images: trained.probs(images, device, tta, batch_size, dtype), trained.header["preprocess"],
                      trained.threshold, f"PyTorch on {device.type}, {trained.folds} fold(s)")
 

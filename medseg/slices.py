@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from medseg import paths
+from medseg.classes import BINARY, Classes, from_json
 from medseg.datasets.files import read_image
 from medseg.errors import MedsegError
 
@@ -62,11 +63,18 @@ def read_png(path: Path, channels: int) -> np.ndarray:
     return array[..., :channels]
 
 
+def slice_classes(slices: Path = paths.SLICES) -> Classes:
+    """The classes the slice store was converted with (info.json); binary when it records none."""
+    info = slices / "info.json"
+    return from_json(dataset_info(slices).get("classes"), str(info)) if info.exists() else BINARY
+
+
 def load_arrays(slices: Path, slice_ids: list[str], channels: int) -> tuple[np.ndarray, np.ndarray]:
-    """Decode the listed slices once into (N, H, W, C) uint8 images and (N, H, W) uint8 {0,1} masks."""
+    """Decode the listed slices once into (N, H, W, C) uint8 images and (N, H, W) uint8 masks: {0, 1}
+    for a binary store, the class codes (medseg.classes) for a multi-class one."""
     images = np.stack([read_png(slices / "images" / f"{s}.png", channels) for s in slice_ids])
     masks = np.stack([read_png(slices / "masks" / f"{s}.png", 0) for s in slice_ids])
-    return images, (masks > 127).astype(np.uint8)
+    return images, masks if slice_classes(slices).multi else (masks > 127).astype(np.uint8)
 
 
 def read_split(path: Path = paths.SPLIT_CSV) -> pd.DataFrame:

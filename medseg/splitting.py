@@ -1,5 +1,6 @@
-"""Patient/volume-level train/val/test split, stratified by whether a group has any foreground,
-and, with `split.folds` K >= 2, K patient-level cross-validation folds over the non-test groups.
+"""Patient/volume-level train/val/test split, stratified by whether a group has any foreground (with
+several classes: by the rarest class it holds, so that no class vanishes from a split), and, with
+`split.folds` K >= 2, K patient-level cross-validation folds over the non-test groups.
 
 The three-way split is hand-written: scikit-learn's StratifiedGroupKFold gives k equal folds, not
 three arbitrary fractions, and does not guarantee every split a positive group. The folds are
@@ -51,22 +52,41 @@ def merged_groups(manifest: pd.DataFrame) -> pd.Series:
     return manifest["group"].map(root)
 
 
+CLASS_PREFIX = "class_"  # manifest columns of per-class foreground pixels (multi-class stores)
+EMPTY = -1  # the stratum of a group without foreground
+
+
+def group_strata(manifest: pd.DataFrame) -> pd.Series:
+    """Per group, the stratum it is split in: 0 with foreground, EMPTY without; with per-class
+    columns (class_<name>), the index of the rarest class (fewest groups) the group holds."""
+    columns = [c for c in manifest.columns if c.startswith(CLASS_PREFIX)]
+    per_group = manifest.groupby("group")[["fg_pixels", *columns]].sum() > 0
+    strata = pd.Series(np.where(per_group["fg_pixels"], 0, EMPTY), index=per_group.index)
+    if columns:
+        rarest_first = sorted(range(len(columns)), key=lambda k: (per_group[columns[k]].sum(), k))
+        for rank, k in reversed(list(enumerate(rarest_first))):  # the rarest class held wins
+            strata[per_group[columns[k]]] = rank
+    return strata
+
+
 def split_groups(manifest: pd.DataFrame, fractions: dict[str, float], seed: int) -> pd.DataFrame:
-    """Return slice_id -> split, assigning whole groups; positive and empty groups split separately."""
+    """Return slice_id -> split, assigning whole groups; each stratum (group_strata: the groups with
+    foreground, or with each rarest class, then the empty ones) split separately."""
     original = manifest
     manifest = manifest.assign(group=merged_groups(manifest))
-    positive = manifest.groupby("group")["fg_pixels"].sum() > 0
+    strata = group_strata(manifest)
+    positive = strata != EMPTY
     rng = np.random.default_rng(seed)
     assignment: dict[str, str] = {}
     total = _allocate(len(positive), fractions)
-    pos_counts = _allocate(int(positive.sum()), fractions)
-    neg_counts = {k: total[k] - pos_counts[k] for k in SPLITS}
+    plan = [(s, _allocate(int((strata == s).sum()), fractions)) for s in sorted(set(strata[positive]))]
+    neg_counts = {k: total[k] - sum(counts[k] for _, counts in plan) for k in SPLITS}
     while min(neg_counts.values()) < 0:  # a split got more positive groups than its total share
         short = min(neg_counts, key=neg_counts.get)
         neg_counts[short] += 1
         neg_counts[max(neg_counts, key=neg_counts.get)] -= 1
-    for has_fg, counts in ((True, pos_counts), (False, neg_counts)):
-        groups = np.array(sorted(positive.index[positive == has_fg]))
+    for stratum, counts in [*plan, (EMPTY, neg_counts)]:
+        groups = np.array(sorted(strata.index[strata == stratum]))
         rng.shuffle(groups)
         start = 0
         for name in SPLITS:
@@ -84,7 +104,17 @@ def split_groups(manifest: pd.DataFrame, fractions: dict[str, float], seed: int)
     out = pd.DataFrame({"slice_id": original["slice_id"], "group": original["group"]})
     out["split"] = manifest["group"].map(assignment)
     check_group_integrity(out)
+    check_classes_trained(manifest, out["split"] == "train", "the train split")
     return out[["slice_id", "split", "group"]]
+
+
+def check_classes_trained(manifest: pd.DataFrame, trains: pd.Series, where: str) -> None:
+    """Every class of a multi-class store (class_<name> columns) must occur in the slices `trains` marks."""
+    for column in (c for c in manifest.columns if c.startswith(CLASS_PREFIX)):
+        if manifest.loc[trains.to_numpy(), column].sum() == 0:
+            held = int((manifest.groupby("group")[column].sum() > 0).sum())
+            raise MedsegError(f"split: class {column[len(CLASS_PREFIX):]!r} ({held} group(s) hold it) does not occur "
+                              f"in {where}; add cases or change split.fractions or split.seed")
 
 
 def check_group_integrity(split: pd.DataFrame) -> None:
@@ -108,17 +138,22 @@ def assign_folds(manifest: pd.DataFrame, split: pd.DataFrame, folds: int, seed: 
     pool = split[split["split"] != "test"]
     units = pool["slice_id"].map(unit_of)
     positive = pool["slice_id"].map(fg_of).gt(0).groupby(units).any().sort_index()
+    pooled = manifest[manifest["slice_id"].isin(pool["slice_id"])].assign(group=lambda m: m["slice_id"].map(unit_of))
+    strata = group_strata(pooled).reindex(positive.index)
+    labels = positive if (strata[positive] == 0).all() else strata  # binary: by foreground, as always
     if positive.sum() < folds:
         raise MedsegError(f"split: {int(positive.sum())} non-test groups with foreground cannot give each of "
                           f"split.folds={folds} folds one; lower split.folds or add cases")
     with warnings.catch_warnings():  # fewer lesion-free groups than folds: some folds get none, as intended
         warnings.simplefilter("ignore", UserWarning)
-        held_out = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(positive, positive)
+        held_out = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(positive, labels)
         fold_of = {unit: k for k, (_, held) in enumerate(held_out) for unit in positive.index[held]}
     out = split.assign(split=np.where(split["split"] == "test", "test", "train"))
     out["fold"] = out["slice_id"].map(unit_of).map(fold_of).where(out["split"] != "test", NO_FOLD).astype(int)
     for k in range(folds):
         if not out.loc[out["fold"] == k, "slice_id"].map(fg_of).gt(0).any():
             raise MedsegError(f"split: fold {k} holds no group with foreground; lower split.folds or add cases")
+        check_classes_trained(manifest.set_index("slice_id").loc[out["slice_id"]].reset_index(),
+                              (out["fold"] != k) & (out["split"] != "test"), f"the training folds of fold {k}")
     check_group_integrity(out)
     return out

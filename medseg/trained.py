@@ -14,9 +14,10 @@ import torch
 from torch import nn
 
 from medseg.checkpoints import load_checkpoint, model_from_checkpoint
+from medseg.classes import BINARY, Classes, from_json
 from medseg.errors import MedsegError
 from medseg.folds import ENSEMBLE, checkpoint_paths, mean_probs, read_ensemble
-from medseg.inference import predict_probs
+from medseg.inference import predict_class_probs, predict_probs
 
 SHARED = ("model", "model_params", "in_channels", "preprocess")  # what every fold of one model must agree on
 
@@ -32,6 +33,8 @@ class TrainedModel:
     paths: list[Path]
     computes: list[dict[str, Any]] = field(default_factory=list)  # each member's training record (device, dtype, time, batch)
     tuned: bool = False  # the threshold was chosen on val (out-of-fold) data by a training that finished
+    classes: Classes = BINARY  # what the network's output channels are (medseg.classes)
+    class_thresholds: list[float] | None = None  # per region, chosen on val; None: binary or argmax
 
     @property
     def batch_size(self) -> int:
@@ -52,6 +55,22 @@ class TrainedModel:
         one batch (default: the training batch) on the device at a time."""
         batch = batch_size or self.batch_size
         return mean_probs([predict_probs(m, images, device, batch, amp_dtype, tta) for m in self.members])
+
+
+    def class_probs(self, images: np.ndarray, device: torch.device, tta: bool = False,
+                    batch_size: int | None = None, amp_dtype: torch.dtype | None = None) -> np.ndarray:
+        """A multi-class model's (N, channels, H, W) float32 probabilities, the mean over its folds."""
+        batch, exclusive = batch_size or self.batch_size, self.classes.mode == "exclusive"
+        return mean_probs([predict_class_probs(m, images, device, exclusive, batch, amp_dtype, tta)
+                           for m in self.members])
+
+
+def require_binary(trained: TrainedModel, what: str) -> None:
+    """`what` (predict, export) handles one foreground so far: a multi-class model is one line, not a wrong mask."""
+    if trained.classes.multi:
+        raise MedsegError(f"{trained.paths[0]}: a multi-class model ({trained.classes.mode}: "
+                          f"{', '.join(trained.classes.names)}); {what} takes binary models only so far "
+                          "(evaluate and visualize score and draw multi-class models)")
 
 
 def check_fits_slices(trained: TrainedModel, name: str, slices_info: dict[str, Any], slices: Path) -> None:
@@ -106,5 +125,7 @@ def load_trained(model: Path) -> TrainedModel:
     else:
         record = first
         source = first.get("threshold_source", "default 0.5 (the checkpoint holds no val threshold)")
+    classes = from_json(first["preprocess"].get("classes"), str(found[0]))
     return TrainedModel(members, {key: first[key] for key in SHARED}, float(record.get("threshold", 0.5)),
-                        str(source), found, [c.get("compute", {}) for c in ckpts], "threshold_source" in record)
+                        str(source), found, [c.get("compute", {}) for c in ckpts], "threshold_source" in record,
+                        classes, record.get("class_thresholds"))

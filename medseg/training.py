@@ -26,11 +26,12 @@ from tqdm import tqdm
 
 from medseg.augment import build_augmentation
 from medseg.checkpoints import load_checkpoint, save_checkpoint
+from medseg.classes import BINARY, Classes, from_json
 from medseg.errors import MedsegError
 from medseg.distributed import (DistInfo, barrier, broadcast_from_main, current, gradient_sync,
                                 local_device, mean_over_ranks, unwrap, wrap)
 from medseg.hardware import amp_name, device_name, peak_memory_mb, pick_amp_dtype, pick_device, pick_workers
-from medseg.inference import autocast, batch_logits, predict_probs
+from medseg.inference import autocast, batch_logits, predict_class_probs, predict_probs
 from medseg.live_images import grid_slices, prediction_grid
 from medseg.losses import build_loss
 from medseg.metrics import best_f1_threshold, global_dice, pixel_pr
@@ -119,7 +120,8 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
     model = model.to(device=device, memory_format=memory_format)
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, cfg))
-    criterion = build_loss(loss_cfg).to(device)
+    classes = from_json((header.get("preprocess") or {}).get("classes"), f"{name} checkpoint header")
+    criterion = build_loss(loss_cfg, classes).to(device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg["ema"]), use_buffers=True)
            if cfg["ema"] > 0 else None)
@@ -166,7 +168,7 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
             # rank 0 scores; the others take its numbers, so all agree on best epoch and stopping
-            val_loss, val_dice, val_probs = (_validate(scored, data, criterion, cfg, device, amp_dtype)
+            val_loss, val_dice, val_probs = (_validate(scored, data, criterion, cfg, device, amp_dtype, classes)
                                              if info.is_main else (0.0, 0.0, None))
             val_loss, val_dice = broadcast_from_main((val_loss, val_dice), device)
             state.epoch += 1
@@ -208,7 +210,7 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
                      cfg["epochs"], train_loss, val_loss, val_dice)
             live.next_step()
     if info.is_main and state.finished and best.exists():
-        _finalise_best(best, data, cfg, device, amp_dtype, state, len(order))
+        _finalise_best(best, data, cfg, device, amp_dtype, state, len(order), classes)
     barrier()  # no rank returns (and reads best.pt) before rank 0 has written it
     return state
 
@@ -313,23 +315,40 @@ def make_loader(dataset: SliceDataset, cfg: dict[str, Any], epoch: int, epoch_se
 
 
 def _finalise_best(best: Path, data: TrainData, cfg: dict[str, Any], device: torch.device,
-                   amp_dtype: torch.dtype | None, state: RunState, draws_per_epoch: int) -> None:
-    """Put into best.pt the val best-F1 threshold, so the checkpoint alone is enough to predict,
-    and what training cost (device, dtype, time, epochs, throughput, peak memory)."""
+                   amp_dtype: torch.dtype | None, state: RunState, draws_per_epoch: int,
+                   classes: Classes = BINARY) -> None:
+    """Put into best.pt the val best-F1 threshold (one per region; none for exclusive classes,
+    decided by argmax), so the checkpoint alone is enough to predict, and what training cost
+    (device, dtype, time, epochs, throughput, peak memory)."""
     from medseg.checkpoints import model_from_checkpoint
 
     ckpt = load_checkpoint(best)
     model = model_from_checkpoint(ckpt, best).to(device)
-    probs = predict_probs(model, data.val_images, device, cfg["batch_size"], amp_dtype)
-    ckpt["threshold"] = best_threshold(probs, data.val_masks, cfg["seed"])
-    ckpt["threshold_source"] = "best pixel F1 on the val split"
+    if classes.multi:
+        probs = predict_class_probs(model, data.val_images, device, classes.mode == "exclusive", cfg["batch_size"],
+                                    amp_dtype)
+        ckpt["class_thresholds"] = class_thresholds(probs, data.val_masks, classes, cfg["seed"])
+        ckpt["threshold_source"] = ("argmax over background and the classes" if classes.mode == "exclusive"
+                                    else "best pixel F1 of each region on the val split")
+    else:
+        probs = predict_probs(model, data.val_images, device, cfg["batch_size"], amp_dtype)
+        ckpt["threshold"] = best_threshold(probs, data.val_masks, cfg["seed"])
+        ckpt["threshold_source"] = "best pixel F1 on the val split"
     ckpt["compute"] = {"device": device_name(device), "amp": amp_name(amp_dtype), "torch": str(torch.__version__),
                        "batch_size": cfg["batch_size"],
                        "epochs": state.epoch, "train_seconds": state.train_seconds,
                        "train_images_per_s": draws_per_epoch * state.epoch / max(state.train_seconds, 1e-9),
                        "peak_memory_mb": peak_memory_mb(device)}
     save_checkpoint(best, {k: v for k, v in ckpt.items() if k != "format"})
-    log.info("val best-F1 threshold %.3f stored in %s", ckpt["threshold"], best)
+    log.info("val threshold(s) %s stored in %s", ckpt.get("class_thresholds", ckpt.get("threshold")), best)
+
+
+def class_thresholds(probs: np.ndarray, codes: np.ndarray, classes: Classes, seed: int) -> list[float] | None:
+    """Per region, the best pixel-F1 cut-off of its channel on these codes; None for exclusive classes."""
+    if classes.mode == "exclusive":
+        return None
+    truth = classes.masks_of(codes)
+    return [best_threshold(probs[:, k], truth[:, k], seed) for k in range(len(classes.names))]
 
 
 def train_epoch(model, loader, criterion, optimizer, scaler, cfg, device, amp_dtype, memory_format,
@@ -368,14 +387,26 @@ def train_epoch(model, loader, criterion, optimizer, scaler, cfg, device, amp_dt
 
 
 @torch.no_grad()
-def _validate(model, data: TrainData, criterion, cfg, device, amp_dtype) -> tuple[float, float, np.ndarray]:
-    """Val loss (mean over batches, weighted by their size), global val Dice and the val
-    probabilities, one batch on the device at a time."""
+def _validate(model, data: TrainData, criterion, cfg, device, amp_dtype,
+              classes: Classes = BINARY) -> tuple[float, float, np.ndarray]:
+    """Val loss (mean over batches, weighted by their size), global val Dice (with several classes,
+    its mean over the classes) and the val foreground probabilities, one batch on the device at a time."""
     probs = np.empty(data.val_images.shape[:3], np.float32)
     total = torch.zeros((), dtype=torch.float64, device=device)
+    hits = np.zeros((len(classes.names), 2), np.int64)  # per class: intersection, pred + truth pixels
     for rows, logits in batch_logits(model, data.val_images, device, cfg["batch_size"], amp_dtype):
         target = torch.from_numpy(data.val_masks[rows, None]).to(device).float()
         total += criterion(logits, target).double() * len(logits)
-        probs[rows] = torch.sigmoid(logits)[:, 0].cpu().numpy()
+        if not classes.multi:
+            probs[rows] = torch.sigmoid(logits)[:, 0].cpu().numpy()
+            continue
+        exclusive = classes.mode == "exclusive"
+        channel = torch.softmax(logits, dim=1) if exclusive else torch.sigmoid(logits)
+        probs[rows] = (1 - channel[:, 0] if exclusive else channel.amax(dim=1)).cpu().numpy()
+        pred = classes.decide(channel.cpu().numpy(), [cfg["threshold"]] * len(classes.names))
+        truth = classes.masks_of(data.val_masks[rows])
+        hits += np.stack([(pred & truth).sum(axis=(0, 2, 3)), pred.sum(axis=(0, 2, 3)) + truth.sum(axis=(0, 2, 3))], 1)
     loss = float(total) / max(len(probs), 1)
+    if classes.multi:
+        return loss, float(np.mean([1.0 if n == 0 else 2 * i / n for i, n in hits])), probs
     return loss, global_dice(probs >= cfg["threshold"], data.val_masks.astype(bool)), probs

@@ -45,8 +45,9 @@ MODEL_NAMES: tuple[str, ...] = tuple(ARCHITECTURES)
 FOREGROUND_PRIOR = 0.01
 
 
-def build_model(name: str, in_channels: int, **params: Any):
-    """Build model `name` from its `models.<name>` params section, wrapped to accept any size.
+def build_model(name: str, in_channels: int, out_channels: int = 1, **params: Any):
+    """Build model `name` from its `models.<name>` params section, wrapped to accept any size, with
+    `out_channels` logits per pixel (1: binary; several: one per class or region).
 
     Raises KeyError for an unknown name and models.encoders.WeightsUnavailable when pretrained
     weights cannot be fetched."""
@@ -56,16 +57,17 @@ def build_model(name: str, in_channels: int, **params: Any):
         raise KeyError(f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
     arch = ARCHITECTURES[name]
     builder = getattr(importlib.import_module(arch.module), arch.builder)
-    net = builder(in_channels=in_channels, **params)
-    init_foreground_prior(net, FOREGROUND_PRIOR)
+    net = builder(in_channels=in_channels, out_channels=out_channels, **params)
+    init_foreground_prior(net, FOREGROUND_PRIOR, out_channels)
     return PadToMultiple(net, arch.multiple)
 
 
-def init_foreground_prior(net, prior: float) -> None:
+def init_foreground_prior(net, prior: float, out_channels: int = 1) -> None:
     """Start the output layer at a rare-foreground prior (Lin et al. 2017) instead of p=0.5, so
-    early training is not spent unlearning a flood of false positives."""
+    early training is not spent unlearning a flood of false positives (each sigmoid channel alike;
+    on a softmax head equal biases cancel, so it starts uniform)."""
     from torch import nn
 
-    heads = [m for m in net.modules() if isinstance(m, nn.Conv2d) and m.out_channels == 1]
+    heads = [m for m in net.modules() if isinstance(m, nn.Conv2d) and m.out_channels == out_channels]
     if heads and heads[-1].bias is not None:
         nn.init.constant_(heads[-1].bias, math.log(prior / (1 - prior)))

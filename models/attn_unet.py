@@ -9,7 +9,7 @@ from monai.networks.nets import AttentionUnet
 from torch import nn
 
 
-def attention_unet(in_channels: int, width: int = 64) -> nn.Module:
+def attention_unet(in_channels: int, width: int = 64, out_channels: int = 1) -> nn.Module:
     w = width
-    return AttentionUnet(spatial_dims=2, in_channels=in_channels, out_channels=1,
+    return AttentionUnet(spatial_dims=2, in_channels=in_channels, out_channels=out_channels,
                          channels=(w, 2 * w, 4 * w, 8 * w, 16 * w), strides=(2, 2, 2, 2))

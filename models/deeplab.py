@@ -13,10 +13,10 @@ from models.encoders import with_weights
 
 
 def deeplab_v3plus(in_channels: int, encoder: str = "resnet50", decoder_channels: int = 256,
-                   pretrained: bool | str = False) -> nn.Module:
+                   pretrained: bool | str = False, out_channels: int = 1) -> nn.Module:
     return with_weights(
         lambda weights: smp.DeepLabV3Plus(
-            encoder_name=encoder, encoder_weights=weights, in_channels=in_channels, classes=1,
+            encoder_name=encoder, encoder_weights=weights, in_channels=in_channels, classes=out_channels,
             encoder_output_stride=16, decoder_atrous_rates=(6, 12, 18),
             decoder_channels=decoder_channels),
         pretrained)

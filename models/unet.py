@@ -10,8 +10,8 @@ from monai.networks.nets import BasicUNet
 from torch import nn
 
 
-def classic_unet(in_channels: int, width: int = 64) -> nn.Module:
+def classic_unet(in_channels: int, width: int = 64, out_channels: int = 1) -> nn.Module:
     w = width
-    return BasicUNet(spatial_dims=2, in_channels=in_channels, out_channels=1,
+    return BasicUNet(spatial_dims=2, in_channels=in_channels, out_channels=out_channels,
                      features=(w, 2 * w, 4 * w, 8 * w, 16 * w, w),
                      act="relu", norm="batch", dropout=0.0, upsample="deconv")

@@ -12,9 +12,9 @@ from models.encoders import with_weights
 
 
 def upernet(in_channels: int, encoder: str = "tu-convnext_tiny", decoder_channels: int = 256,
-            pretrained: bool | str = False) -> nn.Module:
+            pretrained: bool | str = False, out_channels: int = 1) -> nn.Module:
     return with_weights(
         lambda weights: smp.UPerNet(
-            encoder_name=encoder, encoder_weights=weights, in_channels=in_channels, classes=1,
+            encoder_name=encoder, encoder_weights=weights, in_channels=in_channels, classes=out_channels,
             decoder_channels=decoder_channels),
         pretrained)

@@ -22,7 +22,8 @@ from medseg.errors import MedsegError
 from medseg.outputs import staged_dir, write_atomic, write_json
 from medseg.params import load_section
 from medseg.plans import build_plan, fingerprint, resolve_profile, write_plan
-from medseg.conversion import MANIFEST_COLUMNS, check_label_values, convert_all
+from medseg.classes import BINARY
+from medseg.conversion import check_label_values, convert_all, manifest_columns
 
 log = logging.getLogger("medseg.convert")
 SLICES, RESULTS = paths.SLICES, paths.stage_results("convert")
@@ -60,14 +61,16 @@ def main() -> None:
         warn_on_count_mismatch(fmt, cases, raw)
     with staged_dir(SLICES) as tmp:
         manifest, skipped = convert_all(fmt.__name__, cases, cfg, raw, tmp)
-        check_label_values(cfg["labels"], manifest)
-        manifest[MANIFEST_COLUMNS].to_csv(tmp / "manifest.csv", index=False)
+        classes = cfg.get("classes", BINARY)
+        check_label_values(cfg["labels"], manifest, classes)
+        manifest[manifest_columns(classes)].to_csv(tmp / "manifest.csv", index=False)
         channels = int(manifest["channels"].iloc[0])
         # normalize only where the reader has the choice: the other stores stay byte-identical
         write_json(tmp / "info.json", {"dataset": dataset["name"], "channels": channels,
                                        "size": size, "window_level": cfg["window_level"],
                                        "window_width": cfg["window_width"],
-                                       **({"normalize": normalize} if "convert.normalize" in chosen else {})})
+                                       **({"normalize": normalize} if "convert.normalize" in chosen else {}),
+                                       **({"classes": classes.as_json()} if classes.multi else {})})
         write_plan(tmp, build_plan(dataset_plan(dataset["name"]), dataset["name"], profile, profile_why, chosen,
                                    fingerprint(manifest, channels, size)))
     seconds = time.perf_counter() - started

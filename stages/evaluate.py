@@ -43,6 +43,7 @@ from medseg.folds import mean_probs
 from medseg.slices import SLICES, dataset_info, fold_count, fold_rows, load_arrays, split_rows
 from medseg.trained import TrainedModel, check_fits_slices, load_trained
 from medseg.uncertainty import paired_comparison
+from medseg.class_scores import ClassResults, class_comparisons, classes_markdown, score_classes
 from models import MODEL_NAMES
 
 log = logging.getLogger("medseg.evaluate")
@@ -90,10 +91,20 @@ def main() -> None:
     gt = test_masks.astype(bool)
     device = pick_device("auto")
     amp = pick_amp_dtype(cfg["amp"], device, key="evaluate.amp")
-    summary, costs, case_tables, oof_tables = {}, {}, {}, {}
+    summary, costs, case_tables, oof_tables, class_tables = {}, {}, {}, {}, {}
     with staged_dir(paths.EVALUATE) as out, staged_dir(paths.PREDICTIONS) as preds:
         for name in MODEL_NAMES:
             trained = load_model(name, folds, device)
+            if trained.classes.multi:
+                batch = trained.batch_size if cfg["batch_size"] == "auto" else cfg["batch_size"]
+                result, speed = evaluate_classes(
+                    out / name, preds, name, trained, cfg, (val, val_images, val_masks), (test, test_images, test_masks),
+                    partial(trained.class_probs, device=device, tta=cfg["tta"], batch_size=batch, amp_dtype=amp),
+                    provenance(trained.computes[0], device, amp_name(amp)))
+                summary[name], case_tables[name], class_tables[name] = result.metrics, result.cases, result.per_class_cases
+                costs[name] = compute_cost(trained.computes, trained.members[0], channels, size, device, speed)
+                write_json(out / name / "compute.json", costs[name])
+                continue
             needs_val = folds > 1 or any(cfg[k] == "auto" for k in AUTO_STEPS) or cfg["threshold"] == "auto" and cfg["tta"]
             batch = trained.batch_size if cfg["batch_size"] == "auto" else cfg["batch_size"]
             infer = partial(predict_probs, device=device, batch_size=batch, amp_dtype=amp, tta=cfg["tta"])
@@ -132,12 +143,48 @@ def main() -> None:
         comparison = paired_comparison(case_tables, "dice", cfg["resamples"], cfg["seed"])
         report = {"metric": "dice", "alpha": 0.05, "pairs": comparison}
         text = summary_markdown(summary, cfg["empty"], comparison, costs)
+        if class_tables:  # several classes: each class's scores and paired tests, as for the macro mean
+            report["classes"] = class_comparisons(class_tables, cfg["resamples"], cfg["seed"])
+            text += "\n" + classes_markdown(summary, report["classes"])
         if folds > 1:
             report["oof_pairs"] = paired_comparison(oof_tables, "dice", cfg["resamples"], cfg["seed"])
             text += "\n" + cv_markdown(summary, report["oof_pairs"])
         text += "\n" + plan_markdown(read_plan())
         write_json(out / "comparison.json", report)
         write_atomic(out / "summary.md", text)
+
+
+def evaluate_classes(folder: Path, preds: Path, name: str, trained: TrainedModel, cfg: dict[str, Any],
+                     val: tuple[pd.DataFrame, np.ndarray, np.ndarray], test: tuple[pd.DataFrame, np.ndarray, np.ndarray],
+                     class_probs: Callable, made_by: dict[str, Any]) -> tuple[ClassResults, float]:
+    """A multi-class model: per-class and macro scores (medseg.class_scores) written like a binary
+    model's, each class's tables beside them (per_case_<class>.csv, pr_<class>.csv); returns them
+    and the test images per second."""
+    if fold_count() > 1:
+        raise MedsegError("params.yaml: split.folds > 1 with dataset.classes is not supported yet; set split.folds: 1")
+    thresholds = trained.class_thresholds
+    if cfg["threshold"] != "auto" and trained.classes.mode == "regions":
+        thresholds = [float(cfg["threshold"])] * len(trained.classes.names)
+    val_probs = class_probs(val[1])
+    started = time.perf_counter()
+    test_probs = class_probs(test[1])
+    speed = len(test[1]) / max(time.perf_counter() - started, 1e-9)
+    result = score_classes(trained.classes, thresholds, cfg, val[0], val_probs, val[2], test[0], test_probs, test[2])
+    result.metrics |= made_by
+    folder.mkdir()
+    write_json(folder / "metrics.json", result.metrics)
+    result.cases.to_csv(folder / "per_case.csv", index=False, float_format="%.6f")
+    for cname in trained.classes.names:
+        result.per_class_cases[cname].to_csv(folder / f"per_case_{cname}.csv", index=False, float_format="%.6f")
+        result.per_class_images[cname].to_csv(folder / f"per_image_{cname}.csv", index=False, float_format="%.6f")
+        result.pr[cname].to_csv(folder / f"pr_{cname}.csv", index=False, float_format="%.6f")
+    np.savez_compressed(preds / f"{name}.npz", slice_id=test[0]["slice_id"].to_numpy().astype(str),
+                        probs=np.round(test_probs * 255).astype(np.uint8), masks=result.masks,
+                        classes=np.array(trained.classes.names), class_mode=trained.classes.mode)
+    log.info("%s: macro case Dice %.4f over %d classes (%s)", name, result.metrics["dice"] or 0,
+             len(trained.classes.names), ", ".join(f"{c} {m['dice'] or 0:.3f}"
+                                                   for c, m in result.metrics["classes"].items()))
+    return result, speed
 
 
 def out_of_fold_probs(members: list, images: np.ndarray, fold: np.ndarray, infer: Callable) -> np.ndarray:

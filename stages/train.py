@@ -22,12 +22,13 @@ from medseg.cli import run_stage
 from medseg.distributed import cleanup, init_distributed, launched_by_torchrun, run_under_torchrun
 from medseg.losses import LOSS_PARAMS
 from medseg.networks import build_network, load_model_params
+from medseg.errors import MedsegError
 from medseg.params import load_section
 from medseg.checkpoints import load_checkpoint, model_from_checkpoint
 from medseg.folds import tidy_layout, write_ensemble, write_fold_curves
 from medseg.hardware import pick_amp_dtype, pick_device
 from medseg.inference import predict_probs
-from medseg.slices import SLICES, dataset_info, fold_count, fold_rows, load_arrays, read_sampling
+from medseg.slices import SLICES, dataset_info, fold_count, fold_rows, load_arrays, read_sampling, slice_classes
 from medseg.training import RunState, TrainData, best_threshold, train
 from models import MODEL_NAMES
 
@@ -47,14 +48,16 @@ def train_model(name: str, cfg: dict[str, Any], loss_cfg: dict[str, Any], aug_cf
                 model_cfg: dict[str, Any], is_main: bool) -> list[RunState]:
     """Train the model (or each of its K fold models, resuming in the fold a killed run was in)."""
     info = dataset_info()
-    channels, folds = info["channels"], fold_count()
+    channels, folds, classes = info["channels"], fold_count(), slice_classes()
     read_sampling()  # checked against the split and its folds before any fold trains
+    if classes.multi and folds > 1:
+        raise MedsegError("params.yaml: split.folds > 1 with dataset.classes is not supported yet; set split.folds: 1")
     run = run_id(cfg, loss_cfg, aug_cfg, model_cfg, info) if folds > 1 else None
     states = []
     for fold in range(folds):
         data = load_train_data(fold, channels)
         torch.manual_seed(cfg["seed"])
-        model = build_network(name, channels, model_cfg)
+        model = build_network(name, channels, model_cfg, classes.channels)
         header = {"model": name, "model_params": model_cfg, "in_channels": channels, "preprocess": info}
         where = None if folds == 1 else fold
         if where is not None:

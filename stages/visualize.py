@@ -18,8 +18,9 @@ from medseg.cli import run_stage
 from medseg.errors import MedsegError
 from medseg.outputs import staged_dir
 from medseg.params import load_section
-from medseg.plots import dice_boxplot, forest_plot, line_chart, map_grid, overlay, overlay_grid
-from medseg.slices import SLICES, dataset_info, load_arrays, split_rows
+from medseg.classes import BINARY, Classes
+from medseg.plots import class_overlay, dice_boxplot, forest_plot, line_chart, map_grid, overlay, overlay_grid
+from medseg.slices import SLICES, dataset_info, load_arrays, slice_classes, split_rows
 from medseg.trained import check_fits_slices, load_trained
 from models import MODEL_NAMES
 
@@ -49,15 +50,32 @@ def chosen_cases(cases: pd.DataFrame, test: pd.DataFrame, count: int) -> list[tu
     return out
 
 
-def case_panels(name: str, cases: pd.DataFrame, test: pd.DataFrame, count: int, channels: int) -> list:
-    """Overlays of the best and worst cases, with the masks exactly as evaluate scored them."""
+def case_panels(name: str, cases: pd.DataFrame, test: pd.DataFrame, count: int, channels: int,
+                classes: Classes = BINARY) -> list:
+    """Overlays of the best and worst cases, with the masks exactly as evaluate scored them (several
+    classes: each in its colour; the case Dice is then the mean over the classes)."""
     preds = np.load(paths.PREDICTIONS / f"{name}.npz")
     mask_of = dict(zip(preds["slice_id"], preds["masks"]))  # exactly what evaluate scored
     panels = []
     for label, group, slice_id, dice in chosen_cases(cases, test, count):
         images, masks = load_arrays(SLICES, [slice_id], channels)
-        panels.append((f"{label}: {group}\ncase Dice {dice:.3f}", overlay(images[0], masks[0] > 0, mask_of[slice_id])))
+        picture = (class_overlay(images[0], classes.masks_of(masks)[0], mask_of[slice_id]) if classes.multi
+                   else overlay(images[0], masks[0] > 0, mask_of[slice_id]))
+        panels.append((f"{label}: {group}\ncase Dice {dice:.3f}", picture))
     return panels
+
+
+def class_series(classes: Classes) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
+    """Several classes: per model and class, its PR curve and its metrics (the forest plot's rows
+    under each model's macro mean)."""
+    curves, rows = {}, {}
+    for m in MODEL_NAMES:
+        metrics = json.loads((paths.EVALUATE / m / "metrics.json").read_text())
+        rows[f"{m} (mean over classes)"] = metrics
+        for c in classes.names:
+            curves[f"{m}: {c}"] = pd.read_csv(paths.EVALUATE / m / f"pr_{c}.csv")
+            rows[f"{m}: {c}"] = metrics["classes"][c]
+    return curves, rows
 
 
 def feature_rows(name: str, cases: pd.DataFrame, test: pd.DataFrame, channels: int) -> list:
@@ -76,10 +94,11 @@ def feature_rows(name: str, cases: pd.DataFrame, test: pd.DataFrame, channels: i
     return rows
 
 
-def require_inputs() -> None:
+def require_inputs(classes: Classes) -> None:
     """One line naming a missing input and the stage that makes it, before any figure is drawn."""
+    pr = [f"pr_{c}.csv" for c in classes.names] if classes.multi else ["pr.csv"]
     needed = [(paths.fold_curves(m), f"train_{m}") for m in MODEL_NAMES]
-    needed += [(paths.EVALUATE / m / name, "evaluate") for m in MODEL_NAMES for name in ("per_case.csv", "pr.csv",
+    needed += [(paths.EVALUATE / m / name, "evaluate") for m in MODEL_NAMES for name in ("per_case.csv", *pr,
                                                                                         "metrics.json")]
     needed += [(paths.PREDICTIONS / f"{m}.npz", "evaluate") for m in MODEL_NAMES]
     for path, stage in needed:
@@ -90,7 +109,8 @@ def require_inputs() -> None:
 def main() -> None:
     argparse.ArgumentParser(prog="python -m stages.visualize", description=__doc__).parse_args()
     cfg = load_section("visualize")
-    require_inputs()
+    classes = slice_classes()
+    require_inputs(classes)
     test = split_rows("test")
     channels = dataset_info()["channels"]
     evaluate = paths.EVALUATE
@@ -99,15 +119,23 @@ def main() -> None:
         line_chart(training_series("train_loss"), "step", "train_loss", "epoch", "train loss",
                    out / "train_loss.png")
         line_chart(training_series("val_dice"), "step", "val_dice", "epoch", "val Dice", out / "val_dice.png")
-        line_chart({m: pd.read_csv(evaluate / m / "pr.csv") for m in MODEL_NAMES}, "recall", "precision",
-                   "recall", "precision", out / "pr_curves.png")
+        if classes.multi:
+            curves, rows = class_series(classes)
+        else:
+            curves = {m: pd.read_csv(evaluate / m / "pr.csv") for m in MODEL_NAMES}
+            rows = {m: json.loads((evaluate / m / "metrics.json").read_text()) for m in MODEL_NAMES}
+        line_chart(curves, "recall", "precision", "recall", "precision", out / "pr_curves.png")
         dice_boxplot({m: c["dice"] for m, c in cases.items()}, out / "case_dice_boxplot.png")
-        forest_plot({m: json.loads((evaluate / m / "metrics.json").read_text()) for m in MODEL_NAMES},
-                    out / "forest.png")
+        forest_plot(rows, out / "forest.png")
         (out / "overlays").mkdir()
         for name in MODEL_NAMES:
-            panels = case_panels(name, cases[name], test, cfg["cases"], channels)
-            overlay_grid(panels, name, out / "overlays" / f"{name}.png", columns=min(len(panels), 4))
+            panels = case_panels(name, cases[name], test, cfg["cases"], channels, classes)
+            overlay_grid(panels, name, out / "overlays" / f"{name}.png", columns=min(len(panels), 4),
+                         class_names=list(classes.names) if classes.multi else None)
+        if classes.multi:  # the encoder maps and Grad-CAM explain one foreground logit
+            log.info("features/: drawn for binary models only; these have %d classes", len(classes.names))
+            log.info("wrote figures to results/plots")
+            return
         (out / "features").mkdir()
         for name in MODEL_NAMES:
             map_grid(feature_rows(name, cases[name], test, channels), name, out / "features" / f"{name}.png")

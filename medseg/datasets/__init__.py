@@ -38,7 +38,8 @@ class CaseRef:
 
 @dataclass
 class Slice:
-    """One 2D slice in display orientation: image (H, W, C) float in [0, 1], mask (H, W) bool."""
+    """One 2D slice in display orientation: image (H, W, C) float in [0, 1], mask (H, W) bool (or uint8
+    class codes, medseg.classes, when the dataset has several classes)."""
 
     index: int
     image: np.ndarray

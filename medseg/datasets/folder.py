@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from medseg.classes import BINARY, Classes
 from medseg.datasets import CaseRef, Slice
 from medseg.datasets.files import find_shallowest, is_clutter, label_values, read_label_map
 from medseg.errors import MedsegError
@@ -145,8 +146,11 @@ def list_cases(raw: Path) -> list[CaseRef]:
     return cases
 
 
-def foreground(label: np.ndarray, labels: list[int] | None) -> np.ndarray:
-    """The mask `dataset.labels` selects from a label map (null: every non-zero value)."""
+def foreground(label: np.ndarray, labels: list[int] | None, classes: Classes = BINARY) -> np.ndarray:
+    """The mask `dataset.labels` selects from a label map (null: every non-zero value), or with
+    several classes their uint8 codes (medseg.classes)."""
+    if classes.multi:
+        return classes.encode(label)
     return label > 0 if labels is None else np.isin(label, labels)
 
 
@@ -159,5 +163,5 @@ def read_case(case: CaseRef, cfg: dict[str, Any]) -> Iterator[Slice]:
         images = [rescale_channels(image, ranges) for image in images]
     for index, ((_, mask_file), image) in enumerate(zip(case.extra, images)):
         label = read_label_map(mask_file, image.shape[:2])
-        yield Slice(index=index, image=image, mask=foreground(label, cfg.get("labels")), spacing=None,
+        yield Slice(index=index, image=image, mask=foreground(label, cfg.get("labels"), cfg.get("classes", BINARY)), spacing=None,
                     label_values=label_values(label))

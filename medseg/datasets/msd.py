@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from medseg.classes import BINARY, Classes
 from medseg.datasets import CaseRef, Slice
 from medseg.datasets.files import NIFTI_SUFFIXES, check_same_grid, label_values, read_nifti
 from medseg.errors import MedsegError
@@ -80,12 +81,13 @@ def _listed(label: np.ndarray) -> str:
     return ", ".join(f"{v:g}" for v in np.unique(label)[:12].tolist())
 
 
-def foreground(path: Path, label: np.ndarray, labels: list[int] | None) -> np.ndarray:
-    """The voxels whose value is in `labels`; without `labels` the volume must be binary (0/1)."""
+def foreground(path: Path, label: np.ndarray, labels: list[int] | None, classes: Classes = BINARY) -> np.ndarray:
+    """The voxels whose value is in `labels`; without `labels` the volume must be binary (0/1).
+    With several classes, their uint8 codes (medseg.classes)."""
     bad = int((~np.isfinite(label)).sum())
     if bad:
         raise MedsegError(f"{path}: {bad} label voxels are NaN or inf; a label holds class numbers")
-    if labels is None:
+    if labels is None and not classes.multi:
         if ((label != 0) & (label != 1)).any():
             example = [int(v) for v in np.unique(label) if v > 0 and v == int(v)][:4]
             raise MedsegError(f"{path}: labels {_listed(label)} found; only 0/1 labels are supported without a "
@@ -94,7 +96,7 @@ def foreground(path: Path, label: np.ndarray, labels: list[int] | None) -> np.nd
     if (label != np.round(label)).any():
         raise MedsegError(f"{path}: label values {_listed(label)} are not all integers; dataset.labels selects "
                           "class numbers (is this a resampled or probability map?)")
-    return np.isin(label, labels)
+    return classes.encode(label) if classes.multi else np.isin(label, labels)
 
 
 def read_case(case: CaseRef, cfg: dict[str, Any]) -> Iterator[Slice]:
@@ -105,7 +107,7 @@ def read_case(case: CaseRef, cfg: dict[str, Any]) -> Iterator[Slice]:
     label, _ = read_nifti(case.label)
     if volume.shape[:3] != label.shape or label.ndim != 3:
         raise MedsegError(f"{case.label}: shape {label.shape} differs from its image {case.image} {volume.shape}")
-    mask = foreground(case.label, label, cfg.get("labels"))
+    mask = foreground(case.label, label, cfg.get("labels"), cfg.get("classes", BINARY))
     spacing = (zooms[1], zooms[0], zooms[2])
     values = label_values(label)
     for k in range(volume.shape[2]):

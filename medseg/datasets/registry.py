@@ -6,6 +6,7 @@ import importlib
 from types import ModuleType
 from typing import Any
 
+from medseg.classes import MODES, binary_labels, from_params
 from medseg.errors import MedsegError
 from medseg.params import Spec, integer, seed
 from medseg.plans import DatasetPlan, plan_normalize, plan_size, resolve_profile
@@ -108,9 +109,15 @@ def phantom_writer(name: str) -> ModuleType | None:
 
 
 def reader_config(dataset: dict[str, Any], convert: dict[str, Any]) -> dict[str, Any]:
-    """What a reader's read_case takes: the `convert` section plus `dataset.labels`, which only
-    formats with label volumes or maps (LABEL_VOLUMES) accept: the others' masks are binary already."""
-    labels = dataset["labels"]
+    """What a reader's read_case takes: the `convert` section plus `dataset.labels` and the classes
+    (medseg.classes), which only formats with label volumes or maps (LABEL_VOLUMES) accept: the
+    others' masks are binary already."""
+    classes = from_params(dataset)
+    labels = binary_labels(dataset)
+    if classes.multi and not getattr(format_for(dataset["name"]), "LABEL_VOLUMES", False):
+        takes = ", ".join(n for n in DATASETS if getattr(format_for(n), "LABEL_VOLUMES", False))
+        raise MedsegError(f"params.yaml: dataset.classes applies to label volumes and maps ({takes}); "
+                          f"{dataset['name']} masks are binary images: set it to null")
     if labels is not None:
         if not labels:
             raise MedsegError("params.yaml: dataset.labels=[] selects no foreground; list the label values "
@@ -119,13 +126,15 @@ def reader_config(dataset: dict[str, Any], convert: dict[str, Any]) -> dict[str,
             takes = ", ".join(n for n in DATASETS if getattr(format_for(n), "LABEL_VOLUMES", False))
             raise MedsegError(f"params.yaml: dataset.labels={labels} applies to label volumes and maps ({takes}); "
                               f"{dataset['name']} masks are binary images: set it to null")
-    return {**convert, "labels": labels}
+    return {**convert, "labels": labels, **({"classes": classes} if classes.multi else {})}
 
 
 DATASET_PARAMS = {
     "name": Spec(str, tuple(DATASETS)),
     "source": Spec(str),
     "labels": Spec(list, nullable=True, items=integer(1, 65_535)),
+    "classes": Spec(dict, nullable=True),  # name -> label values; checked by medseg.classes.from_params
+    "class_mode": Spec(str, MODES),
     "phantom": {"cases": integer(3, 10_000), "depth": integer(4, 1_000), "size": integer(16, 2_048),
                 "seed": seed()},
 }
