@@ -60,28 +60,30 @@ def with_exact_pooling(net: nn.Module) -> nn.Module:
 
 
 class MeanProbability(nn.Module):
-    """The mean of the members' sigmoid outputs, each padded as PadToMultiple pads it (copies: the
-    members themselves are left as they are)."""
+    """The mean of the members' sigmoid outputs (softmax over the channels for `exclusive` classes),
+    each padded as PadToMultiple pads it (copies: the members themselves are left as they are)."""
 
-    def __init__(self, members: list[nn.Module]) -> None:
+    def __init__(self, members: list[nn.Module], exclusive: bool = False) -> None:
         super().__init__()
         if not all(isinstance(m, PadToMultiple) for m in members):
             raise TypeError("members must be models.build_model networks (PadToMultiple)")
         self.nets = nn.ModuleList(with_exact_pooling(copy.deepcopy(m.net)) for m in members)
         self.multiple = members[0].multiple
+        self.exclusive = exclusive
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         k = self.multiple
         padded = F.pad(x, (0, (w + k - 1) // k * k - w, 0, (h + k - 1) // k * k - h))  # ceil form: provably k | side
-        prob = torch.stack([torch.sigmoid(net(padded)) for net in self.nets]).mean(0)
+        activate = (lambda t: torch.softmax(t, dim=1)) if self.exclusive else torch.sigmoid
+        prob = torch.stack([activate(net(padded)) for net in self.nets]).mean(0)
         # index_select, not a slice: slicing makes torch.export branch on whether any padding was added
         return prob.index_select(2, torch.arange(h)).index_select(3, torch.arange(w))
 
 
 def onnx_graph(trained: TrainedModel) -> bytes:
-    """The serialized ONNX model: input INPUT (N, C, H, W) float32, output OUTPUT (N, 1, H, W)."""
-    graph = MeanProbability(trained.members).eval()
+    """The serialized ONNX model: input INPUT (N, C, H, W) float32, output OUTPUT (N, channels, H, W)."""
+    graph = MeanProbability(trained.members, trained.classes.mode == "exclusive").eval()
     example = torch.rand(2, trained.header["in_channels"], *EXAMPLE_HW, generator=torch.Generator().manual_seed(0))
     dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height"), 3: torch.export.Dim("width")}
     for quiet in ("onnxscript", "onnx_ir"):  # their INFO lines list every rewrite of the graph
@@ -113,9 +115,10 @@ def metadata(trained: TrainedModel, min_area: int | None) -> dict:
         "input": {"name": INPUT, "dtype": "float32", "shape": ["batch", channels, "height", "width"],
                   "divisor": UINT8_DIVISOR, "from_uint8": "the (N, H, W, C) uint8 model input transposed to "
                   "(N, C, H, W), converted to float32 and divided by 255.0"},
-        "output": {"name": OUTPUT, "dtype": "float32", "shape": ["batch", 1, "height", "width"],
-                   "meaning": "foreground probability: the sigmoid of the logits"
+        "output": {"name": OUTPUT, "dtype": "float32", "shape": ["batch", trained.classes.channels, "height", "width"],
+                   "meaning": OUTPUT_MEANING[trained.classes.mode]
                               + (f", averaged over {trained.folds} folds" if trained.folds > 1 else "")},
+        **class_record(trained),
         "preprocess": pre,
         "ct_window_hu": [pre["window_level"] - pre["window_width"] / 2, pre["window_level"] + pre["window_width"] / 2],
         "steps": {"modality": _doc(modality), "volume": _doc(normalise_volume), "dicom": _doc(dicom_unit_range),
@@ -131,6 +134,25 @@ def metadata(trained: TrainedModel, min_area: int | None) -> dict:
     }
 
 
+OUTPUT_MEANING = {"binary": "foreground probability: the sigmoid of the logits",
+                  "exclusive": "per-pixel probabilities of background and each class (softmax over the channels)",
+                  "regions": "per-region probability: the sigmoid of each channel's logits"}
+
+
+def class_record(trained: TrainedModel) -> dict:
+    """model.json's classes (none for a binary model): their names, raw label values, mode, how a
+    mask is decided from the output, and the order a label map is painted in."""
+    classes = trained.classes
+    if not classes.multi:
+        return {}
+    exclusive = classes.mode == "exclusive"
+    return {"classes": classes.as_json(),
+            "class_thresholds": None if exclusive else trained.class_thresholds,
+            "decision": ("argmax over the output channels; channel 0 is background, channel k is class k"
+                         if exclusive else "region k where output channel k >= class_thresholds[k]"),
+            "painting_order": None if exclusive else list(classes.names)}
+
+
 def check_parity(trained: TrainedModel, graph: bytes, meta: dict) -> dict:
     """Run onnxruntime and PyTorch on the same random uint8 batches (at preprocess.size and at an odd
     size); refuse the export when their probabilities differ by more than MAX_DIFF."""
@@ -138,7 +160,9 @@ def check_parity(trained: TrainedModel, graph: bytes, meta: dict) -> dict:
     size, channels = meta["preprocess"]["size"], meta["in_channels"]
     for shape in ((2, size, size, channels), (1, *EXAMPLE_HW, channels)):
         images = rng.integers(0, 256, shape, dtype=np.uint8)
-        diffs.append(float(np.abs(session.probs(images) - trained.probs(images, torch.device("cpu"))).max()))
+        ours = (trained.class_probs(images, torch.device("cpu")) if trained.classes.multi
+                else trained.probs(images, torch.device("cpu")))
+        diffs.append(float(np.abs(session.probs(images) - ours).max()))
     if max(diffs) > MAX_DIFF:
         raise MedsegError(f"{trained.paths[0]}: the ONNX graph disagrees with PyTorch (max |difference| "
                           f"{max(diffs):.2g} > {MAX_DIFF}); not exported")

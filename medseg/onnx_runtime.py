@@ -51,10 +51,25 @@ def read_metadata(path: Path) -> dict[str, Any]:
         value = _at(meta, key)
         if not ok(value):
             raise MedsegError(f"{path}: {key}={value!r} is not {rule}")
+    if "classes" in meta:
+        check_classes(path, meta)
     if meta["preprocess"]["channels"] != meta["in_channels"]:
         raise MedsegError(f"{path}: preprocess.channels={meta['preprocess']['channels']!r} differs from "
                           f"in_channels={meta['in_channels']!r}")
     return meta
+
+
+def check_classes(path: Path, meta: dict[str, Any]) -> None:
+    """A multi-class model.json: a readable classes record, and for regions one threshold in [0, 1] per region."""
+    from medseg.classes import from_json
+
+    classes = from_json(meta["classes"], str(path))
+    if classes.mode == "regions":
+        cuts = meta.get("class_thresholds")
+        if not (isinstance(cuts, list) and len(cuts) == len(classes.names) and all(is_finite(c) and 0 <= c <= 1
+                                                                                   for c in cuts)):
+            raise MedsegError(f"{path}: class_thresholds={cuts!r} is not one number in [0, 1] per region "
+                              f"({', '.join(classes.names)})")
 
 
 def _at(meta: dict[str, Any], key: str) -> Any:
@@ -107,7 +122,7 @@ class OnnxModel:
                 raise MedsegError(f"{where}: the graph has no {kind} {name!r} (its {kind}s: "
                                   f"{', '.join(map(repr, found))}); it is not the graph model.json describes")
         for kind, shape, want in (("input", inputs[self.input], self.meta["in_channels"]),
-                                  ("output", outputs[self.output], 1)):
+                                  ("output", outputs[self.output], self.out_channels)):
             channels = shape[1] if len(shape) == 4 else None
             if len(shape) != 4 or isinstance(channels, int) and channels != want:
                 raise MedsegError(f"{where}: the graph's {kind} has shape {shape}; model.json describes N x {want} "
@@ -121,14 +136,26 @@ class OnnxModel:
             raise MedsegError(f"{graph}: ONNX model not found")
         return cls(graph, read_metadata(meta_path), threads, str(graph))
 
+    @property
+    def out_channels(self) -> int:
+        """Output channels model.json describes: 1, or per class (+ background when exclusive)."""
+        classes = self.meta.get("classes")
+        if not isinstance(classes, dict):
+            return 1
+        names = classes.get("names") or []
+        return len(names) + 1 if classes.get("mode") == "exclusive" else len(names)
+
     def _run(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output], {self.input: x})[0][:, 0]
+        out = self.session.run([self.output], {self.input: x})[0]
+        return out if "classes" in self.meta else out[:, 0]
 
     def probs(self, images: np.ndarray, tta: bool = False, batch_size: int = 32) -> np.ndarray:
-        """(N, H, W, C) uint8 -> (N, H, W) float32 foreground probabilities; `tta` averages a h-flip."""
+        """(N, H, W, C) uint8 -> (N, H, W) float32 foreground probabilities (several classes: (N,
+        channels, H, W)); `tta` averages a h-flip."""
         if images.shape[3] != self.meta["in_channels"]:
             raise MedsegError(f"ONNX model takes {self.meta['in_channels']} channel(s), got {images.shape[3]}")
-        out = np.empty(images.shape[:3], np.float32)
+        shape = images.shape[:3] if "classes" not in self.meta else (len(images), self.out_channels, *images.shape[1:3])
+        out = np.empty(shape, np.float32)
         for start in range(0, len(images), batch_size):
             x = images[start: start + batch_size].transpose(0, 3, 1, 2).astype(np.float32, order="C") / self.divisor
             prob = self._run(x)

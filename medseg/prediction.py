@@ -15,8 +15,9 @@ import nibabel as nib
 import numpy as np
 
 from medseg.datasets.files import NIFTI_SUFFIXES, is_clutter, load_nifti
+from medseg.classes import BINARY, Classes, from_json
 from medseg.errors import MedsegError
-from medseg.onnx_runtime import OnnxModel, is_export
+from medseg.onnx_runtime import OnnxModel, export_files, is_export
 from medseg.preprocess import (channel_ranges, dicom_image, file_image, model_input, nifti_volume, rescale_channels,
                                upright, volume_slice)
 
@@ -78,12 +79,23 @@ def mask_paths(sources: list[Path], source: Path) -> dict[Path, Path]:
 @dataclass
 class Predictor:
     """What predict runs: `probs` maps (N, H, W, C) uint8 model inputs to (N, H, W) float32
-    probabilities; `preprocess` and `threshold` come with the model."""
+    probabilities (several classes: (N, channels, H, W)); `preprocess`, `threshold` and the
+    classes with their per-region thresholds come with the model."""
 
     probs: Callable[[np.ndarray], np.ndarray]
     preprocess: dict[str, Any]
     threshold: float
     runtime: str
+    classes: Classes = BINARY
+    class_thresholds: list[float] | None = None
+
+    def masks(self, probs: np.ndarray, threshold: float | None) -> np.ndarray:
+        """One image's probabilities -> its (H, W) bool mask, or (K, H, W) class masks (argmax, or each
+        region at `threshold` when given, else at its own val threshold)."""
+        if not self.classes.multi:
+            return probs >= (self.threshold if threshold is None else threshold)
+        cuts = None if threshold is None else [threshold] * len(self.classes.names)
+        return self.classes.decide(probs[None], cuts or self.class_thresholds)[0]
 
 
 def load_predictor(model: Path, tta: bool, batch_size: int | None = None, amp: str = "auto") -> Predictor:
@@ -91,17 +103,22 @@ def load_predictor(model: Path, tta: bool, batch_size: int | None = None, amp: s
     onnxruntime; a checkpoint or a k-fold model folder with PyTorch (the folds' mean probability)."""
     if is_export(model):
         onnx = OnnxModel.load(model)
+        classes = from_json(onnx.meta.get("classes"), str(export_files(model)[1]))
         return Predictor(lambda images: onnx.probs(images, tta, batch_size or 32), onnx.meta["preprocess"],
-                         float(onnx.meta["threshold"]), "onnxruntime")
+                         float(onnx.meta["threshold"]), "onnxruntime", classes, onnx.meta.get("class_thresholds"))
     from medseg.hardware import pick_amp_dtype, pick_device
-    from medseg.trained import load_trained, require_binary
+    from medseg.trained import load_trained
 
     device = pick_device("auto")
     dtype = pick_amp_dtype(amp, device, key="--amp")  # auto: what this hardware runs natively, as training chose
     trained = load_trained(model).to(device)
-    require_binary(trained, "predict")
+    runtime = f"PyTorch on {device.type}, {trained.folds} fold(s)"
+    if trained.classes.multi:
+        return Predictor(lambda images: trained.class_probs(images, device, tta, batch_size, dtype),
+                         trained.header["preprocess"], trained.threshold, runtime, trained.classes,
+                         trained.class_thresholds)
     return Predictor(lambda images: trained.probs(images, device, tta, batch_size, dtype), trained.header["preprocess"],
-                     trained.threshold, f"PyTorch on {device.type}, {trained.folds} fold(s)")
+                     trained.threshold, runtime)
 
 
 def model_inputs(images: list[np.ndarray], pre: dict[str, Any]) -> np.ndarray:
@@ -141,25 +158,48 @@ def file_probs(path: Path, predictor: Predictor) -> tuple[list[np.ndarray], list
     """A source file's images in [0, 1] and their probabilities, resized back to each image's own size."""
     images = unit_images(path, predictor.preprocess)
     probs = predictor.probs(model_inputs(images, predictor.preprocess))
-    return images, [cv2.resize(p, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
-                    for p, img in zip(probs, images)]
+    return images, [resize_probs(p, img.shape[:2]) for p, img in zip(probs, images)]
 
 
-def predict_2d(path: Path, predictor: Predictor, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """(image in [0, 1], bool mask at the file's own height x width) of a 2D image or DICOM."""
+def resize_probs(probs: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """(H, W) or (channels, H, W) probabilities resized (bilinear) to `shape`."""
+    if probs.ndim == 2:
+        return cv2.resize(probs, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+    return np.stack([cv2.resize(p, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR) for p in probs])
+
+
+def predict_2d(path: Path, predictor: Predictor, threshold: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """(image in [0, 1], bool mask at the file's own height x width, or (K, H, W) class masks) of a
+    2D image or DICOM; `threshold` None: the model's own."""
     images, probs = file_probs(path, predictor)
-    return images[0], probs[0] >= threshold
+    return images[0], predictor.masks(probs[0], threshold)
 
 
-def predict_nifti(path: Path, predictor: Predictor, threshold: float) -> nib.Nifti1Image:
-    """A uint8 label volume with the input's shape and affine, slices predicted upright as trained."""
+def label_map(classes: Classes, masks: np.ndarray) -> np.ndarray:
+    """Exclusive classes' (K, ...) masks -> one uint8 label map of class indices (0 background, k: class k)."""
+    out = np.zeros(masks.shape[1:], np.uint8)
+    for k in range(len(classes.names)):
+        out[masks[k]] = k + 1
+    return out
+
+
+def predict_nifti(path: Path, predictor: Predictor, threshold: float | None) -> nib.Nifti1Image:
+    """A uint8 label volume with the input's shape and affine, slices predicted upright as trained:
+    binary 0/1, exclusive classes as class indices, regions as one 0/1 volume per region (4D)."""
     original = load_nifti(path)
     _, probs = file_probs(path, predictor)
-    mask_ras = np.stack([upright(p >= threshold) for p in probs], axis=2)  # upright is its own inverse
+    slices = [predictor.masks(p, threshold) for p in probs]
+    if predictor.classes.mode == "exclusive":
+        slices = [label_map(predictor.classes, m) for m in slices]
+    if predictor.classes.mode == "regions":
+        slices = [m.transpose(1, 2, 0) for m in slices]  # regions last: a 4D NIfTI
+    mask_ras = np.stack([upright(m) for m in slices], axis=2)  # upright is its own inverse
     to_original = nib.orientations.ornt_transform(
         nib.orientations.axcodes2ornt(("R", "A", "S")), nib.orientations.io_orientation(original.affine))
-    mask = nib.orientations.apply_orientation(mask_ras, to_original).astype(np.uint8)
-    if mask.shape != original.shape[:3]:
+    mask = np.stack([nib.orientations.apply_orientation(mask_ras[..., k], to_original)
+                     for k in range(mask_ras.shape[3])], axis=3).astype(np.uint8) if mask_ras.ndim == 4 else \
+        nib.orientations.apply_orientation(mask_ras, to_original).astype(np.uint8)
+    if mask.shape[:3] != original.shape[:3]:
         raise MedsegError(f"{path}: internal orientation error ({mask.shape} vs {original.shape})")
     out = nib.Nifti1Image(mask, original.affine, original.header)
     out.set_data_dtype(np.uint8)

@@ -65,14 +65,6 @@ class TrainedModel:
                            for m in self.members])
 
 
-def require_binary(trained: TrainedModel, what: str) -> None:
-    """`what` (predict, export) handles one foreground so far: a multi-class model is one line, not a wrong mask."""
-    if trained.classes.multi:
-        raise MedsegError(f"{trained.paths[0]}: a multi-class model ({trained.classes.mode}: "
-                          f"{', '.join(trained.classes.names)}); {what} takes binary models only so far "
-                          "(evaluate and visualize score and draw multi-class models)")
-
-
 def check_fits_slices(trained: TrainedModel, name: str, slices_info: dict[str, Any], slices: Path) -> None:
     """Refuse, naming both sides, a model that is not `name` or was trained on slices of another
     dataset, size, channel count, intensity window or rescaling than the `slices_info` (info.json of

@@ -19,7 +19,7 @@ from medseg.errors import MedsegError
 from medseg.onnx_export import check_parity, metadata, onnx_graph
 from medseg.onnx_runtime import GRAPH, METADATA
 from medseg.outputs import staged_files, write_atomic, write_json
-from medseg.trained import load_trained, require_binary
+from medseg.trained import load_trained
 
 log = logging.getLogger("medseg.export")
 
@@ -38,7 +38,6 @@ def main() -> None:
     if args.min_area is not None and args.min_area < 0:
         raise MedsegError(f"--min-area={args.min_area} must be >= 0")
     trained = load_trained(args.model)
-    require_binary(trained, "export")
     graph = onnx_graph(trained)
     meta = metadata(trained, args.min_area)
     meta["check"] = check_parity(trained, graph, meta)

@@ -26,8 +26,9 @@ from tqdm import tqdm
 from medseg.cli import run_stage
 from medseg.errors import MedsegError
 from medseg.outputs import staged_files, write_atomic
-from medseg.plots import overlay
-from medseg.prediction import Predictor, kind_of, list_sources, load_predictor, mask_paths, predict_2d, predict_nifti
+from medseg.plots import class_overlay, overlay
+from medseg.prediction import (Predictor, kind_of, label_map, list_sources, load_predictor, mask_paths, predict_2d,
+                               predict_nifti)
 
 log = logging.getLogger("medseg.predict")
 
@@ -55,8 +56,10 @@ def _encode_png(path: Path, array: np.ndarray) -> bytes:
     return data.tobytes()
 
 
-def predict_one(path: Path, target: Path, predictor: Predictor, threshold: float, args: argparse.Namespace) -> None:
-    """Write the mask of one source file to `target` (and, for a 2D file, the optional overlay beside it)."""
+def predict_one(path: Path, target: Path, predictor: Predictor, threshold: float | None,
+                args: argparse.Namespace) -> None:
+    """Write the mask of one source file to `target` (and, for a 2D file, the optional overlay beside it):
+    exclusive classes as one label map of class indices, regions as one mask per region beside it."""
     if target.exists():  # only where the disk ignores case: A.png and a.png
         raise MedsegError(f"{path}: its mask {target.name} is taken by another input's (names that differ only "
                           "in case, on a file system that ignores case); rename one")
@@ -65,9 +68,19 @@ def predict_one(path: Path, target: Path, predictor: Predictor, threshold: float
         write_atomic(target, _gzip(volume) if target.name.lower().endswith(".gz") else volume.to_bytes())
         return
     image, mask = predict_2d(path, predictor, threshold)
-    write_atomic(target, _encode_png(target, mask.astype(np.uint8) * 255))
+    classes = predictor.classes
+    if classes.mode == "exclusive":
+        write_atomic(target, _encode_png(target, label_map(classes, mask)))
+    elif classes.mode == "regions":
+        for name, region in zip(classes.names, mask):
+            region_path = target.with_name(target.name.removesuffix("_mask.png") + f"_{name}_mask.png")
+            write_atomic(region_path, _encode_png(region_path, region.astype(np.uint8) * 255))
+    else:
+        write_atomic(target, _encode_png(target, mask.astype(np.uint8) * 255))
     if args.overlay:
-        rgb = overlay(np.round(image * 255).astype(np.uint8), np.zeros_like(mask), mask)
+        grey = np.round(image * 255).astype(np.uint8)
+        rgb = (class_overlay(grey, np.zeros_like(mask), mask) if classes.multi
+               else overlay(grey, np.zeros_like(mask), mask))
         shown = target.with_name(target.name.removesuffix("_mask.png") + "_overlay.png")
         write_atomic(shown, _encode_png(shown, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)))
 
@@ -83,11 +96,23 @@ def main() -> None:
     # all masks or none: a bad file midway leaves --out as it was; the bar closes before the error line
     with staged_files(args.out) as tmp:
         predictor = load_predictor(args.model, args.tta, args.batch_size, args.amp)
-        threshold = args.threshold if args.threshold is not None else predictor.threshold
+        if args.threshold is not None and predictor.classes.mode == "exclusive":
+            raise MedsegError(f"--threshold={args.threshold}: {args.model} holds exclusive classes, decided by argmax; "
+                              "leave --threshold out")
         with tqdm(sources, desc="predict", unit="file", disable=len(sources) == 1) as bar:
             for path in bar:
-                predict_one(path, tmp / targets[path], predictor, threshold, args)
-    log.info("%d file(s) -> %s (threshold %.3f, %s)", len(sources), args.out, threshold, predictor.runtime)
+                predict_one(path, tmp / targets[path], predictor, args.threshold, args)
+    log.info("%d file(s) -> %s (%s, %s)", len(sources), args.out, cut_off(predictor, args.threshold), predictor.runtime)
+
+
+def cut_off(predictor: Predictor, threshold: float | None) -> str:
+    """How the masks were decided, for the log line."""
+    if predictor.classes.mode == "exclusive":
+        return f"argmax over {', '.join(predictor.classes.names)}"
+    if predictor.classes.mode == "regions" and threshold is None:
+        cuts = predictor.class_thresholds or [0.5] * len(predictor.classes.names)
+        return "thresholds " + ", ".join(f"{n} {t:.3f}" for n, t in zip(predictor.classes.names, cuts))
+    return f"threshold {predictor.threshold if threshold is None else threshold:.3f}"
 
 
 def _gzip(volume: nib.Nifti1Image) -> bytes:

@@ -131,7 +131,7 @@ def make_workdir(tmp_path: Path, edits: dict[str, Any] | None = None) -> Path:
         for part in parents:
             section = section[part]
         section[leaf] = value
-    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return work
 
 

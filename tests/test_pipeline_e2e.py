@@ -63,7 +63,7 @@ def copy_repo(dest: Path, params: dict | None = None) -> tuple[Path, dict]:
             shutil.copy2(src, dest / rel)
     (dest / "data").mkdir(exist_ok=True)
     shutil.copy2(REPO / "data/.gitignore", dest / "data/.gitignore")
-    (dest / "params.yaml").write_text(yaml.safe_dump(params or tiny_params()))
+    (dest / "params.yaml").write_text(yaml.safe_dump(params or tiny_params(), sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            "DVC_NO_ANALYTICS": "1", "NO_ALBUMENTATIONS_UPDATE": "1",
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",

@@ -23,6 +23,7 @@ DATASETS: dict[str, tuple[str, str | None]] = {
     "siim": ("medseg.datasets.siim", None),
     "phantom_siim": ("medseg.datasets.siim", "medseg.datasets.phantom_siim"),
     "folder": ("medseg.datasets.folder", None),  # any 2D images/ + masks/ folder, from a local folder
+    "phantom_folder": ("medseg.datasets.folder", "medseg.datasets.phantom_folder"),  # label maps: organ + lesion
 }
 
 
@@ -38,6 +39,7 @@ _PHANTOM = DatasetPlan(size=_per(96, 96), epochs=_per(12, 12), neg_keep=_per(0.3
                        why="the phantom's fixed recipe: most volumes in test for narrow per-case CIs")
 DATASET_PLANS: dict[str, DatasetPlan] = {
     "phantom": _PHANTOM, "phantom_lgg": _PHANTOM, "phantom_isic": _PHANTOM, "phantom_siim": _PHANTOM,
+    "phantom_folder": _PHANTOM,
     "lgg": DatasetPlan(size=_per(96, 256), epochs=_per(16, 100), neg_keep=_per(0.1, 1.0), pos_repeat=_per(1.0, 1.0),
                        patience=_per(5, 20), normalize="volume",
                        normalize_why="the set's 8-bit files keep each scanner's brightness; each patient is rescaled "
