@@ -117,7 +117,7 @@ def load_trained(model: Path) -> TrainedModel:
     else:
         record = first
         source = first.get("threshold_source", "default 0.5 (the checkpoint holds no val threshold)")
-    classes = from_json(first["preprocess"].get("classes"), str(found[0]))
+    classes = from_json((first["preprocess"] or {}).get("classes"), str(found[0]))
     return TrainedModel(members, {key: first[key] for key in SHARED}, float(record.get("threshold", 0.5)),
                         str(source), found, [c.get("compute", {}) for c in ckpts], "threshold_source" in record,
                         classes, record.get("class_thresholds"))

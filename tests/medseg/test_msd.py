@@ -174,7 +174,7 @@ def test_non_integer_label_values_are_refused(tmp_path):
 def test_labels_are_refused_for_formats_with_binary_masks_and_when_empty():
     from medseg.datasets.registry import reader_config
 
-    with pytest.raises(MedsegError, match=r"dataset\.labels=\[1\] applies to label volumes and maps \(phantom, msd, lung, folder\); "
+    with pytest.raises(MedsegError, match=r"dataset\.labels=\[1\] applies to label volumes and maps \(phantom, msd, lung, folder, phantom_folder\); "
                                           r"lgg masks are binary images"):
         reader_config({"name": "lgg", "labels": [1]}, {})
     with pytest.raises(MedsegError, match=r"dataset\.labels=\[\] selects no foreground"):
