@@ -63,11 +63,11 @@ def check_header(path: Path, ckpt: dict[str, Any]) -> None:
 
 
 def model_from_checkpoint(ckpt: dict[str, Any], path: Path) -> torch.nn.Module:
-    from medseg.classes import from_json
+    from medseg.classes import of_preprocess
     from medseg.networks import build_network
 
     try:  # the header names what to build: an edited one is the checkpoint's fault, not a params section's
-        classes = from_json((ckpt.get("preprocess") or {}).get("classes"), str(path))
+        classes = of_preprocess(ckpt.get("preprocess"), str(path))
         model = build_network(ckpt["model"], ckpt["in_channels"], ckpt["model_params"], classes.channels)
     except MedsegError as err:
         raise MedsegError(f"{path}: checkpoint header builds no network: {str(err).removeprefix('params.yaml: ')}") from err

@@ -87,7 +87,6 @@ def macro_cases(cases_of: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return table
 
 
-
 def class_comparisons(class_tables: dict[str, dict[str, pd.DataFrame]], resamples: int,
                       seed: int) -> dict[str, list[dict[str, Any]]]:
     """Per class, the paired comparisons of every model pair on that class's per-case Dice."""

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from medseg.classes import from_json
 from medseg.errors import MedsegError
 from medseg.params import is_count, is_finite
 
@@ -61,8 +62,6 @@ def read_metadata(path: Path) -> dict[str, Any]:
 
 def check_classes(path: Path, meta: dict[str, Any]) -> None:
     """A multi-class model.json: a readable classes record, and for regions one threshold in [0, 1] per region."""
-    from medseg.classes import from_json
-
     classes = from_json(meta["classes"], str(path))
     if classes.mode == "regions":
         cuts = meta.get("class_thresholds")
@@ -110,6 +109,7 @@ class OnnxModel:
         self.meta = meta
         self.input, self.output = meta["input"]["name"], meta["output"]["name"]
         self.divisor = float(meta["input"]["divisor"])
+        self.classes = from_json(meta.get("classes"), where)  # binary without a classes record
         self._check_graph(where)
 
     def _check_graph(self, where: str) -> None:
@@ -122,7 +122,7 @@ class OnnxModel:
                 raise MedsegError(f"{where}: the graph has no {kind} {name!r} (its {kind}s: "
                                   f"{', '.join(map(repr, found))}); it is not the graph model.json describes")
         for kind, shape, want in (("input", inputs[self.input], self.meta["in_channels"]),
-                                  ("output", outputs[self.output], self.out_channels)):
+                                  ("output", outputs[self.output], self.classes.channels)):
             channels = shape[1] if len(shape) == 4 else None
             if len(shape) != 4 or isinstance(channels, int) and channels != want:
                 raise MedsegError(f"{where}: the graph's {kind} has shape {shape}; model.json describes N x {want} "
@@ -136,25 +136,16 @@ class OnnxModel:
             raise MedsegError(f"{graph}: ONNX model not found")
         return cls(graph, read_metadata(meta_path), threads, str(graph))
 
-    @property
-    def out_channels(self) -> int:
-        """Output channels model.json describes: 1, or per class (+ background when exclusive)."""
-        classes = self.meta.get("classes")
-        if not isinstance(classes, dict):
-            return 1
-        names = classes.get("names") or []
-        return len(names) + 1 if classes.get("mode") == "exclusive" else len(names)
-
     def _run(self, x: np.ndarray) -> np.ndarray:
         out = self.session.run([self.output], {self.input: x})[0]
-        return out if "classes" in self.meta else out[:, 0]
+        return out if self.classes.multi else out[:, 0]
 
     def probs(self, images: np.ndarray, tta: bool = False, batch_size: int = 32) -> np.ndarray:
         """(N, H, W, C) uint8 -> (N, H, W) float32 foreground probabilities (several classes: (N,
         channels, H, W)); `tta` averages a h-flip."""
         if images.shape[3] != self.meta["in_channels"]:
             raise MedsegError(f"ONNX model takes {self.meta['in_channels']} channel(s), got {images.shape[3]}")
-        shape = images.shape[:3] if "classes" not in self.meta else (len(images), self.out_channels, *images.shape[1:3])
+        shape = (len(images), self.classes.channels, *images.shape[1:3]) if self.classes.multi else images.shape[:3]
         out = np.empty(shape, np.float32)
         for start in range(0, len(images), batch_size):
             x = images[start: start + batch_size].transpose(0, 3, 1, 2).astype(np.float32, order="C") / self.divisor

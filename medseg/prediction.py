@@ -15,9 +15,9 @@ import nibabel as nib
 import numpy as np
 
 from medseg.datasets.files import NIFTI_SUFFIXES, is_clutter, load_nifti
-from medseg.classes import BINARY, Classes, from_json
+from medseg.classes import BINARY, Classes
 from medseg.errors import MedsegError
-from medseg.onnx_runtime import OnnxModel, export_files, is_export
+from medseg.onnx_runtime import OnnxModel, is_export
 from medseg.preprocess import (channel_ranges, dicom_image, file_image, model_input, nifti_volume, rescale_channels,
                                upright, volume_slice)
 
@@ -103,9 +103,8 @@ def load_predictor(model: Path, tta: bool, batch_size: int | None = None, amp: s
     onnxruntime; a checkpoint or a k-fold model folder with PyTorch (the folds' mean probability)."""
     if is_export(model):
         onnx = OnnxModel.load(model)
-        classes = from_json(onnx.meta.get("classes"), str(export_files(model)[1]))
         return Predictor(lambda images: onnx.probs(images, tta, batch_size or 32), onnx.meta["preprocess"],
-                         float(onnx.meta["threshold"]), "onnxruntime", classes, onnx.meta.get("class_thresholds"))
+                         float(onnx.meta["threshold"]), "onnxruntime", onnx.classes, onnx.meta.get("class_thresholds"))
     from medseg.hardware import pick_amp_dtype, pick_device
     from medseg.trained import load_trained
 

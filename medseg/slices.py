@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from medseg import paths
-from medseg.classes import BINARY, Classes, from_json
+from medseg.classes import BINARY, Classes, of_preprocess
 from medseg.datasets.files import read_image
 from medseg.errors import MedsegError
 
@@ -66,7 +66,7 @@ def read_png(path: Path, channels: int) -> np.ndarray:
 def slice_classes(slices: Path = paths.SLICES) -> Classes:
     """The classes the slice store was converted with (info.json); binary when it records none."""
     info = slices / "info.json"
-    return from_json(dataset_info(slices).get("classes"), str(info)) if info.exists() else BINARY
+    return of_preprocess(dataset_info(slices), str(info)) if info.exists() else BINARY
 
 
 def load_arrays(slices: Path, slice_ids: list[str], channels: int) -> tuple[np.ndarray, np.ndarray]:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from medseg.checkpoints import load_checkpoint, model_from_checkpoint
-from medseg.classes import BINARY, Classes, from_json
+from medseg.classes import BINARY, Classes, of_preprocess
 from medseg.errors import MedsegError
 from medseg.folds import ENSEMBLE, checkpoint_paths, mean_probs, read_ensemble
 from medseg.inference import predict_class_probs, predict_probs
@@ -55,7 +55,6 @@ class TrainedModel:
         one batch (default: the training batch) on the device at a time."""
         batch = batch_size or self.batch_size
         return mean_probs([predict_probs(m, images, device, batch, amp_dtype, tta) for m in self.members])
-
 
     def class_probs(self, images: np.ndarray, device: torch.device, tta: bool = False,
                     batch_size: int | None = None, amp_dtype: torch.dtype | None = None) -> np.ndarray:
@@ -117,7 +116,7 @@ def load_trained(model: Path) -> TrainedModel:
     else:
         record = first
         source = first.get("threshold_source", "default 0.5 (the checkpoint holds no val threshold)")
-    classes = from_json((first["preprocess"] or {}).get("classes"), str(found[0]))
+    classes = of_preprocess(first["preprocess"], str(found[0]))
     return TrainedModel(members, {key: first[key] for key in SHARED}, float(record.get("threshold", 0.5)),
                         str(source), found, [c.get("compute", {}) for c in ckpts], "threshold_source" in record,
                         classes, record.get("class_thresholds"))

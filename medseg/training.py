@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from medseg.augment import build_augmentation
 from medseg.checkpoints import load_checkpoint, save_checkpoint
-from medseg.classes import BINARY, Classes, from_json
+from medseg.classes import BINARY, Classes, of_preprocess
 from medseg.errors import MedsegError
 from medseg.distributed import (DistInfo, barrier, broadcast_from_main, current, gradient_sync,
                                 local_device, mean_over_ranks, unwrap, wrap)
@@ -120,7 +120,7 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
     model = model.to(device=device, memory_format=memory_format)
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, cfg))
-    classes = from_json((header.get("preprocess") or {}).get("classes"), f"{name} checkpoint header")
+    classes = of_preprocess(header.get("preprocess"), f"{name} checkpoint header")
     criterion = build_loss(loss_cfg, classes).to(device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg["ema"]), use_buffers=True)

@@ -44,6 +44,7 @@ from medseg.slices import SLICES, dataset_info, fold_count, fold_rows, load_arra
 from medseg.trained import TrainedModel, check_fits_slices, load_trained
 from medseg.uncertainty import paired_comparison
 from medseg.class_scores import ClassResults, class_comparisons, classes_markdown, score_classes
+from medseg.classes import require_one_fold
 from models import MODEL_NAMES
 
 log = logging.getLogger("medseg.evaluate")
@@ -95,8 +96,8 @@ def main() -> None:
     with staged_dir(paths.EVALUATE) as out, staged_dir(paths.PREDICTIONS) as preds:
         for name in MODEL_NAMES:
             trained = load_model(name, folds, device)
+            batch = trained.batch_size if cfg["batch_size"] == "auto" else cfg["batch_size"]
             if trained.classes.multi:
-                batch = trained.batch_size if cfg["batch_size"] == "auto" else cfg["batch_size"]
                 result, speed = evaluate_classes(
                     out / name, preds, name, trained, cfg, (val, val_images, val_masks), (test, test_images, test_masks),
                     partial(trained.class_probs, device=device, tta=cfg["tta"], batch_size=batch, amp_dtype=amp),
@@ -106,7 +107,6 @@ def main() -> None:
                 write_json(out / name / "compute.json", costs[name])
                 continue
             needs_val = folds > 1 or any(cfg[k] == "auto" for k in AUTO_STEPS) or cfg["threshold"] == "auto" and cfg["tta"]
-            batch = trained.batch_size if cfg["batch_size"] == "auto" else cfg["batch_size"]
             infer = partial(predict_probs, device=device, batch_size=batch, amp_dtype=amp, tta=cfg["tta"])
             val_probs = out_of_fold_probs(trained.members, val_images, val_fold, infer) if needs_val else None
             threshold, source = choose_threshold(trained, cfg, val_probs, val_masks)
@@ -160,8 +160,7 @@ def evaluate_classes(folder: Path, preds: Path, name: str, trained: TrainedModel
     """A multi-class model: per-class and macro scores (medseg.class_scores) written like a binary
     model's, each class's tables beside them (per_case_<class>.csv, pr_<class>.csv); returns them
     and the test images per second."""
-    if fold_count() > 1:
-        raise MedsegError("params.yaml: split.folds > 1 with dataset.classes is not supported yet; set split.folds: 1")
+    require_one_fold(trained.classes, fold_count())
     thresholds = trained.class_thresholds
     if cfg["threshold"] != "auto" and trained.classes.mode == "regions":
         thresholds = [float(cfg["threshold"])] * len(trained.classes.names)

@@ -22,7 +22,7 @@ from medseg.cli import run_stage
 from medseg.distributed import cleanup, init_distributed, launched_by_torchrun, run_under_torchrun
 from medseg.losses import LOSS_PARAMS
 from medseg.networks import build_network, load_model_params
-from medseg.errors import MedsegError
+from medseg.classes import require_one_fold
 from medseg.params import load_section
 from medseg.checkpoints import load_checkpoint, model_from_checkpoint
 from medseg.folds import tidy_layout, write_ensemble, write_fold_curves
@@ -50,8 +50,7 @@ def train_model(name: str, cfg: dict[str, Any], loss_cfg: dict[str, Any], aug_cf
     info = dataset_info()
     channels, folds, classes = info["channels"], fold_count(), slice_classes()
     read_sampling()  # checked against the split and its folds before any fold trains
-    if classes.multi and folds > 1:
-        raise MedsegError("params.yaml: split.folds > 1 with dataset.classes is not supported yet; set split.folds: 1")
+    require_one_fold(classes, folds)
     run = run_id(cfg, loss_cfg, aug_cfg, model_cfg, info) if folds > 1 else None
     states = []
     for fold in range(folds):
