@@ -207,9 +207,11 @@ def _fmt(value: Any) -> str:
 
 
 def with_ci(m: dict[str, Any], key: str) -> str:
-    """'0.912 [0.851, 0.953]' for metric `key` of a model."""
+    """'0.912 [0.851, 0.953]' for metric `key` of a model ('0.912' where no CI was computed)."""
     if m.get(key) is None:
         return "n/a"
+    if f"{key}_ci_low" not in m:
+        return f"{m[key]:.3f}"
     return f"{m[key]:.3f} [{_fmt(m.get(key + '_ci_low'))}, {_fmt(m.get(key + '_ci_high'))}]"
 
 
@@ -243,12 +245,16 @@ def summary_markdown(metrics: dict[str, dict[str, Any]], empty: str, pairs: list
                      costs: dict[str, dict[str, Any]]) -> str:
     """Every model's scores with their CIs, the paired comparisons in numbers and in words, what
     each model cost, and the metric definitions with the empty-mask rule."""
-    plain = ["fp_case_rate", "fp_image_rate", "ap", "hd95_px", "case_nsd", "case_sensitivity", "image_dice",
-             "global_dice", "siim_dice", "isic_jaccard", "threshold", "min_area", "min_volume", "largest_volume"]
+    first = next(iter(metrics.values()), {})
+    several = "classes" in first  # the macro mean over classes: its per-class detail is in the Per class section
+    plain = ["ap"] if several else [
+        "fp_case_rate", "fp_image_rate", "ap", "hd95_px", "case_nsd", "case_sensitivity", "image_dice",
+        "global_dice", "siim_dice", "isic_jaccard", "threshold", "min_area", "min_volume", "largest_volume"]
     rows = [[name, with_ci(m, "dice"), with_ci(m, "iou"), with_ci(m, "dice_fg"), *(_fmt(m.get(c)) for c in plain)]
             for name, m in metrics.items()]
-    first = next(iter(metrics.values()), {})
-    cases = (f"{first.get('cases')} test cases ({first.get('fg_cases')} with foreground, "
+    cases = (f"{first.get('cases')} test cases, scored per class ({', '.join(first['classes'])}; "
+             f"{first.get('class_mode')}) and as the macro mean over the classes per case" if several else
+             f"{first.get('cases')} test cases ({first.get('fg_cases')} with foreground, "
              f"{first.get('empty_cases')} lesion-free)")
     if (first.get("cases") or 0) < MIN_CASES:
         cases += (f". **Fewer than {MIN_CASES} test cases: every CI and test below is too wide or too weak to mean "

@@ -30,8 +30,8 @@ CURVES = ("train_loss", "val_loss", "val_dice")
 
 
 def read_ensemble(folder: Path) -> dict[str, Any]:
-    """ensemble.json of a k-fold model folder: folds (>= 2), threshold (in [0, 1]) and where the
-    threshold came from, each checked: an edited file is one line naming it."""
+    """ensemble.json of a k-fold model folder: folds (>= 2), threshold (in [0, 1]), a regions model's
+    class_thresholds and where the threshold came from, each checked: an edited file is one line naming it."""
     path = folder / ENSEMBLE
     try:
         spec = json.loads(path.read_text())
@@ -44,6 +44,9 @@ def read_ensemble(folder: Path) -> dict[str, Any]:
         raise MedsegError(f"{path}: folds={folds!r} is not a fold count (an integer in [2, {MAX_FOLDS}], as split.folds)")
     if not is_finite(threshold) or not 0 <= threshold <= 1:
         raise MedsegError(f"{path}: threshold={threshold!r} is not a number in [0, 1]")
+    cuts = spec.get("class_thresholds")
+    if cuts is not None and not (isinstance(cuts, list) and cuts and all(is_finite(c) and 0 <= c <= 1 for c in cuts)):
+        raise MedsegError(f"{path}: class_thresholds={cuts!r} is not a list of numbers in [0, 1]")
     return {**spec, "folds": folds, "threshold": float(threshold)}
 
 
@@ -76,10 +79,13 @@ def checkpoint_paths(model: Path) -> list[Path]:
     return found
 
 
-def write_ensemble(folder: Path, folds: int, threshold: float, source: str, run: str | None = None) -> None:
-    """ensemble.json; `run` is the run id every fold checkpoint of this training carries."""
+def write_ensemble(folder: Path, folds: int, threshold: float, source: str, run: str | None = None,
+                   class_thresholds: list[float] | None = None) -> None:
+    """ensemble.json; `run` is the run id every fold checkpoint of this training carries;
+    `class_thresholds`: one out-of-fold cut-off per region of a regions model."""
     write_json(folder / ENSEMBLE, {"folds": folds, "threshold": threshold, "threshold_source": source,
-                                   **({"run": run} if run else {})})
+                                   **({"run": run} if run else {}),
+                                   **({"class_thresholds": class_thresholds} if class_thresholds else {})})
 
 
 def mean_probs(per_model: list[np.ndarray]) -> np.ndarray:

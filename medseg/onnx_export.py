@@ -104,13 +104,17 @@ def _doc(function) -> str:
     return " ".join(function.__doc__.split())
 
 
-def metadata(trained: TrainedModel, min_area: int | None) -> dict:
-    """model.json: what the graph needs around it, from the checkpoint(s) and medseg.preprocess."""
+def metadata(trained: TrainedModel, record: dict | None = None, record_source: str = "none",
+             digests: list[str] | None = None) -> dict:
+    """model.json: what the graph needs around it, from the checkpoint(s) and medseg.preprocess, with
+    the threshold(s) and post-processing evaluate scored the model with (`record`, from
+    medseg.scored_post; None: the val threshold alone and no post-processing)."""
     header, pre = trained.header, trained.header["preprocess"]
     channels = header["in_channels"]
     return {
         "format": FORMAT, "model": header["model"], "model_params": header["model_params"], "in_channels": channels,
-        "folds": trained.folds, "checkpoints": [str(p) for p in trained.paths], "opset": OPSET,
+        "folds": trained.folds, "checkpoints": [str(p) for p in trained.paths], "checkpoint_sha256": digests or [],
+        "opset": OPSET,
         "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
         "input": {"name": INPUT, "dtype": "float32", "shape": ["batch", channels, "height", "width"],
                   "divisor": UINT8_DIVISOR, "from_uint8": "the (N, H, W, C) uint8 model input transposed to "
@@ -118,7 +122,7 @@ def metadata(trained: TrainedModel, min_area: int | None) -> dict:
         "output": {"name": OUTPUT, "dtype": "float32", "shape": ["batch", trained.classes.channels, "height", "width"],
                    "meaning": OUTPUT_MEANING[trained.classes.mode]
                               + (f", averaged over {trained.folds} folds" if trained.folds > 1 else "")},
-        **class_record(trained),
+        **class_record(trained, record),
         "preprocess": pre,
         "ct_window_hu": [pre["window_level"] - pre["window_width"] / 2, pre["window_level"] + pre["window_width"] / 2],
         "steps": {"modality": _doc(modality), "volume": _doc(normalise_volume), "dicom": _doc(dicom_unit_range),
@@ -126,11 +130,10 @@ def metadata(trained: TrainedModel, min_area: int | None) -> dict:
                   **({"normalize_volume": _doc(channel_ranges) + " " + _doc(rescale_channels)
                       + " predict takes the 2D files of one folder (mask files left out) as the volume."}
                      if pre.get("normalize") == "volume" else {})},
-        "threshold": trained.threshold, "threshold_source": trained.threshold_source,
-        "min_area": int(min_area or 0),
-        "min_area_source": "given to export (pixels at preprocess.size)" if min_area is not None else
-        "not known to export (the checkpoint does not carry it); 0 = no component filtering. evaluate's choice "
-        "is in results/evaluate/<model>/metrics.json; pass it with --min-area",
+        "threshold": trained.threshold if record is None or record["threshold"] is None else record["threshold"],
+        "threshold_source": trained.threshold_source if record is None or record["threshold"] is None
+        else f"evaluate's scored threshold ({record_source})",
+        "postprocess": record, "postprocess_source": record_source,
     }
 
 
@@ -139,7 +142,7 @@ OUTPUT_MEANING = {"binary": "foreground probability: the sigmoid of the logits",
                   "regions": "per-region probability: the sigmoid of each channel's logits"}
 
 
-def class_record(trained: TrainedModel) -> dict:
+def class_record(trained: TrainedModel, record: dict | None = None) -> dict:
     """model.json's classes (none for a binary model): their names, raw label values, mode, how a
     mask is decided from the output, and the order a label map is painted in."""
     classes = trained.classes
@@ -147,7 +150,7 @@ def class_record(trained: TrainedModel) -> dict:
         return {}
     exclusive = classes.mode == "exclusive"
     return {"classes": classes.as_json(),
-            "class_thresholds": None if exclusive else trained.class_thresholds,
+            "class_thresholds": None if exclusive else (record or {}).get("class_thresholds") or trained.class_thresholds,
             "decision": ("argmax over the output channels; channel 0 is background, channel k is class k"
                          if exclusive else "region k where output channel k >= class_thresholds[k]"),
             "painting_order": None if exclusive else list(classes.names)}

@@ -1,8 +1,8 @@
 """An exported model (model.onnx + model.json, written by `stages.export`) run by onnxruntime.
 
-Imports neither torch nor the training code, so `predict` runs an export where only numpy, opencv,
+Imports neither torch nor the training code, so `predict` runs an export where only numpy, opencv, scipy, pandas,
 nibabel, pydicom and onnxruntime are installed. model.json carries what the graph does not: the
-preprocessing, the uint8 scaling, the threshold.
+preprocessing, the uint8 scaling, the threshold and the post-processing evaluate scored it with.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import numpy as np
 from medseg.classes import from_json
 from medseg.errors import MedsegError
 from medseg.params import is_count, is_finite
+from medseg.scored_post import BINARY_NAME, check_record
 
 FORMAT = "medseg-onnx-v1"
 GRAPH, METADATA = "model.onnx", "model.json"
@@ -54,6 +55,9 @@ def read_metadata(path: Path) -> dict[str, Any]:
             raise MedsegError(f"{path}: {key}={value!r} is not {rule}")
     if "classes" in meta:
         check_classes(path, meta)
+    if meta.get("postprocess") is not None:
+        classes = from_json(meta.get("classes"), str(path))
+        check_record(meta["postprocess"], f"{path}: postprocess", list(classes.names) if classes.multi else [BINARY_NAME])
     if meta["preprocess"]["channels"] != meta["in_channels"]:
         raise MedsegError(f"{path}: preprocess.channels={meta['preprocess']['channels']!r} differs from "
                           f"in_channels={meta['in_channels']!r}")

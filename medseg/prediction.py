@@ -5,6 +5,7 @@ torch is imported only when the model is a checkpoint: an ONNX export runs with 
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +16,15 @@ import nibabel as nib
 import numpy as np
 
 from medseg.datasets.files import NIFTI_SUFFIXES, is_clutter, load_nifti
+from medseg import paths
 from medseg.classes import BINARY, Classes
 from medseg.errors import MedsegError
 from medseg.onnx_runtime import OnnxModel, is_export
+from medseg.scored_post import BINARY_NAME, RECORD, apply_slices, check_belongs, checkpoint_digests, read_record
 from medseg.preprocess import (channel_ranges, dicom_image, file_image, model_input, nifti_volume, rescale_channels,
                                upright, volume_slice)
 
+log = logging.getLogger("medseg.predict")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
@@ -80,7 +84,8 @@ def mask_paths(sources: list[Path], source: Path) -> dict[Path, Path]:
 class Predictor:
     """What predict runs: `probs` maps (N, H, W, C) uint8 model inputs to (N, H, W) float32
     probabilities (several classes: (N, channels, H, W)); `preprocess`, `threshold` and the
-    classes with their per-region thresholds come with the model."""
+    classes with their per-region thresholds come with the model, and `post` is the post-processing
+    record evaluate scored it with (medseg.scored_post; None: masks as thresholded)."""
 
     probs: Callable[[np.ndarray], np.ndarray]
     preprocess: dict[str, Any]
@@ -88,6 +93,8 @@ class Predictor:
     runtime: str
     classes: Classes = BINARY
     class_thresholds: list[float] | None = None
+    post: dict[str, Any] | None = None
+    post_source: str = "none"
 
     def masks(self, probs: np.ndarray, threshold: float | None) -> np.ndarray:
         """One image's probabilities -> its (H, W) bool mask, or (K, H, W) class masks (argmax, or each
@@ -97,27 +104,89 @@ class Predictor:
         cuts = None if threshold is None else [threshold] * len(self.classes.names)
         return self.classes.decide(probs[None], cuts or self.class_thresholds)[0]
 
+    def cleaned(self, masks: np.ndarray, volume: bool) -> np.ndarray:
+        """(D, H, W) masks (several classes: (D, K, H, W)) after the recorded post-processing; the 3D
+        steps only when the D slices are one `volume`."""
+        if self.post is None:
+            return masks
+        steps = [self.post["steps"][name] for name in class_names(self.classes)]  # in channel order, not the file's
+        return apply_slices(masks, steps, self.post["size"], volume)
 
-def load_predictor(model: Path, tta: bool, batch_size: int | None = None, amp: str = "auto") -> Predictor:
+
+def class_names(classes: Classes) -> list[str]:
+    """The names a post-processing record's steps are keyed by."""
+    return list(classes.names) if classes.multi else [BINARY_NAME]
+
+
+def find_record(choice: str | Path, name: str, classes: Classes, digests: list[str],
+                embedded: dict[str, Any] | None = None) -> tuple[dict[str, Any] | None, str]:
+    """The post-processing record to apply and where it came from. `choice` "off": none; "auto": the
+    one inside an export (`embedded`), else evaluate's results/evaluate/<name>/postprocess.json when it
+    exists and was chosen for this training (`digests`; else a warning and none); a path: that file,
+    refused when chosen for another training."""
+    if str(choice) == "off":
+        return None, "off (--postprocess off)"
+    if str(choice) == "auto" and embedded is not None:
+        return embedded, "the export's model.json"
+    if str(choice) != "auto":
+        record = read_record(Path(choice), class_names(classes))
+        check_belongs(record, str(choice), digests, name)
+        return record, str(choice)
+    path = paths.EVALUATE / name / RECORD
+    if not path.exists():
+        return None, f"none ({path} not found: evaluate has not scored this model here)"
+    record = read_record(path, class_names(classes))
+    try:
+        check_belongs(record, str(path), digests, name)
+    except MedsegError as err:  # evaluate here scored another training: said, and not applied
+        log.warning("%s; masks are not post-processed", err)
+        return None, f"none ({path} is another training's)"
+    return record, str(path)
+
+
+def load_predictor(model: Path, tta: bool | None, batch_size: int | None = None, amp: str = "auto",
+                   postprocess: str | Path = "off") -> Predictor:
     """The one loader of `predict --model`: an ONNX export (its .onnx file or folder) runs with
-    onnxruntime; a checkpoint or a k-fold model folder with PyTorch (the folds' mean probability)."""
+    onnxruntime; a checkpoint or a k-fold model folder with PyTorch (the folds' mean probability).
+    With a post-processing record (`postprocess`, see find_record) its threshold(s) and post-processing
+    apply, and its TTA setting unless `tta` is given."""
     if is_export(model):
         onnx = OnnxModel.load(model)
-        return Predictor(lambda images: onnx.probs(images, tta, batch_size or 32), onnx.meta["preprocess"],
-                         float(onnx.meta["threshold"]), "onnxruntime", onnx.classes, onnx.meta.get("class_thresholds"))
+        meta = onnx.meta
+        record, source = find_record(postprocess, meta["model"], onnx.classes, meta.get("checkpoint_sha256", []),
+                                     meta.get("postprocess"))
+        flip = _tta(tta, record)
+        return _with_record(Predictor(lambda images: onnx.probs(images, flip, batch_size or 32), meta["preprocess"],
+                                      float(meta["threshold"]), "onnxruntime", onnx.classes,
+                                      meta.get("class_thresholds")), record, source)
     from medseg.hardware import pick_amp_dtype, pick_device
     from medseg.trained import load_trained
 
     device = pick_device("auto")
     dtype = pick_amp_dtype(amp, device, key="--amp")  # auto: what this hardware runs natively, as training chose
-    trained = load_trained(model).to(device)
+    trained = load_trained(model)
+    record, source = find_record(postprocess, trained.header["model"], trained.classes,
+                                 checkpoint_digests(trained.paths) if str(postprocess) != "off" else [])
+    flip, trained = _tta(tta, record), trained.to(device)
     runtime = f"PyTorch on {device.type}, {trained.folds} fold(s)"
-    if trained.classes.multi:
-        return Predictor(lambda images: trained.class_probs(images, device, tta, batch_size, dtype),
-                         trained.header["preprocess"], trained.threshold, runtime, trained.classes,
-                         trained.class_thresholds)
-    return Predictor(lambda images: trained.probs(images, device, tta, batch_size, dtype), trained.header["preprocess"],
-                     trained.threshold, runtime)
+    probs = trained.class_probs if trained.classes.multi else trained.probs
+    return _with_record(Predictor(lambda images: probs(images, device, flip, batch_size, dtype),
+                                  trained.header["preprocess"], trained.threshold, runtime, trained.classes,
+                                  trained.class_thresholds), record, source)
+
+
+def _tta(tta: bool | None, record: dict[str, Any] | None) -> bool:
+    return tta if tta is not None else bool(record and record["tta"])
+
+
+def _with_record(predictor: Predictor, record: dict[str, Any] | None, source: str) -> Predictor:
+    """The predictor deciding with the record's threshold(s) and post-processing, as evaluate scored."""
+    predictor.post, predictor.post_source = record, source
+    if record is not None:
+        if record["threshold"] is not None:
+            predictor.threshold = float(record["threshold"])
+        predictor.class_thresholds = record["class_thresholds"] or predictor.class_thresholds
+    return predictor
 
 
 def model_inputs(images: list[np.ndarray], pre: dict[str, Any]) -> np.ndarray:
@@ -171,7 +240,7 @@ def predict_2d(path: Path, predictor: Predictor, threshold: float | None) -> tup
     """(image in [0, 1], bool mask at the file's own height x width, or (K, H, W) class masks) of a
     2D image or DICOM; `threshold` None: the model's own."""
     images, probs = file_probs(path, predictor)
-    return images[0], predictor.masks(probs[0], threshold)
+    return images[0], predictor.cleaned(predictor.masks(probs[0], threshold)[None], volume=False)[0]
 
 
 def label_map(classes: Classes, masks: np.ndarray) -> np.ndarray:
@@ -187,7 +256,7 @@ def predict_nifti(path: Path, predictor: Predictor, threshold: float | None) -> 
     binary 0/1, exclusive classes as class indices, regions as one 0/1 volume per region (4D)."""
     original = load_nifti(path)
     _, probs = file_probs(path, predictor)
-    slices = [predictor.masks(p, threshold) for p in probs]
+    slices = list(predictor.cleaned(np.stack([predictor.masks(p, threshold) for p in probs]), volume=True))
     if predictor.classes.mode == "exclusive":
         slices = [label_map(predictor.classes, m) for m in slices]
     if predictor.classes.mode == "regions":

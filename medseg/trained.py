@@ -117,6 +117,11 @@ def load_trained(model: Path) -> TrainedModel:
         record = first
         source = first.get("threshold_source", "default 0.5 (the checkpoint holds no val threshold)")
     classes = of_preprocess(first["preprocess"], str(found[0]))
+    cuts = record.get("class_thresholds")
+    if classes.mode == "regions" and cuts is not None and len(cuts) != len(classes.names):
+        where = model / ENSEMBLE if record is not first else found[0]
+        raise MedsegError(f"{where}: holds {len(cuts)} class threshold(s) for {len(classes.names)} regions "
+                          f"({', '.join(classes.names)}); run its train stage again")
     return TrainedModel(members, {key: first[key] for key in SHARED}, float(record.get("threshold", 0.5)),
                         str(source), found, [c.get("compute", {}) for c in ckpts], "threshold_source" in record,
                         classes, record.get("class_thresholds"))

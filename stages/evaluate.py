@@ -6,7 +6,8 @@ predictions (each non-test case by the fold model that did not train on it), whi
 cross-validation estimate (`cv` in metrics.json, per_case_oof.csv) and a second set of paired
 comparisons (`oof_pairs` in comparison.json).
 
-Writes results/evaluate/<model>/{metrics.json, compute.json, per_case.csv, per_image.csv, pr.csv},
+Writes results/evaluate/<model>/{metrics.json, compute.json, per_case.csv, per_image.csv, pr.csv,
+postprocess.json (the threshold and post-processing scored, which predict and export apply)},
 results/evaluate/comparison.json (paired tests between the models on the same test cases),
 results/evaluate/summary.md and, in data/predictions/<model>.npz, the test probabilities and the
 exact binary masks that were scored (visualize draws those, never a re-thresholded copy).
@@ -33,7 +34,7 @@ from medseg.crossval import cv_markdown, cv_metrics, fold_of_rows
 from medseg.evaluation import AUTO_STEPS, choose_postprocessing, per_case_table, per_image_table, summarize, summary_markdown
 from medseg.compute import compute_cost, provenance
 from medseg.hardware import amp_name, pick_amp_dtype, pick_device
-from medseg.inference import predict_probs
+from medseg.inference import predict_class_probs, predict_probs
 from medseg.metrics import best_f1_threshold, pixel_pr
 from medseg.outputs import staged_dir, write_atomic, write_json
 from medseg.params import load_section
@@ -44,7 +45,7 @@ from medseg.slices import SLICES, dataset_info, fold_count, fold_rows, load_arra
 from medseg.trained import TrainedModel, check_fits_slices, load_trained
 from medseg.uncertainty import paired_comparison
 from medseg.class_scores import ClassResults, class_comparisons, classes_markdown, score_classes
-from medseg.classes import require_one_fold
+from medseg.scored_post import BINARY_NAME, RECORD, make_record
 from models import MODEL_NAMES
 
 log = logging.getLogger("medseg.evaluate")
@@ -98,11 +99,14 @@ def main() -> None:
             trained = load_model(name, folds, device)
             batch = trained.batch_size if cfg["batch_size"] == "auto" else cfg["batch_size"]
             if trained.classes.multi:
-                result, speed = evaluate_classes(
-                    out / name, preds, name, trained, cfg, (val, val_images, val_masks), (test, test_images, test_masks),
-                    partial(trained.class_probs, device=device, tta=cfg["tta"], batch_size=batch, amp_dtype=amp),
-                    provenance(trained.computes[0], device, amp_name(amp)))
+                infer = partial(predict_class_probs, device=device, exclusive=trained.classes.mode == "exclusive",
+                                batch_size=batch, amp_dtype=amp, tta=cfg["tta"])
+                result, speed, oof = evaluate_classes(
+                    out / name, preds, name, trained, cfg, (val, val_images, val_masks, val_fold),
+                    (test, test_images, test_masks), infer, provenance(trained.computes[0], device, amp_name(amp)))
                 summary[name], case_tables[name], class_tables[name] = result.metrics, result.cases, result.per_class_cases
+                if oof is not None:
+                    oof_tables[name] = oof
                 costs[name] = compute_cost(trained.computes, trained.members[0], channels, size, device, speed)
                 write_json(out / name / "compute.json", costs[name])
                 continue
@@ -122,6 +126,8 @@ def main() -> None:
             costs[name] = compute_cost(trained.computes, trained.members[0], channels, size, device,
                                        len(test_images) / infer_seconds)
             write_model_results(out / name, metrics, cases, images, pr)
+            write_json(out / name / RECORD, make_record(name, trained.paths, size, threshold, None, cfg["tta"],
+                                                        {BINARY_NAME: post}, chosen_on(folds)))
             if folds > 1:
                 oof_pred = clean_predictions(val_probs >= threshold, val, **post)
                 oof = per_case_table(val, oof_pred, val_masks.astype(bool), cfg["empty"], cfg["nsd_tolerance_mm"])
@@ -155,23 +161,38 @@ def main() -> None:
 
 
 def evaluate_classes(folder: Path, preds: Path, name: str, trained: TrainedModel, cfg: dict[str, Any],
-                     val: tuple[pd.DataFrame, np.ndarray, np.ndarray], test: tuple[pd.DataFrame, np.ndarray, np.ndarray],
-                     class_probs: Callable, made_by: dict[str, Any]) -> tuple[ClassResults, float]:
+                     val: tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray],
+                     test: tuple[pd.DataFrame, np.ndarray, np.ndarray], infer: Callable,
+                     made_by: dict[str, Any]) -> tuple[ClassResults, float, pd.DataFrame | None]:
     """A multi-class model: per-class and macro scores (medseg.class_scores) written like a binary
-    model's, each class's tables beside them (per_case_<class>.csv, pr_<class>.csv); returns them
-    and the test images per second."""
-    require_one_fold(trained.classes, fold_count())
+    model's, each class's tables beside them (per_case_<class>.csv, pr_<class>.csv). With K folds the
+    test probabilities are the folds' mean, the thresholds and post-processing come from the
+    out-of-fold predictions, which are also scored as the CV estimate (`cv`, per_case_oof.csv).
+    Returns the results, the test images per second and the out-of-fold macro per-case table."""
     thresholds = trained.class_thresholds
     if cfg["threshold"] != "auto" and trained.classes.mode == "regions":
         thresholds = [float(cfg["threshold"])] * len(trained.classes.names)
-    val_probs = class_probs(val[1])
+    (val_rows, val_images, val_codes, val_fold), folds = val, trained.folds
+    val_probs = out_of_fold_probs(trained.members, val_images, val_fold, infer)
     started = time.perf_counter()
-    test_probs = class_probs(test[1])
+    test_probs = mean_probs([infer(model, test[1]) for model in trained.members])
     speed = len(test[1]) / max(time.perf_counter() - started, 1e-9)
-    result = score_classes(trained.classes, thresholds, cfg, val[0], val_probs, val[2], test[0], test_probs, test[2])
+    result = score_classes(trained.classes, thresholds, cfg, val_rows, val_probs, val_codes, test[0], test_probs, test[2])
     result.metrics |= made_by
     folder.mkdir()
+    oof = None
+    if folds > 1:  # the out-of-fold cases scored with what was chosen on them, as the binary path does
+        scored = score_classes(trained.classes, thresholds, cfg, val_rows, val_probs, val_codes, val_rows, val_probs,
+                               val_codes)
+        oof = scored.cases.copy()
+        oof.insert(1, "fold", oof["group"].map(dict(zip(val_rows["group"], val_rows["fold"]))))
+        result.metrics["cv"] = cv_metrics(oof, cfg["resamples"], cfg["seed"])
+        oof.to_csv(folder / "per_case_oof.csv", index=False, float_format="%.6f")
     write_json(folder / "metrics.json", result.metrics)
+    regions = trained.classes.mode == "regions"
+    write_json(folder / RECORD, make_record(name, trained.paths, test[1].shape[1], None,
+                                            (thresholds or [0.5] * len(trained.classes.names)) if regions else None,
+                                            cfg["tta"], result.post, chosen_on(folds)))
     result.cases.to_csv(folder / "per_case.csv", index=False, float_format="%.6f")
     for cname in trained.classes.names:
         result.per_class_cases[cname].to_csv(folder / f"per_case_{cname}.csv", index=False, float_format="%.6f")
@@ -183,16 +204,25 @@ def evaluate_classes(folder: Path, preds: Path, name: str, trained: TrainedModel
     log.info("%s: macro case Dice %.4f over %d classes (%s)", name, result.metrics["dice"] or 0,
              len(trained.classes.names), ", ".join(f"{c} {m['dice'] or 0:.3f}"
                                                    for c, m in result.metrics["classes"].items()))
-    return result, speed
+    return result, speed, oof
+
+
+def chosen_on(folds: int) -> str:
+    return "the out-of-fold predictions of the non-test cases" if folds > 1 else "the val split"
 
 
 def out_of_fold_probs(members: list, images: np.ndarray, fold: np.ndarray, infer: Callable) -> np.ndarray:
-    """Each row's probability from the member that did not train on it (fold k -> member k)."""
-    probs = np.empty(images.shape[:3], dtype=np.float32)
+    """Each row's probability from the member that did not train on it (fold k -> member k); with one
+    member (no folds), its probabilities on every row. Several classes: (N, channels, H, W)."""
+    if len(members) == 1:
+        return infer(members[0], images)
+    probs = None
     for k, model in enumerate(members):
         rows = np.flatnonzero(fold == k)
         if len(rows):
-            probs[rows] = infer(model, images[rows])
+            part = infer(model, images[rows])
+            probs = np.empty((len(images), *part.shape[1:]), np.float32) if probs is None else probs
+            probs[rows] = part
     return probs
 
 

@@ -6,11 +6,13 @@ and affine (<case>_mask.nii.gz or .nii, as the input); the tree under a --source
 mirrored under --out. The model alone is enough: a checkpoint
 carries the network, its params, the preprocessing it was trained with and the threshold chosen on
 val; a k-fold model folder (fold_<k>/best.pt + ensemble.json) averages its folds' probabilities and
-uses ensemble.json's threshold; an ONNX export (`stages.export`: model.onnx + model.json, or their
+uses ensemble.json's threshold. The masks are decided and post-processed as evaluate scored the
+model (--postprocess; its threshold, min_area and largest component, and on NIfTI volumes its 3D
+steps), so deployed masks are scored masks. An ONNX export (`stages.export`: model.onnx + model.json, or their
 folder) runs with onnxruntime, without importing PyTorch.
 
 Usage: python -m stages.predict --model data/models/unet/best.pt --source PATH --out DIR
-       [--threshold T] [--tta] [--overlay]
+       [--threshold T] [--tta] [--postprocess auto|off|FILE] [--overlay]
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from tqdm import tqdm
 from medseg.cli import run_stage
 from medseg.errors import MedsegError
 from medseg.outputs import staged_files, write_atomic
+from medseg.scored_post import describe, has_volume_steps
 from medseg.plots import class_overlay, overlay
 from medseg.prediction import (Predictor, kind_of, label_map, list_sources, load_predictor, mask_paths, predict_2d,
                                predict_nifti)
@@ -40,7 +43,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--source", type=Path, required=True, help="an image, DICOM, NIfTI or a folder")
     parser.add_argument("--out", type=Path, required=True, help="output folder (created)")
     parser.add_argument("--threshold", type=float, help="probability threshold (default: the model's)")
-    parser.add_argument("--tta", action="store_true", help="average with a horizontally flipped pass")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="average with a horizontally flipped pass (default: as evaluate scored the model)")
+    parser.add_argument("--postprocess", default="auto", metavar="auto|off|FILE",
+                        help="the threshold(s) and post-processing (min_area, largest component; min_volume and "
+                        "largest volume on NIfTI volumes) to apply: auto = what evaluate scored the model with "
+                        "(an export's model.json, else results/evaluate/<model>/postprocess.json when present); "
+                        "off = the model's val threshold alone; or a postprocess.json")
     parser.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default="auto",
                         help="autocast dtype of the PyTorch path: auto = what this hardware runs natively; off = fp32")
     parser.add_argument("--batch-size", type=int, help="slices per forward pass (default: the training batch; "
@@ -95,14 +104,19 @@ def main() -> None:
     targets = mask_paths(sources, args.source)  # the source tree mirrored: no two inputs share a mask
     # all masks or none: a bad file midway leaves --out as it was; the bar closes before the error line
     with staged_files(args.out) as tmp:
-        predictor = load_predictor(args.model, args.tta, args.batch_size, args.amp)
+        predictor = load_predictor(args.model, args.tta, args.batch_size, args.amp, args.postprocess)
         if args.threshold is not None and predictor.classes.mode == "exclusive":
             raise MedsegError(f"--threshold={args.threshold}: {args.model} holds exclusive classes, decided by argmax; "
                               "leave --threshold out")
         with tqdm(sources, desc="predict", unit="file", disable=len(sources) == 1) as bar:
             for path in bar:
                 predict_one(path, tmp / targets[path], predictor, args.threshold, args)
-    log.info("%d file(s) -> %s (%s, %s)", len(sources), args.out, cut_off(predictor, args.threshold), predictor.runtime)
+    log.info("%d file(s) -> %s (%s, %s; %s from %s)", len(sources), args.out, cut_off(predictor, args.threshold),
+             predictor.runtime, describe(predictor.post), predictor.post_source)
+    if predictor.post is not None and has_volume_steps(list(predictor.post["steps"].values())) and any(
+            kind_of(p) != "nifti" for p in sources):
+        log.info("min_volume / largest_volume act on NIfTI volumes only: the 2D files were post-processed slice by "
+                 "slice (min_area, largest component)")
 
 
 def cut_off(predictor: Predictor, threshold: float | None) -> str:

@@ -22,14 +22,14 @@ from medseg.cli import run_stage
 from medseg.distributed import cleanup, init_distributed, launched_by_torchrun, run_under_torchrun
 from medseg.losses import LOSS_PARAMS
 from medseg.networks import build_network, load_model_params
-from medseg.classes import require_one_fold
+from medseg.classes import Classes
 from medseg.params import load_section
 from medseg.checkpoints import load_checkpoint, model_from_checkpoint
 from medseg.folds import tidy_layout, write_ensemble, write_fold_curves
 from medseg.hardware import pick_amp_dtype, pick_device
-from medseg.inference import predict_probs
+from medseg.inference import predict_class_probs, predict_probs
 from medseg.slices import SLICES, dataset_info, fold_count, fold_rows, load_arrays, read_sampling, slice_classes
-from medseg.training import RunState, TrainData, best_threshold, train
+from medseg.training import RunState, TrainData, best_threshold, class_thresholds, train
 from models import MODEL_NAMES
 
 log = logging.getLogger("medseg.train")
@@ -50,7 +50,6 @@ def train_model(name: str, cfg: dict[str, Any], loss_cfg: dict[str, Any], aug_cf
     info = dataset_info()
     channels, folds, classes = info["channels"], fold_count(), slice_classes()
     read_sampling()  # checked against the split and its folds before any fold trains
-    require_one_fold(classes, folds)
     run = run_id(cfg, loss_cfg, aug_cfg, model_cfg, info) if folds > 1 else None
     states = []
     for fold in range(folds):
@@ -66,9 +65,10 @@ def train_model(name: str, cfg: dict[str, Any], loss_cfg: dict[str, Any], aug_cf
                             paths.train_log_dir(name, where), keep_finished=folds > 1))
     if is_main:
         if folds > 1:
-            threshold = out_of_fold_threshold(name, folds, channels, cfg)
-            write_ensemble(paths.model_dir(name), folds, threshold, "best pixel F1 on the out-of-fold predictions", run)
-            log.info("%s: out-of-fold threshold %.3f for the %d-fold ensemble", name, threshold, folds)
+            threshold, cuts, source = out_of_fold_thresholds(name, folds, channels, cfg, classes)
+            write_ensemble(paths.model_dir(name), folds, threshold, source, run, cuts)
+            log.info("%s: out-of-fold threshold(s) %s for the %d-fold ensemble (%s)", name,
+                     f"{threshold:.3f}" if cuts is None else ", ".join(f"{c:.3f}" for c in cuts), folds, source)
         tidy_layout(name, folds)
         write_fold_curves(name, folds)
     return states
@@ -84,17 +84,28 @@ def run_id(*sections: dict[str, Any]) -> str:
     return digest.hexdigest()[:16]
 
 
-def out_of_fold_threshold(name: str, folds: int, channels: int, cfg: dict[str, Any]) -> float:
-    """The ensemble's cut-off: best pixel F1 over every fold model's predictions on its own val fold."""
+def out_of_fold_thresholds(name: str, folds: int, channels: int, cfg: dict[str, Any],
+                           classes: Classes) -> tuple[float, list[float] | None, str]:
+    """The ensemble's cut-off(s), from every fold model's predictions on its own val fold: the best
+    pixel F1 threshold (binary), one per region, or none for exclusive classes (argmax); with where
+    they came from."""
     device = pick_device(cfg["device"])
+    amp, exclusive = pick_amp_dtype(cfg["amp"], device), classes.mode == "exclusive"
     probs, masks = [], []
     for fold in range(folds):
         path = paths.model_dir(name, fold) / "best.pt"
         model = model_from_checkpoint(load_checkpoint(path), path).to(device)
         images, fold_masks = load_arrays(SLICES, fold_rows(fold, "val")["slice_id"].tolist(), channels)
-        probs.append(predict_probs(model, images, device, cfg["batch_size"], pick_amp_dtype(cfg["amp"], device)))
+        probs.append(predict_class_probs(model, images, device, exclusive, cfg["batch_size"], amp) if classes.multi
+                     else predict_probs(model, images, device, cfg["batch_size"], amp))
         masks.append(fold_masks)
-    return best_threshold(np.concatenate(probs), np.concatenate(masks), cfg["seed"])
+    if not classes.multi:
+        threshold = best_threshold(np.concatenate(probs), np.concatenate(masks), cfg["seed"])
+        return threshold, None, "best pixel F1 on the out-of-fold predictions"
+    if exclusive:
+        return 0.5, None, "argmax over background and the classes (the threshold is not used)"
+    cuts = class_thresholds(np.concatenate(probs), np.concatenate(masks), classes, cfg["seed"])
+    return 0.5, cuts, "best pixel F1 of each region on the out-of-fold predictions"
 
 
 def main() -> None:

@@ -57,7 +57,8 @@ def test_export_writes_a_dynamic_graph_and_what_predict_needs(exported):
     assert meta["threshold_source"] == "test: out-of-fold best F1"
     assert meta["preprocess"] == PRE and meta["in_channels"] == 1 and meta["model"] == "unet"
     assert meta["input"]["divisor"] == 255.0 and meta["ct_window_hu"] == [-1350.0, 150.0]
-    assert meta["min_area"] == 0 and meta["min_area_source"].startswith("not known")
+    assert meta["postprocess"] is None and meta["postprocess_source"].startswith("none")  # evaluate never scored it
+    assert len(meta["checkpoint_sha256"]) == 3
     assert meta["check"]["max_abs_diff"] <= 1e-4
     graph = onnx.load(str(out / "model.onnx"))
     assert next(op.version for op in graph.opset_import if op.domain in ("", "ai.onnx")) >= 17

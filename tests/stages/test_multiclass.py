@@ -11,7 +11,6 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
 
 from medseg.checkpoints import load_checkpoint
@@ -22,14 +21,16 @@ REGIONS = {"organ_and_lesion": [1, 2], "lesion": [2]}
 PHANTOM = {"cases": 10, "depth": 6, "size": 32, "seed": 0}
 
 
-def workdir(tmp_path: Path, classes: dict, mode: str) -> Path:
-    """A working folder after download (the offline phantom_folder), convert, split and balance."""
+def workdir(tmp_path: Path, classes: dict, mode: str, more: dict | None = None) -> Path:
+    """A working folder after download (the offline phantom_folder), convert, split and balance;
+    `more`: further dotted-key params edits."""
     edits = {"dataset.name": "phantom_folder", "dataset.phantom": PHANTOM, "dataset.classes": classes,
              "dataset.class_mode": mode, "train.epochs": 8, "train.patience": 0,
              "train.batch_size": 8, "train.lr": 0.01, "balance.neg_keep": 1.0, "balance.pos_repeat": 2.0,
              "models.unet.width": 8, "models.attn_unet.width": 8, "models.deeplab.decoder_channels": 16,
-             "models.upernet.decoder_channels": 16, "evaluate.resamples": 2000}
-    work = make_workdir(tmp_path, edits)
+             "models.upernet.decoder_channels": 16, "evaluate.resamples": 2000,
+             "evaluate.min_volume": 0, "evaluate.largest_volume": False}  # 2D steps: what predict applies to PNGs
+    work = make_workdir(tmp_path, edits | (more or {}))
     for module in ("stages.download", "stages.convert", "stages.split", "stages.balance"):
         result = stage(work, module)
         assert result.returncode == 0, f"{module}: {result.stderr[-2000:]}"
@@ -106,9 +107,10 @@ def test_pictures_carry_the_classes(exclusive):
     assert (75, 25, 230) in colours or (75, 180, 60) in colours  # a class colour (BGR) is drawn
 
 
-def test_predict_writes_label_maps_and_onnx_gives_the_same_masks(exclusive, tmp_path):
-    """predict on the test slices' own PNGs gives evaluate's masks before post-processing (argmax),
-    and the ONNX export of the model (classes, mode and painting order in model.json) the same maps."""
+def test_predict_and_its_onnx_export_give_the_masks_evaluate_scored(exclusive, tmp_path):
+    """predict on the test slices' own PNGs decides and post-processes as evaluate scored (each class's
+    min_area from results/evaluate/unet/postprocess.json), so its label maps are evaluate's masks; the
+    ONNX export carries the classes, the painting order and the same record, and gives the same maps."""
     test = pd.read_csv(exclusive / "data/split.csv", dtype={"slice_id": str}).query("split == 'test'")
     source = tmp_path / "src"
     source.mkdir()
@@ -117,40 +119,73 @@ def test_predict_writes_label_maps_and_onnx_gives_the_same_masks(exclusive, tmp_
     model = exclusive / "data/models/unet"
     assert stage(exclusive, "stages.export", "--model", str(model), "--out", str(tmp_path / "export")).returncode == 0
     meta = json.loads((tmp_path / "export/model.json").read_text())
+    record = json.loads((exclusive / "results/evaluate/unet/postprocess.json").read_text())
     assert meta["classes"]["names"] == ["organ", "lesion"] and meta["output"]["shape"][1] == 3
+    assert meta["postprocess"] == record and set(record["steps"]) == {"organ", "lesion"}
     maps = {}
     for name, use in (("torch", model), ("onnx", tmp_path / "export")):
         result = stage(exclusive, "stages.predict", "--model", str(use), "--source", str(source),
                        "--out", str(tmp_path / name))
         assert result.returncode == 0, result.stderr[-2000:]
+        assert "post-processing lesion: " in result.stderr and "organ: " in result.stderr
         maps[name] = {sid: cv2.imread(str(tmp_path / name / f"{sid}.png_mask.png"), cv2.IMREAD_UNCHANGED)
                       for sid in test["slice_id"]}
     scored = np.load(exclusive / "data/predictions/unet.npz")
-    probs = dict(zip(scored["slice_id"], scored["probs"]))
+    masks = dict(zip(scored["slice_id"], scored["masks"]))
     for sid in test["slice_id"]:
-        assert set(np.unique(maps["torch"][sid])) <= {0, 1, 2}
-        agree = (maps["torch"][sid] == maps["onnx"][sid]).mean()
-        assert agree > 0.999, (sid, agree)
-        argmax = probs[sid].argmax(axis=0)  # evaluate's stored probabilities (uint8-rounded): ties may differ
-        assert (maps["torch"][sid] == argmax).mean() > 0.98
+        evaluated = np.select([masks[sid][0], masks[sid][1]], [1, 2], 0)
+        assert (maps["torch"][sid] == evaluated).mean() > 0.999, sid  # equal but for a float tie at argmax
+        assert (maps["torch"][sid] == maps["onnx"][sid]).mean() > 0.999, sid
     result = stage(exclusive, "stages.predict", "--model", str(model), "--source", str(source), "--threshold", "0.4",
                    "--out", str(tmp_path / "cut"))
     assert result.returncode == 2 and "decided by argmax" in result.stderr
 
 
-def test_regions_train_one_sigmoid_channel_each_with_its_own_threshold(tmp_path):
-    work = workdir(tmp_path, REGIONS, "regions")
+def test_a_post_processing_record_of_another_training_is_refused(exclusive, tmp_path):
+    record = json.loads((exclusive / "results/evaluate/unet/postprocess.json").read_text())
+    stale = tmp_path / "postprocess.json"
+    stale.write_text(json.dumps(record | {"checkpoint_sha256": ["0" * 64]}))
+    image = next((exclusive / "data/slices/images").iterdir())
+    result = stage(exclusive, "stages.predict", "--model", str(exclusive / "data/models/unet"), "--source", str(image),
+                   "--postprocess", str(stale), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "chosen for another training than this unet model" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_regions_in_k_folds_with_out_of_fold_thresholds_and_a_cv_estimate(tmp_path):
+    """Overlapping regions, one sigmoid channel each, trained in 2 patient-level folds: ensemble.json
+    holds one out-of-fold threshold per region, evaluate scores the folds' mean on test and the
+    out-of-fold cases per class (the CV estimate), and predict writes one mask per region."""
+    work = workdir(tmp_path, REGIONS, "regions", {"split.folds": 2, "train.epochs": 4})
     manifest = pd.read_csv(work / "data/slices/manifest.csv", dtype={"slice_id": str})
     sid = manifest.sort_values("class_lesion")["slice_id"].iloc[-1]
     codes = cv2.imread(str(work / f"data/slices/masks/{sid}.png"), cv2.IMREAD_UNCHANGED)
     assert set(np.unique(codes).tolist()) == {0, 1, 3}  # bit 0: organ or lesion; bits 0 and 1: the lesion
+    split = pd.read_csv(work / "data/split.csv", dtype={"slice_id": str}).merge(manifest[["slice_id", "class_lesion"]])
+    for k in (0, 1):  # every fold trains on lesions and validates on lesions: the rarer region does not vanish
+        assert split.query(f"split != 'test' and fold != {k}")["class_lesion"].gt(0).any()
+        assert split.query(f"fold == {k}")["class_lesion"].gt(0).any()
     train(work, "unet")
-    ckpt = load_checkpoint(work / "data/models/unet/best.pt")
-    assert len(ckpt["class_thresholds"]) == 2 and all(0 <= t <= 1 for t in ckpt["class_thresholds"])
+    for model in ("attn_unet", "deeplab", "upernet"):
+        train(work, model, epochs=1)
+    ensemble = json.loads((work / "data/models/unet/ensemble.json").read_text())
+    assert ensemble["folds"] == 2 and "out-of-fold" in ensemble["threshold_source"]
+    assert len(ensemble["class_thresholds"]) == 2 and all(0 < t < 1 for t in ensemble["class_thresholds"])
+    ckpt = load_checkpoint(work / "data/models/unet/fold_0/best.pt")
     assert [t for t in ckpt["state_dict"].values() if t.ndim == 4][-1].shape[0] == 2
-    assert isinstance(ckpt["state_dict"], dict) and torch.is_tensor(next(iter(ckpt["state_dict"].values())))
+    result = stage(work, "stages.evaluate")
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((work / "results/evaluate/unet/metrics.json").read_text())
+    assert metrics["class_mode"] == "regions" and metrics["cv"]["folds"] == 2
+    oof = pd.read_csv(work / "results/evaluate/unet/per_case_oof.csv")
+    assert set(oof["fold"]) == {0, 1} and metrics["cv"]["dice"] == pytest.approx(oof["dice"].mean())
+    assert metrics["classes"]["organ_and_lesion"]["dice"] > 0.3
+    record = json.loads((work / "results/evaluate/unet/postprocess.json").read_text())
+    assert record["class_thresholds"] == ensemble["class_thresholds"] and "out-of-fold" in record["chosen_on"]
+    comparison = json.loads((work / "results/evaluate/comparison.json").read_text())
+    assert len(comparison["oof_pairs"]) == 6 and set(comparison["classes"]) == {"organ_and_lesion", "lesion"}
     image = work / f"data/slices/images/{sid}.png"
-    result = stage(work, "stages.predict", "--model", str(work / "data/models/unet"), "--source", str(image),
+    result = stage(work, "stages.predict", "--model", "data/models/unet", "--source", str(image),
                    "--out", str(tmp_path / "pred"))
     assert result.returncode == 0, result.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == [f"{sid}.png_lesion_mask.png",

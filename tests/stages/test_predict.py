@@ -8,6 +8,7 @@ import cv2
 import nibabel as nib
 import numpy as np
 import pytest
+from scipy import ndimage
 
 import medseg.prediction as prediction
 from medseg.errors import MedsegError
@@ -33,6 +34,35 @@ def test_nifti_mask_keeps_shape_affine_and_orientation(tmp_path, make_phantom):
     expected = normalise_volume(np.asarray(original.dataobj, np.float32), "CT", PRE) >= 0.5
     agreement = (np.asarray(predict_volume.dataobj) > 0) == expected
     assert agreement.mean() > 0.99  # equal up to quantisation at the threshold
+
+
+def test_a_nifti_takes_the_recorded_volume_steps_and_a_png_its_slice_steps(tmp_path, make_phantom):
+    """With evaluate's record the 3D steps act on a NIfTI's slices together (largest volume kept: one
+    object left), and a 2D file gets min_area scaled from the model's size to its own."""
+    make_phantom("msd", tmp_path / "raw", cases=1, depth=8, size=32, seed=0)
+    phantom = nib.load(tmp_path / "raw/imagesTr/phantom_000.nii.gz")
+    hu = np.full(phantom.shape, -1000, np.int16)  # air, and two bright objects: 4x4x3 and 6x6x5 voxels
+    hu[4:8, 4:8, 1:4], hu[16:22, 16:22, 2:7] = 100, 100
+    source = tmp_path / "two.nii.gz"
+    nib.save(nib.Nifti1Image(hu, phantom.affine, phantom.header), source)
+    off = np.asarray(prediction.predict_nifti(source, IDENTITY, 0.5).dataobj) > 0
+    steps = {"min_area": 0, "largest_component": False, "min_volume": 0, "largest_volume": True}
+    kept = prediction.Predictor(IDENTITY.probs, PRE, 0.5, "identity", post={"steps": {"foreground": steps}, "size": 32})
+    on = np.asarray(prediction.predict_nifti(source, kept, 0.5).dataobj) > 0
+    assert ndimage.label(off, np.ones((3, 3, 3)))[1] > 1 and ndimage.label(on, np.ones((3, 3, 3)))[1] == 1
+    assert off.sum() == 48 + 180 and on.sum() == 180
+    image = np.zeros((64, 64), np.uint8)
+    image[2:5, 2:5], image[20:40, 20:40] = 255, 255  # 9 px and 400 px at 64 px
+    cv2.imwrite(str(tmp_path / "two.png"), image)
+    speck = {"min_area": 3, "largest_component": False, "min_volume": 0, "largest_volume": False}  # 12 px at 64 px
+    plain = prediction.predict_2d(tmp_path / "two.png", IDENTITY, 0.5)[1]
+    labels, count = ndimage.label(plain, np.ones((3, 3)))
+    assert count == 2 and 4 < (labels == labels[3, 3]).sum() < 12  # the speck, about 9 px after the model's resize
+    for size, speck_kept in ((32, False), (64, True)):  # 3 px at a 64-px model stays 3 px: the speck stays
+        cleaned = prediction.Predictor(IDENTITY.probs, PRE, 0.5, "identity",
+                                       post={"steps": {"foreground": speck}, "size": size})
+        mask = prediction.predict_2d(tmp_path / "two.png", cleaned, 0.5)[1]
+        assert (mask == (plain if speck_kept else plain & (labels != labels[3, 3]))).all()
 
 
 def test_cli_on_png_dicom_and_folder(tmp_path, checkpoint, make_phantom):
