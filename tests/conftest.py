@@ -124,6 +124,12 @@ def make_workdir(tmp_path: Path, edits: dict[str, Any] | None = None) -> Path:
     """A scratch working folder holding params.yaml with dotted-key `edits` applied."""
     work = tmp_path / "work"
     work.mkdir()
+    (work / "params.yaml").write_text(yaml.safe_dump(edited_params(edits), sort_keys=False))
+    return work
+
+
+def edited_params(edits: dict[str, Any] | None = None) -> dict[str, Any]:
+    """tiny_params() with dotted-key `edits` applied (e.g. {"train.epochs": 2})."""
     params = tiny_params()
     for dotted, value in (edits or {}).items():
         *parents, leaf = dotted.split(".")
@@ -131,8 +137,7 @@ def make_workdir(tmp_path: Path, edits: dict[str, Any] | None = None) -> Path:
         for part in parents:
             section = section[part]
         section[leaf] = value
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    return work
+    return params
 
 
 def stage(work: Path, module: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

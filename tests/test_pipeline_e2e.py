@@ -11,12 +11,15 @@ import sys
 import time
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 import yaml
 
 from medseg.checkpoints import load_checkpoint
+from medseg.preprocess import upright
 from tests.conftest import REPO
 MODELS = ("unet", "attn_unet", "deeplab", "upernet")
 
@@ -127,6 +130,30 @@ def test_repro_leaves_everything_up_to_date(repo_copy):
     text = json.dumps(shown)
     for name in MODELS:
         assert f"results/evaluate/{name}/metrics.json" in text
+
+
+@pytest.mark.e2e
+def test_predict_gives_the_masks_evaluate_scored_on_the_raw_test_volumes(repo_copy, tmp_path):
+    """predict on the raw NIfTI of every test case, with evaluate's post-processing record (3D steps
+    included), writes exactly the masks evaluate scored (data/predictions/unet.npz), voxel for voxel."""
+    dest, env = repo_copy
+    split = pd.read_csv(dest / "data/split.csv", dtype={"slice_id": str})
+    groups = sorted(split.loc[split["split"] == "test", "group"].unique())
+    source = tmp_path / "src"
+    source.mkdir()
+    for group in groups:
+        shutil.copy(dest / f"data/raw/phantom/imagesTr/{group}.nii.gz", source)
+    result = run([sys.executable, "-m", "stages.predict", "--model", "data/models/unet/best.pt", "--source",
+                  str(source), "--out", str(tmp_path / "out")], dest, env)
+    assert "from results/evaluate/unet/postprocess.json" in result.stderr
+    scored = np.load(dest / "data/predictions/unet.npz")
+    masks = dict(zip(scored["slice_id"], scored["masks"]))
+    for group in groups:
+        volume = np.asarray(nib.as_closest_canonical(nib.load(tmp_path / f"out/{group}_mask.nii.gz")).dataobj) > 0
+        ids = sorted(s for s in masks if s.startswith(f"{group}_"))
+        assert len(ids) == volume.shape[2]
+        for k, sid in enumerate(ids):
+            assert (upright(volume[..., k]) == masks[sid]).all(), sid
 
 
 @pytest.mark.e2e

@@ -5,6 +5,9 @@ one output channel per class, and evaluate scores each class and their macro mea
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -14,22 +17,25 @@ import pytest
 import yaml
 
 from medseg.checkpoints import load_checkpoint
-from tests.conftest import make_workdir, stage
+from tests.conftest import edited_params, make_workdir, stage
+from tests.test_pipeline_e2e import copy_repo
 
 EXCLUSIVE = {"organ": [1], "lesion": [2]}
 REGIONS = {"organ_and_lesion": [1, 2], "lesion": [2]}
 PHANTOM = {"cases": 10, "depth": 6, "size": 32, "seed": 0}
 
 
+EDITS = {"dataset.name": "phantom_folder", "dataset.phantom": PHANTOM, "train.epochs": 8, "train.patience": 0,
+         "train.batch_size": 8, "train.lr": 0.01, "balance.neg_keep": 1.0, "balance.pos_repeat": 2.0,
+         "models.unet.width": 8, "models.attn_unet.width": 8, "models.deeplab.decoder_channels": 16,
+         "models.upernet.decoder_channels": 16, "evaluate.resamples": 2000,
+         "evaluate.min_volume": 0, "evaluate.largest_volume": False}  # 2D steps: what predict applies to PNGs
+
+
 def workdir(tmp_path: Path, classes: dict, mode: str, more: dict | None = None) -> Path:
     """A working folder after download (the offline phantom_folder), convert, split and balance;
     `more`: further dotted-key params edits."""
-    edits = {"dataset.name": "phantom_folder", "dataset.phantom": PHANTOM, "dataset.classes": classes,
-             "dataset.class_mode": mode, "train.epochs": 8, "train.patience": 0,
-             "train.batch_size": 8, "train.lr": 0.01, "balance.neg_keep": 1.0, "balance.pos_repeat": 2.0,
-             "models.unet.width": 8, "models.attn_unet.width": 8, "models.deeplab.decoder_channels": 16,
-             "models.upernet.decoder_channels": 16, "evaluate.resamples": 2000,
-             "evaluate.min_volume": 0, "evaluate.largest_volume": False}  # 2D steps: what predict applies to PNGs
+    edits = EDITS | {"dataset.classes": classes, "dataset.class_mode": mode}
     work = make_workdir(tmp_path, edits | (more or {}))
     for module in ("stages.download", "stages.convert", "stages.split", "stages.balance"):
         result = stage(work, module)
@@ -49,14 +55,12 @@ def train(work: Path, model: str, epochs: int | None = None) -> None:
 
 @pytest.fixture(scope="module")
 def exclusive(tmp_path_factory) -> Path:
-    """The whole multi-class pipeline up to evaluate: unet learns (8 epochs), the other three train one
-    epoch (their outputs and scoring are checked, not their quality), to keep the suite short."""
-    work = workdir(tmp_path_factory.mktemp("exclusive"), EXCLUSIVE, "exclusive")
-    train(work, "unet")
-    for model in ("attn_unet", "deeplab", "upernet"):
-        train(work, model, epochs=1)
-    result = stage(work, "stages.evaluate")
-    assert result.returncode == 0, result.stderr[-2000:]
+    """`dvc repro` of the whole multi-class pipeline in a copy of the repository: every stage as
+    dvc.yaml wires it, unet with 8 epochs, the other three with the same short schedule."""
+    edits = EDITS | {"dataset.classes": EXCLUSIVE, "dataset.class_mode": "exclusive"}
+    work, env = copy_repo(tmp_path_factory.mktemp("exclusive") / "repo", edited_params(edits))
+    result = subprocess.run(["dvc", "repro"], cwd=work, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
     return work
 
 
@@ -97,9 +101,19 @@ def test_every_network_has_one_output_per_class_and_scores_above_chance(exclusiv
     assert len(comparison["pairs"]) == 6
 
 
+def test_dvc_tracks_the_classes_and_metrics_show_them(exclusive):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    status = subprocess.run(["dvc", "status"], cwd=exclusive, env=env, capture_output=True, text=True, timeout=300)
+    assert "up to date" in status.stdout, status.stdout
+    shown = subprocess.run(["dvc", "metrics", "show", "--json"], cwd=exclusive, env=env, capture_output=True,
+                           text=True, timeout=300)
+    unet = json.loads(shown.stdout)[""]["data"]["results/evaluate/unet/metrics.json"]["data"]
+    assert set(unet["classes"]) == {"organ", "lesion"}  # the macro headline beside each class's own scores
+    assert unet["dice_ci_low"] <= unet["dice"] <= unet["dice_ci_high"]
+    assert 0 <= unet["classes"]["lesion"]["dice"] <= 1 and "min_area" in unet["classes"]["lesion"]
+
+
 def test_pictures_carry_the_classes(exclusive):
-    result = stage(exclusive, "stages.visualize")
-    assert result.returncode == 0, result.stderr[-2000:]
     plots = exclusive / "results/plots"
     assert {"pr_curves.png", "forest.png", "case_dice_boxplot.png"} <= {p.name for p in plots.iterdir()}
     overlay = cv2.imread(str(plots / "overlays/unet.png"))
