@@ -16,10 +16,11 @@ def provenance(trained: dict[str, Any], device, eval_amp: str) -> dict[str, Any]
             "train_amp": trained.get("amp", "unknown"), "eval_device": device_name(device), "eval_amp": eval_amp}
 
 
-def compute_cost(trained: list[dict[str, Any]], model, channels: int, size: int, device,
-                 infer_ips: float) -> dict[str, Any]:
+def compute_cost(trained: list[dict[str, Any]], model, channels: int, size: int, device) -> dict[str, Any]:
     """What a model cost, so a comparison on "equal terms" can be checked (Isensee et al. 2024);
-    a k-fold model's epochs and training time are the sums over its folds, its inference the ensemble's."""
+    a k-fold model's epochs and training time are the sums over its folds. Only what the checkpoints
+    record (training time is fixed once trained): evaluate's own timing would change its outputs, and
+    dvc.lock, on every run, so it goes to results/timings/ (medseg.paths.TIMINGS), which DVC does not track."""
     total = lambda key: None if any(t.get(key) is None for t in trained) else sum(t[key] for t in trained)  # noqa: E731
     seconds = total("train_seconds")
     draws = None if seconds is None else sum(t["train_images_per_s"] * t["train_seconds"] for t in trained)
@@ -30,5 +31,4 @@ def compute_cost(trained: list[dict[str, Any]], model, channels: int, size: int,
             "train_images_per_s": None if draws is None else draws / max(seconds, 1e-9),
             "train_peak_memory_mb": None if any(t.get("peak_memory_mb") is None for t in trained)
             else max(t["peak_memory_mb"] for t in trained),
-            "infer_images_per_s": infer_ips,
             "train_device": first.get("device"), "train_amp": first.get("amp"), "eval_device": device_name(device)}

@@ -234,11 +234,11 @@ def cost_table(costs: dict[str, dict[str, Any]]) -> list[str]:
     number = lambda v, f: "n/a" if v is None else format(v, f)  # noqa: E731
     rows = [[name, number(c["parameters"] / 1e6, ".2f"), number(c["gflops_per_image"], ".2f"), _fmt(c["epochs"]),
              number(c["train_seconds"], ".0f"), number(c["train_images_per_s"], ".1f"),
-             number(c["train_peak_memory_mb"], ".0f"), number(c["infer_images_per_s"], ".0f"),
-             f"{c['train_device']} ({c['train_amp']})"] for name, c in costs.items()]
+             number(c["train_peak_memory_mb"], ".0f"), f"{c['train_device']} ({c['train_amp']})"]
+            for name, c in costs.items()]
     size = next(iter(costs.values()))["image_size"] if costs else "?"
     return _table(["model", "parameters (M)", f"GFLOPs / image at {size} px", "epochs", "train s",
-                   "train img/s", "train peak memory (MB)", "inference img/s", "trained on (autocast)"], rows)
+                   "train img/s", "train peak memory (MB)", "trained on (autocast)"], rows)
 
 
 def summary_markdown(metrics: dict[str, dict[str, Any]], empty: str, pairs: list[dict[str, Any]],

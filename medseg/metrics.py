@@ -6,10 +6,16 @@ and average precision.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from monai.metrics import compute_hausdorff_distance, compute_surface_dice
 from sklearn.metrics import average_precision_score, precision_recall_curve
+
+# MONAI 1.5 calls its own deprecated get_mask_edges argument inside these two functions and warns on
+# every call (once per case and model in evaluate's log); the warning is about MONAI, not the user's input.
+warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*", category=FutureWarning)
 
 EMPTY_RULES = {
     "one": "an image with empty ground truth scores 1 if the prediction is empty too, else 0",

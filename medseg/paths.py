@@ -14,6 +14,7 @@ RESULTS = Path("results")
 PLOTS = RESULTS / "plots"
 EVALUATE = RESULTS / "evaluate"
 BENCH_JSON = RESULTS / "bench.json"
+TIMINGS = RESULTS / "timings"  # run-to-run timings: neither DVC outputs nor metrics, so dvc.lock does not move
 
 
 def raw_dir(dataset: str) -> Path:

@@ -11,13 +11,17 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 TP, FP, FN = (0, 200, 0), (230, 0, 0), (0, 90, 255)
+PREDICTED = (255, 200, 0)  # predict's overlay: predicted foreground where no truth is known (amber, none of TP/FP/FN)
+PAGE_INCHES = 13.5  # at 100 dpi: every figure fits a 1,400 px page
 
 
-def overlay(image: np.ndarray, gt: np.ndarray, pred: np.ndarray, alpha: float = 0.55) -> np.ndarray:
-    """RGB uint8: the image in grey with true positives green, false positives red, false negatives blue."""
+def overlay(image: np.ndarray, gt: np.ndarray | None, pred: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    """RGB uint8: the image in grey with true positives green, false positives red, false negatives
+    blue; without a truth (`gt` None: predict) the prediction in amber."""
     grey = image.mean(axis=2) if image.ndim == 3 else image
     rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
-    for region, colour in ((gt & pred, TP), (~gt & pred, FP), (gt & ~pred, FN)):
+    regions = ((pred, PREDICTED),) if gt is None else ((gt & pred, TP), (~gt & pred, FP), (gt & ~pred, FN))
+    for region, colour in regions:
         rgb[region] = (1 - alpha) * rgb[region] + alpha * np.array(colour, np.float32)
     return rgb.round().astype(np.uint8)
 
@@ -57,12 +61,14 @@ def overlay_grid(panels: list[tuple[str, np.ndarray]], title: str, path: Path, c
         ax.imshow(rgb, interpolation="nearest")
         ax.set_title(label, fontsize=8)
     if class_names is None:
-        fig.suptitle(f"{title}  (green TP, red FP, blue FN)", fontsize=10)
+        fig.suptitle(title, fontsize=10)
+        colours, names = (TP, FP, FN), ["true positive", "false positive", "false negative"]
     else:
         fig.suptitle(f"{title}  (filled: prediction; outlined: truth)", fontsize=10)
-        handles = [plt.Rectangle((0, 0), 1, 1, color=np.array(class_colour(k)) / 255) for k in range(len(class_names))]
-        fig.legend(handles, class_names, loc="lower center", ncol=min(len(class_names), 4), fontsize=8)
-    fig.tight_layout(rect=(0, 0.06 if class_names else 0, 1, 1))
+        colours, names = [class_colour(k) for k in range(len(class_names))], class_names
+    handles = [plt.Rectangle((0, 0), 1, 1, color=np.array(c) / 255) for c in colours]
+    fig.legend(handles, names, loc="lower center", ncol=min(len(names), 4), fontsize=8)
+    fig.tight_layout(rect=(0, 0.08 if rows == 1 else 0.05, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
@@ -71,6 +77,8 @@ def dice_boxplot(per_case: dict[str, pd.Series], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     names = list(per_case)
     ax.boxplot([per_case[n].dropna().to_numpy() for n in names], tick_labels=names, showmeans=True)
+    ax.legend([plt.Line2D([], [], color="C1"), plt.Line2D([], [], color="green", marker="^", linestyle="")],
+              ["median", "mean"], loc="lower left", fontsize=8)
     ax.set_ylabel("per-case 3D Dice (test)")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(axis="y", alpha=0.3)
@@ -117,13 +125,15 @@ def forest_plot(metrics: dict[str, dict], path: Path) -> None:
     plt.close(fig)
 
 
-def map_grid(rows: list[tuple[str, np.ndarray | None, np.ndarray, list]], title: str, path: Path) -> None:
+def map_grid(rows: list[tuple[str, np.ndarray | None, np.ndarray, list]], title: str, path: Path,
+             gates: bool = False) -> None:
     """One figure row per (label, image or None, truth, panels): the slice with its truth outlined
     (None: the label alone), then each panel (title, map, fixed) stretched over the slice: on its own
     colour scale (viridis), or when `fixed` on a 0-1 scale (magma) over the image, the truth outlined;
     a None panel is an empty cell. Coarse maps keep their pixels (no smoothing)."""
     columns = 1 + max(len(panels) for *_, panels in rows)
-    fig, axes = plt.subplots(len(rows), columns, figsize=(1.75 * columns, 1.95 * len(rows) + 0.5), squeeze=False)
+    cell = min(1.75, PAGE_INCHES / columns)  # many panels (attn_unet's gates): smaller cells, not a wider page
+    fig, axes = plt.subplots(len(rows), columns, figsize=(cell * columns, 1.1 * cell * len(rows) + 0.5), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     grey = None
@@ -150,8 +160,26 @@ def map_grid(rows: list[tuple[str, np.ndarray | None, np.ndarray, list]], title:
             ax.set_xlim(extent[:2])
             ax.set_ylim(extent[2:])
             ax.set_title(name, fontsize=7)
-    fig.suptitle(f"{title}: encoder stage means (own scale); attention gates and Grad-CAM (0-1, magma); "
-                 "truth outlined in green", fontsize=9)
+    fig.suptitle(f"{title}: encoder stage means (own scale); {'attention gates and ' if gates else ''}Grad-CAM "
+                 "(0-1, magma); truth outlined in green", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def epoch_panels(grids: list[tuple[str, Path]], title: str, path: Path) -> None:
+    """Per-epoch prediction grids (each: rows of image | truth | prediction, as training logged them)
+    side by side, each captioned with its epoch and its three columns titled."""
+    fig, axes = plt.subplots(1, len(grids), figsize=(min(3.2 * len(grids), PAGE_INCHES), 4.6), squeeze=False)
+    for ax, (caption, grid) in zip(axes[0], grids):
+        picture = plt.imread(grid)
+        ax.imshow(picture, interpolation="nearest")
+        width = picture.shape[1]
+        ax.set_xticks([width / 6, width / 2, 5 * width / 6], ["image", "truth", "prediction"], fontsize=8)
+        ax.xaxis.tick_top()
+        ax.set_yticks([])
+        ax.set_xlabel(caption, fontsize=9)
+    fig.suptitle(f"{title}: val slices with the most foreground, thresholded at train.threshold", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

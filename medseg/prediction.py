@@ -5,6 +5,7 @@ torch is imported only when the model is a checkpoint: an ONNX export runs with 
 from __future__ import annotations
 
 import functools
+from collections import Counter
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,23 +62,27 @@ def list_sources(source: Path, skip: Path | None = None) -> list[Path]:
     return found
 
 
-def mask_name(path: Path) -> str:
+def mask_name(path: Path, keep_extension: bool = False) -> str:
     """The mask's file name: a NIfTI's case name + _mask and its own extension (case.nii.gz ->
-    case_mask.nii.gz, case.nii -> case_mask.nii); any other file's full name + _mask.png
-    (a.png -> a.png_mask.png), so a.png and a.jpg never share a mask."""
+    case_mask.nii.gz, case.nii -> case_mask.nii); any other file's stem + _mask.png (a.png ->
+    a_mask.png), or, with `keep_extension` (another input of its folder has the same stem, e.g. a.png
+    and a.jpg), its full name + _mask.png (a.png_mask.png), so no two inputs share a mask."""
     name = path.name
     for suffix in NIFTI_SUFFIXES:
         if name.lower().endswith(suffix):
             return f"{name[: -len(suffix)]}_mask{name[-len(suffix):]}"
-    return f"{name}_mask.png"
+    return f"{name if keep_extension else path.stem}_mask.png"
 
 
 def mask_paths(sources: list[Path], source: Path) -> dict[Path, Path]:
     """Each source file's mask path relative to --out: the tree under a --source folder mirrored
-    (p1/slice.png -> p1/slice.png_mask.png), so two inputs never write one mask (predict also
-    refuses a mask path already written: names differing in case only, on a disk that ignores case)."""
+    (p1/slice.png -> p1/slice_mask.png), the extension kept where two inputs of one folder share a
+    stem (in any case), so two inputs never write one mask (predict also refuses a mask path already
+    written: names differing in case only, on a disk that ignores case)."""
     root = source if source.is_dir() else source.parent
-    return {path: path.relative_to(root).parent / mask_name(path) for path in sources}
+    stems = Counter((path.parent, path.stem.lower()) for path in sources if kind_of(path) != "nifti")
+    return {path: path.relative_to(root).parent / mask_name(path, stems[(path.parent, path.stem.lower())] > 1)
+            for path in sources}
 
 
 @dataclass

@@ -6,13 +6,14 @@ predictions (each non-test case by the fold model that did not train on it), whi
 cross-validation estimate (`cv` in metrics.json, per_case_oof.csv) and a second set of paired
 comparisons (`oof_pairs` in comparison.json).
 
-Writes results/evaluate/<model>/{metrics.json, compute.json, per_case.csv, per_image.csv, pr.csv,
-postprocess.json (the threshold and post-processing scored, which predict and export apply)},
+Writes results/evaluate/<model>/{headline.json (the DVC metrics: dice with its CI, dice_fg, ap),
+metrics.json (every score), compute.json, per_case.csv, per_image.csv, pr.csv, postprocess.json (the
+threshold and post-processing scored, which predict and export apply)},
 results/evaluate/comparison.json (paired tests between the models on the same test cases),
 results/evaluate/summary.md and, in data/predictions/<model>.npz, the test probabilities and the
 exact binary masks that were scored (visualize draws those, never a re-thresholded copy).
-metrics.json holds only what the same params on the same machine reproduce byte for byte;
-timings and memory go to compute.json.
+Everything under results/evaluate is reproduced byte for byte by the same params on the same machine;
+evaluate's own timing goes to results/timings/evaluate.json, which neither DVC nor git tracks.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from medseg.errors import MedsegError
 from medseg.crossval import cv_markdown, cv_metrics, fold_of_rows
 from medseg.evaluation import AUTO_STEPS, choose_postprocessing, per_case_table, per_image_table, summarize, summary_markdown
 from medseg.compute import compute_cost, provenance
-from medseg.hardware import amp_name, pick_amp_dtype, pick_device
+from medseg.hardware import amp_name, device_name, pick_amp_dtype, pick_device
 from medseg.inference import predict_class_probs, predict_probs
 from medseg.metrics import best_f1_threshold, pixel_pr
 from medseg.outputs import staged_dir, write_atomic, write_json
@@ -93,7 +94,7 @@ def main() -> None:
     gt = test_masks.astype(bool)
     device = pick_device("auto")
     amp = pick_amp_dtype(cfg["amp"], device, key="evaluate.amp")
-    summary, costs, case_tables, oof_tables, class_tables = {}, {}, {}, {}, {}
+    summary, costs, case_tables, oof_tables, class_tables, speeds = {}, {}, {}, {}, {}, {}
     with staged_dir(paths.EVALUATE) as out, staged_dir(paths.PREDICTIONS) as preds:
         for name in MODEL_NAMES:
             trained = load_model(name, folds, device)
@@ -107,8 +108,7 @@ def main() -> None:
                 summary[name], case_tables[name], class_tables[name] = result.metrics, result.cases, result.per_class_cases
                 if oof is not None:
                     oof_tables[name] = oof
-                costs[name] = compute_cost(trained.computes, trained.members[0], channels, size, device, speed)
-                write_json(out / name / "compute.json", costs[name])
+                costs[name], speeds[name] = model_records(out / name, result.metrics, trained, info, device), speed
                 continue
             needs_val = folds > 1 or any(cfg[k] == "auto" for k in AUTO_STEPS) or cfg["threshold"] == "auto" and cfg["tta"]
             infer = partial(predict_probs, device=device, batch_size=batch, amp_dtype=amp, tta=cfg["tta"])
@@ -117,14 +117,12 @@ def main() -> None:
             post = choose_postprocessing(cfg, val, val_probs, val_masks.astype(bool), threshold)
             started = time.perf_counter()
             probs = mean_probs([infer(model, test_images) for model in trained.members])
-            infer_seconds = time.perf_counter() - started
+            speeds[name] = len(test_images) / max(time.perf_counter() - started, 1e-9)
             pred = clean_predictions(probs >= threshold, test, **post)
             images = per_image_table(test, pred, gt, cfg["empty"])
             cases = per_case_table(test, pred, gt, cfg["empty"], cfg["nsd_tolerance_mm"])
             metrics, pr = summarize(images, cases, pred, gt, probs, threshold, post, cfg)
             metrics |= provenance(trained.computes[0], device, amp_name(amp))
-            costs[name] = compute_cost(trained.computes, trained.members[0], channels, size, device,
-                                       len(test_images) / infer_seconds)
             write_model_results(out / name, metrics, cases, images, pr)
             write_json(out / name / RECORD, make_record(name, trained.paths, size, threshold, None, cfg["tta"],
                                                         {BINARY_NAME: post}, chosen_on(folds)))
@@ -136,7 +134,7 @@ def main() -> None:
                 write_json(out / name / "metrics.json", metrics)
                 oof.to_csv(out / name / "per_case_oof.csv", index=False, float_format="%.6f")
                 oof_tables[name] = oof
-            write_json(out / name / "compute.json", costs[name])
+            costs[name] = model_records(out / name, metrics, trained, info, device)
             np.savez_compressed(preds / f"{name}.npz", slice_id=test["slice_id"].to_numpy().astype(str),
                                 probs=np.round(probs * 255).astype(np.uint8), masks=pred, threshold=threshold, **post)
             summary[name], case_tables[name] = metrics, cases
@@ -158,6 +156,10 @@ def main() -> None:
         text += "\n" + plan_markdown(read_plan())
         write_json(out / "comparison.json", report)
         write_atomic(out / "summary.md", text)
+    write_json(paths.TIMINGS / "evaluate.json", {name: {"infer_images_per_s": v, "eval_device": device_name(device),
+                                                        "eval_amp": amp_name(amp)} for name, v in speeds.items()})
+    log.info("test inference (images/s): %s (also in %s, which DVC does not track)",
+             ", ".join(f"{n} {v:.0f}" for n, v in speeds.items()), paths.TIMINGS / "evaluate.json")
 
 
 def evaluate_classes(folder: Path, preds: Path, name: str, trained: TrainedModel, cfg: dict[str, Any],
@@ -205,6 +207,28 @@ def evaluate_classes(folder: Path, preds: Path, name: str, trained: TrainedModel
              len(trained.classes.names), ", ".join(f"{c} {m['dice'] or 0:.3f}"
                                                    for c, m in result.metrics["classes"].items()))
     return result, speed, oof
+
+
+HEADLINE = "headline.json"  # the one metrics file per model DVC tables show: dvc metrics show / exp show / diff
+HEADLINE_KEYS = ("dice", "dice_ci_low", "dice_ci_high", "dice_fg", "ap")
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What `dvc metrics show` and `dvc exp show` put in a row: the per-case Dice with its CI, dice_fg
+    and AP (several classes: their macro means), and the CV Dice with k folds; the full record stays
+    in metrics.json."""
+    cv = metrics.get("cv") or {}
+    return {key: metrics.get(key) for key in HEADLINE_KEYS} | {f"cv_{k}": cv.get(k) for k in ("dice", "dice_ci_low",
+                                                                                             "dice_ci_high") if cv}
+
+
+def model_records(folder: Path, metrics: dict[str, Any], trained: TrainedModel, info: dict[str, Any],
+                  device) -> dict[str, Any]:
+    """Write a scored model's headline.json and compute.json (what it cost, from its checkpoints); return the cost."""
+    cost = compute_cost(trained.computes, trained.members[0], info["channels"], info["size"], device)
+    write_json(folder / HEADLINE, headline(metrics))
+    write_json(folder / "compute.json", cost)
+    return cost
 
 
 def chosen_on(folds: int) -> str:

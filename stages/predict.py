@@ -1,7 +1,8 @@
 """Apply a trained model to new images: PNG/JPG/TIF, DICOM, NIfTI, or a folder of them.
 
 Masks come out in each source's own geometry: a PNG of the input's size for 2D files
-(<file name>_mask.png, e.g. a.png_mask.png), and for NIfTI a uint8 volume with the input's shape
+(<stem>_mask.png, e.g. a_mask.png; a.png_mask.png and a.jpg_mask.png where two inputs of a folder
+share a stem), and for NIfTI a uint8 volume with the input's shape
 and affine (<case>_mask.nii.gz or .nii, as the input); the tree under a --source folder is
 mirrored under --out. The model alone is enough: a checkpoint
 carries the network, its params, the preprocessing it was trained with and the threshold chosen on
@@ -88,8 +89,7 @@ def predict_one(path: Path, target: Path, predictor: Predictor, threshold: float
         write_atomic(target, _encode_png(target, mask.astype(np.uint8) * 255))
     if args.overlay:
         grey = np.round(image * 255).astype(np.uint8)
-        rgb = (class_overlay(grey, np.zeros_like(mask), mask) if classes.multi
-               else overlay(grey, np.zeros_like(mask), mask))
+        rgb = class_overlay(grey, np.zeros_like(mask), mask) if classes.multi else overlay(grey, None, mask)
         shown = target.with_name(target.name.removesuffix("_mask.png") + "_overlay.png")
         write_atomic(shown, _encode_png(shown, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)))
 

@@ -1,5 +1,6 @@
 """Stage `visualize`: figures in results/plots/ — training curves, PR curves, per-case Dice box
-plot, a forest plot of every model's Dice with its 95% CI, overlays of the best and worst test
+plot, a forest plot of every model's Dice with its 95% CI, per model training/<model>.png (its
+val prediction grid at the first, a middle and the last epoch), overlays of the best and worst test
 cases of each model, and per model features/<model>.png: the mean activation of each encoder
 stage, the attention coefficients of every gate (attn_unet) and a Grad-CAM, for the best and the
 worst case."""
@@ -19,7 +20,8 @@ from medseg.errors import MedsegError
 from medseg.outputs import staged_dir
 from medseg.params import load_section
 from medseg.classes import BINARY, Classes
-from medseg.plots import class_overlay, dice_boxplot, forest_plot, line_chart, map_grid, overlay, overlay_grid
+from medseg.plots import (class_overlay, dice_boxplot, epoch_panels, forest_plot, line_chart, map_grid, overlay,
+                          overlay_grid)
 from medseg.slices import SLICES, dataset_info, load_arrays, slice_classes, split_rows
 from medseg.trained import check_fits_slices, load_trained
 from models import MODEL_NAMES
@@ -41,8 +43,9 @@ def chosen_cases(cases: pd.DataFrame, test: pd.DataFrame, count: int) -> list[tu
     """(best/worst, group, slice id, case Dice): the `count` best and worst cases by Dice (among cases
     with foreground), each at its largest-lesion slice."""
     ranked = cases[cases["gt_voxels"] > 0].sort_values("dice", ascending=False)
-    chosen = [("best", g) for g in ranked["group"].head(count)]
-    chosen += [("worst", g) for g in ranked["group"].tail(count)[::-1] if g not in ranked["group"].head(count).tolist()]
+    best = min(count, (len(ranked) + 1) // 2)  # few cases: the upper half is "best", the rest "worst"
+    chosen = [("best", g) for g in ranked["group"].head(best)]
+    chosen += [("worst", g) for g in ranked["group"].iloc[best:].tail(count)[::-1]]
     out = []
     for label, group in chosen:
         slice_id = test[test["group"] == group].sort_values("fg_pixels")["slice_id"].iloc[-1]
@@ -76,6 +79,28 @@ def class_series(classes: Classes) -> tuple[dict[str, pd.DataFrame], dict[str, d
             curves[f"{m}: {c}"] = pd.read_csv(paths.EVALUATE / m / f"pr_{c}.csv")
             rows[f"{m}: {c}"] = metrics["classes"][c]
     return curves, rows
+
+
+def _ap(rows: dict[str, dict], label: str) -> str:
+    """A PR curve's AP for its legend: the model's (binary) or the model's class's."""
+    ap = rows.get(label, rows.get(label.split(":")[0], {})).get("ap")
+    return "n/a" if ap is None else f"{ap:.3f}"
+
+
+EPOCHS_SHOWN = 3  # per model on the plots page: the first, a middle and the last logged epoch
+
+
+def epoch_grids(name: str, path) -> None:
+    """The val prediction grids train logged (dvclive, one per epoch; a k-fold model: fold 0), at
+    the first, a middle and the last epoch, side by side with titled columns: the plots page shows
+    how the model learned without one thumbnail per epoch."""
+    folder = paths.train_log_dir(name)
+    folder = folder if (folder / "plots").exists() else paths.train_log_dir(name, 0)
+    logged = sorted((folder / "plots/images/val_predictions").glob("*.png"), key=lambda p: int(p.stem))
+    if not logged:
+        raise MedsegError(f"{folder / 'plots/images/val_predictions'}: no per-epoch grid; run the train_{name} stage")
+    picks = sorted({0, len(logged) // 2, len(logged) - 1})[:EPOCHS_SHOWN]
+    epoch_panels([(f"epoch {int(logged[k].stem) + 1}", logged[k]) for k in picks], name, path)
 
 
 def feature_rows(name: str, cases: pd.DataFrame, test: pd.DataFrame, channels: int) -> list:
@@ -124,9 +149,13 @@ def main() -> None:
         else:
             curves = {m: pd.read_csv(evaluate / m / "pr.csv") for m in MODEL_NAMES}
             rows = {m: json.loads((evaluate / m / "metrics.json").read_text()) for m in MODEL_NAMES}
+        curves = {f"{label} (AP {_ap(rows, label)})": frame for label, frame in curves.items()}
         line_chart(curves, "recall", "precision", "recall", "precision", out / "pr_curves.png")
         dice_boxplot({m: c["dice"] for m, c in cases.items()}, out / "case_dice_boxplot.png")
         forest_plot(rows, out / "forest.png")
+        (out / "training").mkdir()
+        for name in MODEL_NAMES:
+            epoch_grids(name, out / "training" / f"{name}.png")
         (out / "overlays").mkdir()
         for name in MODEL_NAMES:
             panels = case_panels(name, cases[name], test, cfg["cases"], channels, classes)
@@ -138,7 +167,8 @@ def main() -> None:
             return
         (out / "features").mkdir()
         for name in MODEL_NAMES:
-            map_grid(feature_rows(name, cases[name], test, channels), name, out / "features" / f"{name}.png")
+            map_grid(feature_rows(name, cases[name], test, channels), name, out / "features" / f"{name}.png",
+                     gates=name == "attn_unet")
     log.info("wrote figures to results/plots")
 
 

@@ -137,7 +137,8 @@ def test_experiments_travel_through_a_bare_git_remote(team_repo, tmp_path):
     assert found, json.dumps(shown)[:2000]
     data = found[0]["revs"][0]["data"]
     assert data["params"]["params.yaml"]["data"]["evaluate"]["min_area"] == 0
-    assert "results/evaluate/unet/metrics.json" in data["metrics"]
+    assert set(data["metrics"]) == {f"results/evaluate/{m}/headline.json" for m in ("unet", "attn_unet", "deeplab",
+                                                                                  "upernet")}
     run(["git", "checkout", "-q", "--", "."], dest, env)  # back to the committed params for the next tests
     run(["dvc", "checkout", "-q"], dest, env)
 
@@ -161,8 +162,8 @@ def test_two_queued_experiments_run_two_at_a_time(team_repo):
     for area in (4, 10):
         data = experiments[f"area-{area}"]["revs"][0]["data"]
         assert data["params"]["params.yaml"]["data"]["evaluate"]["min_area"] == area
-        metrics = data["metrics"]["results/evaluate/unet/metrics.json"]["data"]
-        assert metrics["min_area"] == area and 0 <= metrics["dice"] <= 1
+        headline = data["metrics"]["results/evaluate/unet/headline.json"]["data"]
+        assert headline["dice_ci_low"] <= headline["dice"] <= headline["dice_ci_high"]
 
 
 @pytest.mark.e2e

@@ -27,11 +27,15 @@ def png(path: Path, seed: int, shape: tuple[int, ...] = (40, 50)) -> None:
     assert cv2.imwrite(str(path), np.random.default_rng(seed).integers(0, 255, shape, dtype=np.uint8))
 
 
-@pytest.mark.parametrize("names", [("p1/slice.png", "p2/slice.png"), ("a.png", "a.jpg"),
-                                   ("x/b.tif", "x/b.png", "b.png", "B.png", "b.dcm.png")],
-                         ids=["same_name_two_folders", "same_stem_two_types", "mixed"])
-def test_inputs_with_one_stem_get_a_mask_each(tmp_path, tiny_checkpoint, names):
-    """Before: every mask was <stem>_mask.png in one folder, so all inputs of one stem but one were lost."""
+@pytest.mark.parametrize("names, masks", [
+    (("p1/slice.png", "p2/slice.png"), ("p1/slice_mask.png", "p2/slice_mask.png")),
+    (("a.png", "a.jpg"), ("a.png_mask.png", "a.jpg_mask.png")),
+    (("x/b.tif", "x/b.png", "b.png", "B.png", "b.dcm.png"),
+     ("x/b.tif_mask.png", "x/b.png_mask.png", "b.png_mask.png", "B.png_mask.png", "b.dcm_mask.png"))],
+    ids=["same_name_two_folders", "same_stem_two_types", "mixed"])
+def test_inputs_with_one_stem_get_a_mask_each(tmp_path, tiny_checkpoint, names, masks):
+    """Before: every mask was <stem>_mask.png in one folder, so all inputs of one stem but one were lost;
+    now a stem two inputs of one folder share keeps its extension, any other is <stem>_mask.png."""
     work = make_workdir(tmp_path)
     for seed, name in enumerate(names):
         png(work / "in" / name, seed, (40 + 8 * seed, 50))
@@ -40,10 +44,10 @@ def test_inputs_with_one_stem_get_a_mask_each(tmp_path, tiny_checkpoint, names):
         pytest.skip("a file system that ignores case holds b.png and B.png as one file")
     result = predict(work, tiny_checkpoint, "in")
     assert result.returncode == 0, result.stderr[-3000:]
-    masks = sorted(str(p.relative_to(work / "out")) for p in (work / "out").rglob("*_mask.png"))
-    assert masks == sorted(f"{name}_mask.png" for name in names)
-    for seed, name in enumerate(names):  # each mask has its own input's size: none overwrote another
-        assert cv2.imread(str(work / "out" / f"{name}_mask.png"), cv2.IMREAD_UNCHANGED).shape == (40 + 8 * seed, 50)
+    written = sorted(str(p.relative_to(work / "out")) for p in (work / "out").rglob("*_mask.png"))
+    assert written == sorted(masks)
+    for seed, mask in enumerate(masks):  # each mask has its own input's size: none overwrote another
+        assert cv2.imread(str(work / "out" / mask), cv2.IMREAD_UNCHANGED).shape == (40 + 8 * seed, 50)
 
 
 def test_single_file_source_and_nifti_masks_keep_their_extension(tmp_path, tiny_checkpoint, stage_phantoms):
@@ -68,7 +72,7 @@ def test_out_inside_the_source_is_not_read_back(tmp_path, tiny_checkpoint):
     for _ in range(2):
         result = predict(work, tiny_checkpoint, "in", "in/masks")
         assert result.returncode == 0, result.stderr[-3000:]
-    assert sorted(p.name for p in (work / "in/masks").iterdir()) == ["a.png_mask.png"]
+    assert sorted(p.name for p in (work / "in/masks").iterdir()) == ["a_mask.png"]
 
 
 def _png_as(path: Path) -> str:
@@ -127,7 +131,7 @@ def test_nan_pixels_are_read_as_background(tmp_path, tiny_checkpoint):
     result = predict(work, tiny_checkpoint, "in")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "in/f.tif: 9 of 2000 voxels/pixels are NaN or inf" in result.stderr
-    assert cv2.imread(str(work / "out/f.tif_mask.png"), cv2.IMREAD_UNCHANGED).shape == (40, 50)
+    assert cv2.imread(str(work / "out/f_mask.png"), cv2.IMREAD_UNCHANGED).shape == (40, 50)
 
 
 @pytest.mark.parametrize("out, needle", [("afile/out/masks", "cannot create the output folder ("),
@@ -147,8 +151,8 @@ def test_a_folder_in_the_way_of_a_mask_is_one_line(tmp_path, tiny_checkpoint):
     work = make_workdir(tmp_path)
     png(work / "in/p1/a.png", 0)
     png(work / "in/p2/a.png", 1)
-    (work / "out/p2/a.png_mask.png").mkdir(parents=True)  # a folder where a mask goes
-    refused_and_untouched(work, "stages.predict", "out/p2/a.png_mask.png: a folder is in the way of p2/a.png_mask.png",
+    (work / "out/p2/a_mask.png").mkdir(parents=True)  # a folder where a mask goes
+    refused_and_untouched(work, "stages.predict", "out/p2/a_mask.png: a folder is in the way of p2/a_mask.png",
                           args=("--model", str(tiny_checkpoint), "--source", "in", "--out", "out"))
 
 

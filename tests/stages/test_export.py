@@ -83,7 +83,7 @@ def test_predict_runs_the_export_without_torch_as_pytorch_runs_the_folds(exporte
                  "--amp", "off")  # fp32, as the ONNX graph runs
     assert result.returncode == 0, result.stderr
     assert "PyTorch on cpu, 3 fold(s)" in result.stderr
-    shapes = {"odd.png_mask.png": (61, 77), "colour.jpg_mask.png": (40, 50), "x.dcm_mask.png": (48, 48)}
+    shapes = {"odd_mask.png": (61, 77), "colour_mask.png": (40, 50), "x_mask.png": (48, 48)}
     masks = []
     for name, shape in shapes.items():
         ours, theirs = (cv2.imread(str(o / name), cv2.IMREAD_UNCHANGED) for o in (onnx_out, torch_out))

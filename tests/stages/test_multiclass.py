@@ -107,10 +107,11 @@ def test_dvc_tracks_the_classes_and_metrics_show_them(exclusive):
     assert "up to date" in status.stdout, status.stdout
     shown = subprocess.run(["dvc", "metrics", "show", "--json"], cwd=exclusive, env=env, capture_output=True,
                            text=True, timeout=300)
-    unet = json.loads(shown.stdout)[""]["data"]["results/evaluate/unet/metrics.json"]["data"]
-    assert set(unet["classes"]) == {"organ", "lesion"}  # the macro headline beside each class's own scores
-    assert unet["dice_ci_low"] <= unet["dice"] <= unet["dice_ci_high"]
-    assert 0 <= unet["classes"]["lesion"]["dice"] <= 1 and "min_area" in unet["classes"]["lesion"]
+    unet = json.loads(shown.stdout)[""]["data"]["results/evaluate/unet/headline.json"]["data"]
+    assert unet["dice_ci_low"] <= unet["dice"] <= unet["dice_ci_high"]  # the macro mean over the classes
+    full = json.loads((exclusive / "results/evaluate/unet/metrics.json").read_text())
+    assert unet["dice"] == full["dice"] and set(full["classes"]) == {"organ", "lesion"}
+    assert 0 <= full["classes"]["lesion"]["dice"] <= 1 and "min_area" in full["classes"]["lesion"]
 
 
 def test_pictures_carry_the_classes(exclusive):
@@ -142,7 +143,7 @@ def test_predict_and_its_onnx_export_give_the_masks_evaluate_scored(exclusive, t
                        "--out", str(tmp_path / name))
         assert result.returncode == 0, result.stderr[-2000:]
         assert "post-processing lesion: " in result.stderr and "organ: " in result.stderr
-        maps[name] = {sid: cv2.imread(str(tmp_path / name / f"{sid}.png_mask.png"), cv2.IMREAD_UNCHANGED)
+        maps[name] = {sid: cv2.imread(str(tmp_path / name / f"{sid}_mask.png"), cv2.IMREAD_UNCHANGED)
                       for sid in test["slice_id"]}
     scored = np.load(exclusive / "data/predictions/unet.npz")
     masks = dict(zip(scored["slice_id"], scored["masks"]))
@@ -202,8 +203,8 @@ def test_regions_in_k_folds_with_out_of_fold_thresholds_and_a_cv_estimate(tmp_pa
     result = stage(work, "stages.predict", "--model", "data/models/unet", "--source", str(image),
                    "--out", str(tmp_path / "pred"))
     assert result.returncode == 0, result.stderr[-2000:]
-    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == [f"{sid}.png_lesion_mask.png",
-                                                                        f"{sid}.png_organ_and_lesion_mask.png"]
+    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == [f"{sid}_lesion_mask.png",
+                                                                        f"{sid}_organ_and_lesion_mask.png"]
 
 
 def test_a_class_no_label_holds_is_one_line_and_no_slice_store(tmp_path):

@@ -80,12 +80,12 @@ def test_cli_on_png_dicom_and_folder(tmp_path, checkpoint, make_phantom):
                              "--source", str(folder), "--out", str(out), "--overlay", "--tta"],
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert cv2.imread(str(out / "odd.png_mask.png"), cv2.IMREAD_UNCHANGED).shape == (97, 131)
-    assert cv2.imread(str(out / "colour.jpg_mask.png"), cv2.IMREAD_UNCHANGED).shape == (40, 50)
-    assert cv2.imread(str(out / "x.dcm_mask.png"), cv2.IMREAD_UNCHANGED).shape == (48, 48)
+    assert cv2.imread(str(out / "odd_mask.png"), cv2.IMREAD_UNCHANGED).shape == (97, 131)
+    assert cv2.imread(str(out / "colour_mask.png"), cv2.IMREAD_UNCHANGED).shape == (40, 50)
+    assert cv2.imread(str(out / "x_mask.png"), cv2.IMREAD_UNCHANGED).shape == (48, 48)
     assert (out / "odd.png_overlay.png").exists()
     assert sorted(p.name for p in out.iterdir() if p.name.endswith("_mask.png")) == \
-        ["colour.jpg_mask.png", "odd.png_mask.png", "x.dcm_mask.png"]
+        ["colour_mask.png", "odd_mask.png", "x_mask.png"]
 
 
 def test_unreadable_file_is_one_clear_line(tmp_path, checkpoint):
