@@ -14,6 +14,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
+from PIL import Image
 import pytest
 import torch
 import yaml
@@ -173,8 +174,12 @@ def test_plots_page_renders_offline(repo_copy):
         assert (dest / f"plots_page/static/workspace_results_plots_overlays_{name}.png").exists()
     assert page.count('"as": "model"') >= 4  # the repo's template: colour by model, dash by experiment
     assert (dest / "plots_page/static/workspace_results_plots_forest.png").exists()
-    epochs = [p.name for p in (dest / "plots_page/static").iterdir() if "val_predictions" in p.name]
-    assert len(epochs) == 4 * 5, epochs  # every model's per-epoch val grid, 5 epochs each
+    static = [p.name for p in (dest / "plots_page/static").iterdir()]
+    assert not [n for n in static if "val_predictions" in n]  # no thumbnail per epoch on the page
+    for name in MODELS:  # one figure per model: its val grid at the first, a middle and the last epoch
+        assert f"workspace_results_plots_training_{name}.png" in static
+    images = [Image.open(dest / "plots_page/static" / n).size for n in static]
+    assert max(width for width, _ in images) <= 1400, images  # every figure fits a 1,400 px page
 
 
 
