@@ -146,8 +146,9 @@ def test_map_grid_writes_one_row_per_slice_and_a_column_per_map(tmp_path):
     top, bottom = look_inside(tiny("attn_unet"), img, region).panels()
     rows = [("best", img, region.astype(np.uint8), top), ("Grad-CAM", None, region.astype(np.uint8), bottom)]
     path = tmp_path / "features.png"
-    map_grid(rows, "attn_unet", path)
-    columns = 1 + 5 + 4  # the slice, 5 stages, 4 gates
+    map_grid(rows, "attn_unet", path, gates=True)
+    columns = 1 + 5 + 4  # the slice, 5 stages, 4 gates: 1.75 in each would be 1,750 px; squeezed into 1,350
+    cell = 13.5 / columns
     with Image.open(path) as png:
-        assert png.size == (round(1.75 * columns * 100), round((1.95 * 2 + 0.5) * 100))
+        assert png.size == (1350, round((1.1 * cell * 2 + 0.5) * 100))
         assert np.asarray(png.convert("L")).std() > 10  # drawn, not blank

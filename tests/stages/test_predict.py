@@ -83,7 +83,7 @@ def test_cli_on_png_dicom_and_folder(tmp_path, checkpoint, make_phantom):
     assert cv2.imread(str(out / "odd_mask.png"), cv2.IMREAD_UNCHANGED).shape == (97, 131)
     assert cv2.imread(str(out / "colour_mask.png"), cv2.IMREAD_UNCHANGED).shape == (40, 50)
     assert cv2.imread(str(out / "x_mask.png"), cv2.IMREAD_UNCHANGED).shape == (48, 48)
-    assert (out / "odd.png_overlay.png").exists()
+    assert (out / "odd_overlay.png").exists()
     assert sorted(p.name for p in out.iterdir() if p.name.endswith("_mask.png")) == \
         ["colour_mask.png", "odd_mask.png", "x_mask.png"]
 
