@@ -9,7 +9,7 @@ import torch
 
 from medseg.errors import MedsegError
 from medseg.outputs import write_atomic
-from medseg.params import is_count, is_finite
+from medseg.params import is_count, is_finite, is_probability
 
 FORMAT = "medseg-checkpoint-v1"
 
@@ -55,10 +55,10 @@ def check_header(path: Path, ckpt: dict[str, Any]) -> None:
         for key in ("window_level", "window_width"):
             if key in pre and not is_finite(pre[key]):
                 raise MedsegError(f"{path}: checkpoint preprocess.{key}={pre[key]!r} is not a finite number")
-    if "threshold" in ckpt and not (is_finite(ckpt["threshold"]) and 0 <= ckpt["threshold"] <= 1):
+    if "threshold" in ckpt and not is_probability(ckpt["threshold"]):
         raise MedsegError(f"{path}: checkpoint threshold={ckpt['threshold']!r} is not a number in [0, 1]")
     cuts = ckpt.get("class_thresholds")
-    if cuts is not None and not (isinstance(cuts, list) and all(is_finite(c) and 0 <= c <= 1 for c in cuts)):
+    if cuts is not None and not (isinstance(cuts, list) and all(map(is_probability, cuts))):
         raise MedsegError(f"{path}: checkpoint class_thresholds={cuts!r} is not a list of numbers in [0, 1]")
 
 

@@ -43,15 +43,18 @@ def class_probability(probs: np.ndarray, classes: Classes, k: int) -> np.ndarray
 
 def score_classes(classes: Classes, thresholds: list[float] | None, cfg: dict[str, Any],
                   val: pd.DataFrame, val_probs: np.ndarray, val_codes: np.ndarray,
-                  test: pd.DataFrame, test_probs: np.ndarray, test_codes: np.ndarray) -> ClassResults:
+                  test: pd.DataFrame, test_probs: np.ndarray, test_codes: np.ndarray,
+                  chosen: dict[str, dict[str, Any]] | None = None) -> ClassResults:
     """Decide (argmax, or each region at its val threshold), post-process each class as chosen on
-    val, and score every class and the macro mean over classes on the test split."""
+    val (or as `chosen` gives, already chosen), and score every class and the macro mean over classes
+    on the test split."""
     val_pred, test_pred = classes.decide(val_probs, thresholds), classes.decide(test_probs, thresholds)
     val_truth, test_truth = classes.masks_of(val_codes), classes.masks_of(test_codes)
     per_class, cases_of, images_of, prs, posts, masks = {}, {}, {}, {}, {}, np.zeros_like(test_pred)
     for k, name in enumerate(classes.names):
         # the decided masks as 0/1 "probabilities" at cut 0.5: the binary machinery chooses min_area and friends
-        post = choose_postprocessing(cfg, val, val_pred[:, k].astype(np.float32), val_truth[:, k], 0.5)
+        post = chosen[name] if chosen else choose_postprocessing(cfg, val, val_pred[:, k].astype(np.float32),
+                                                                 val_truth[:, k], 0.5)
         pred, gt = clean_predictions(test_pred[:, k], test, **post), test_truth[:, k]
         images = per_image_table(test, pred, gt, cfg["empty"])
         cases = per_case_table(test, pred, gt, cfg["empty"], cfg["nsd_tolerance_mm"])

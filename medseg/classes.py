@@ -92,12 +92,6 @@ def of_preprocess(pre: dict[str, Any] | None, where: str) -> Classes:
     return from_json((pre or {}).get("classes"), where)
 
 
-def require_one_fold(classes: Classes, folds: int) -> None:
-    """Several classes are trained and scored on a plain train/val split only, so far."""
-    if classes.multi and folds > 1:
-        raise MedsegError("params.yaml: split.folds > 1 with dataset.classes is not supported yet; set split.folds: 1")
-
-
 def from_params(dataset: dict[str, Any]) -> Classes:
     """`dataset.classes` and `dataset.class_mode`, checked: a mapping name -> raw label values;
     exclusive classes may not share a value; one class is the binary pipeline (as `dataset.labels`)."""

@@ -20,7 +20,7 @@ import pandas as pd
 from medseg import paths
 from medseg.errors import MedsegError
 from medseg.outputs import write_atomic, write_json
-from medseg.params import is_count, is_finite
+from medseg.params import is_count, is_probability
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,10 @@ def read_ensemble(folder: Path) -> dict[str, Any]:
         raise MedsegError(f"{path}: not a medseg ensemble description ({type(err).__name__})") from err
     if not is_count(folds) or not 2 <= folds <= MAX_FOLDS:
         raise MedsegError(f"{path}: folds={folds!r} is not a fold count (an integer in [2, {MAX_FOLDS}], as split.folds)")
-    if not is_finite(threshold) or not 0 <= threshold <= 1:
+    if not is_probability(threshold):
         raise MedsegError(f"{path}: threshold={threshold!r} is not a number in [0, 1]")
     cuts = spec.get("class_thresholds")
-    if cuts is not None and not (isinstance(cuts, list) and cuts and all(is_finite(c) and 0 <= c <= 1 for c in cuts)):
+    if cuts is not None and not (isinstance(cuts, list) and cuts and all(map(is_probability, cuts))):
         raise MedsegError(f"{path}: class_thresholds={cuts!r} is not a list of numbers in [0, 1]")
     return {**spec, "folds": folds, "threshold": float(threshold)}
 

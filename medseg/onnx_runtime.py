@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from medseg.classes import from_json
+from medseg.classes import Classes, from_json
 from medseg.errors import MedsegError
-from medseg.params import is_count, is_finite
-from medseg.scored_post import BINARY_NAME, check_record
+from medseg.params import is_count, is_finite, is_probability
+from medseg.scored_post import check_record, step_names
 
 FORMAT = "medseg-onnx-v1"
 GRAPH, METADATA = "model.onnx", "model.json"
@@ -53,26 +53,25 @@ def read_metadata(path: Path) -> dict[str, Any]:
         value = _at(meta, key)
         if not ok(value):
             raise MedsegError(f"{path}: {key}={value!r} is not {rule}")
-    if "classes" in meta:
-        check_classes(path, meta)
+    classes = check_classes(path, meta)
     if meta.get("postprocess") is not None:
-        classes = from_json(meta.get("classes"), str(path))
-        check_record(meta["postprocess"], f"{path}: postprocess", list(classes.names) if classes.multi else [BINARY_NAME])
+        check_record(meta["postprocess"], f"{path}: postprocess", step_names(classes))
     if meta["preprocess"]["channels"] != meta["in_channels"]:
         raise MedsegError(f"{path}: preprocess.channels={meta['preprocess']['channels']!r} differs from "
                           f"in_channels={meta['in_channels']!r}")
     return meta
 
 
-def check_classes(path: Path, meta: dict[str, Any]) -> None:
-    """A multi-class model.json: a readable classes record, and for regions one threshold in [0, 1] per region."""
-    classes = from_json(meta["classes"], str(path))
+def check_classes(path: Path, meta: dict[str, Any]) -> Classes:
+    """model.json's classes (binary without a record): a readable classes record, and for regions one
+    threshold in [0, 1] per region."""
+    classes = from_json(meta.get("classes"), str(path))
     if classes.mode == "regions":
         cuts = meta.get("class_thresholds")
-        if not (isinstance(cuts, list) and len(cuts) == len(classes.names) and all(is_finite(c) and 0 <= c <= 1
-                                                                                   for c in cuts)):
+        if not (isinstance(cuts, list) and len(cuts) == len(classes.names) and all(map(is_probability, cuts))):
             raise MedsegError(f"{path}: class_thresholds={cuts!r} is not one number in [0, 1] per region "
                               f"({', '.join(classes.names)})")
+    return classes
 
 
 def _at(meta: dict[str, Any], key: str) -> Any:
@@ -88,7 +87,7 @@ _RULES = (
     ("input.name", lambda v: isinstance(v, str) and bool(v), "a graph input name"),
     ("output.name", lambda v: isinstance(v, str) and bool(v), "a graph output name"),
     ("input.divisor", lambda v: is_finite(v) and v > 0, "a number > 0"),
-    ("threshold", lambda v: is_finite(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    ("threshold", is_probability, "a number in [0, 1]"),
     ("in_channels", is_count, "a positive integer"),
     ("preprocess.size", is_count, "a positive integer"),
     ("preprocess.channels", is_count, "a positive integer"),

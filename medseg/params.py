@@ -39,6 +39,11 @@ def is_finite(value: Any) -> bool:
     return is_number(value) and (isinstance(value, int) or math.isfinite(value))
 
 
+def is_probability(value: Any) -> bool:
+    """A finite number in [0, 1]: a threshold or a per-region cut-off read back from a file medseg wrote."""
+    return is_finite(value) and 0 <= value <= 1
+
+
 def is_count(value: Any) -> bool:
     """A positive int, not a bool: a size, a channel or fold count read back from a file medseg wrote."""
     return isinstance(value, int) and not isinstance(value, bool) and value > 0

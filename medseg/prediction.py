@@ -5,8 +5,8 @@ torch is imported only when the model is a checkpoint: an ONNX export runs with 
 from __future__ import annotations
 
 import functools
-from collections import Counter
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +21,7 @@ from medseg import paths
 from medseg.classes import BINARY, Classes
 from medseg.errors import MedsegError
 from medseg.onnx_runtime import OnnxModel, is_export
-from medseg.scored_post import BINARY_NAME, RECORD, apply_slices, check_belongs, checkpoint_digests, read_record
+from medseg.scored_post import RECORD, apply_slices, check_belongs, checkpoint_digests, read_record, step_names
 from medseg.preprocess import (channel_ranges, dicom_image, file_image, model_input, nifti_volume, rescale_channels,
                                upright, volume_slice)
 
@@ -114,13 +114,8 @@ class Predictor:
         steps only when the D slices are one `volume`."""
         if self.post is None:
             return masks
-        steps = [self.post["steps"][name] for name in class_names(self.classes)]  # in channel order, not the file's
+        steps = [self.post["steps"][name] for name in step_names(self.classes)]  # in channel order, not the file's
         return apply_slices(masks, steps, self.post["size"], volume)
-
-
-def class_names(classes: Classes) -> list[str]:
-    """The names a post-processing record's steps are keyed by."""
-    return list(classes.names) if classes.multi else [BINARY_NAME]
 
 
 def find_record(choice: str | Path, name: str, classes: Classes, digests: list[str],
@@ -134,13 +129,13 @@ def find_record(choice: str | Path, name: str, classes: Classes, digests: list[s
     if str(choice) == "auto" and embedded is not None:
         return embedded, "the export's model.json"
     if str(choice) != "auto":
-        record = read_record(Path(choice), class_names(classes))
+        record = read_record(Path(choice), step_names(classes))
         check_belongs(record, str(choice), digests, name)
         return record, str(choice)
     path = paths.EVALUATE / name / RECORD
     if not path.exists():
         return None, f"none ({path} not found: evaluate has not scored this model here)"
-    record = read_record(path, class_names(classes))
+    record = read_record(path, step_names(classes))
     try:
         check_belongs(record, str(path), digests, name)
     except MedsegError as err:  # evaluate here scored another training: said, and not applied

@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from medseg.errors import MedsegError
-from medseg.params import is_finite
+from medseg.classes import Classes
+from medseg.params import is_probability
 from medseg.postprocess import clean_stack, clean_volumes
 
 RECORD = "postprocess.json"
@@ -28,6 +29,11 @@ FORMAT = "medseg-postprocess-v1"
 BINARY_NAME = "foreground"  # a binary model's one entry in `steps`
 STEP_RULES = {"min_area": "a whole number of pixels >= 0", "largest_component": "true or false",
               "min_volume": "a whole number of voxels >= 0", "largest_volume": "true or false"}
+
+
+def step_names(classes: Classes) -> list[str]:
+    """The names a record's steps are keyed by: the classes, or a binary model's one `foreground`."""
+    return list(classes.names) if classes.multi else [BINARY_NAME]
 
 
 def file_digest(path: Path) -> str:
@@ -79,7 +85,7 @@ def check_record(record: Any, where: str, names: list[str]) -> dict[str, Any]:
             if not ok:
                 raise MedsegError(f"{where}: steps.{name}.{key}={value!r} is not {rule}")
     cuts = [record.get("threshold")] if record.get("threshold") is not None else record.get("class_thresholds") or []
-    if not all(is_finite(c) and 0 <= c <= 1 for c in cuts):
+    if not all(map(is_probability, cuts)):
         raise MedsegError(f"{where}: threshold(s) {cuts!r} are not numbers in [0, 1]")
     if not (isinstance(record.get("size"), int) and record["size"] > 0):
         raise MedsegError(f"{where}: size={record.get('size')!r} is not a positive integer")

@@ -185,7 +185,7 @@ def evaluate_classes(folder: Path, preds: Path, name: str, trained: TrainedModel
     oof = None
     if folds > 1:  # the out-of-fold cases scored with what was chosen on them, as the binary path does
         scored = score_classes(trained.classes, thresholds, cfg, val_rows, val_probs, val_codes, val_rows, val_probs,
-                               val_codes)
+                               val_codes, result.post)
         oof = scored.cases.copy()
         oof.insert(1, "fold", oof["group"].map(dict(zip(val_rows["group"], val_rows["fold"]))))
         result.metrics["cv"] = cv_metrics(oof, cfg["resamples"], cfg["seed"])
