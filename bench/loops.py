@@ -11,7 +11,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from medseg.augment import build_augmentation
-from medseg.datasets.registry import format_for
+from medseg.datasets import ReaderConfig
+from medseg.datasets.registry import format_for, planned_size
 from medseg.distributed import DistInfo
 from medseg.inference import autocast, predict_probs
 from medseg.losses import build_loss
+from medseg.params import ConvertParams, TrainParams
 from medseg.conversion import convert_all
 from medseg.torchdata import SliceDataset
 from medseg.training import make_loader, make_optimizer, train_epoch
@@ -80,16 +82,16 @@ def synchronize() -> None:
         torch.cuda.synchronize()
 
 
-def our_loader(setting: Setting, cfg: dict[str, Any], aug_cfg: dict[str, Any], n_batches: int,
+def our_loader(setting: Setting, cfg: TrainParams, aug_cfg: TrainParams, n_batches: int,
                device: torch.device) -> DataLoader:
     """The training loader of medseg.training: SliceDataset on decoded arrays, augmented, cfg workers."""
     order = np.resize(np.random.default_rng(0).permutation(len(setting.images)), n_batches * setting.batch)
     dataset = SliceDataset(setting.images, setting.masks, order, build_augmentation(aug_cfg, 1))
-    return make_loader(dataset, {**cfg, "batch_size": setting.batch}, 0, 0, device, DistInfo())
+    return make_loader(dataset, replace(cfg, batch_size=setting.batch), 0, 0, device, DistInfo())
 
 
 def train_ours(model: nn.Module, batches: Iterable, n_batches: int, warmup: int, batch: int,
-               cfg: dict[str, Any], loss_cfg: dict[str, Any], device: torch.device,
+               cfg: TrainParams, loss_cfg: TrainParams, device: torch.device,
                amp: torch.dtype | None, memory_format: torch.memory_format) -> float:
     """images/s of the real `train_epoch` (amp, clipping, accumulation as configured) over `batches`,
     with cuDNN autotuning on a GPU as medseg.training enables it."""
@@ -135,8 +137,8 @@ class PngDataset(Dataset):
         return x, torch.from_numpy(mask[None].copy()).float()
 
 
-def train_naive(model: nn.Module, setting: Setting, n_batches: int, warmup: int, cfg: dict[str, Any],
-                loss_cfg: dict[str, Any], aug_cfg: dict[str, Any], device: torch.device) -> float:
+def train_naive(model: nn.Module, setting: Setting, n_batches: int, warmup: int, cfg: TrainParams,
+                loss_cfg: TrainParams, aug_cfg: TrainParams, device: torch.device) -> float:
     """images/s of the seed-style loop: PNG decode per item, 4 workers, fp32, NCHW, AdamW, same loss."""
     torch.backends.cudnn.benchmark = False  # the seeds' default
     ids = list(np.resize(np.array(setting.ids), n_batches * setting.batch))
@@ -145,7 +147,7 @@ def train_naive(model: nn.Module, setting: Setting, n_batches: int, warmup: int,
     loader = DataLoader(dataset, batch_size=setting.batch, shuffle=True, num_workers=NAIVE_WORKERS)
     model = model.to(device)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     criterion = build_loss(loss_cfg).to(device)
     timed = TimedLoader(loader, n_batches, warmup)
     total = 0.0
@@ -171,13 +173,14 @@ def inference(model: nn.Module, images: np.ndarray, device: torch.device, batch:
     return len(images) / (time.perf_counter() - started)
 
 
-def convert_rate(raw: Path, cfg: dict[str, Any]) -> float:
-    """slices/s of convert_all on the phantom raw data into a temp folder."""
+def convert_rate(raw: Path, convert: ConvertParams) -> float:
+    """slices/s of convert_all (2 workers) on the phantom raw data into a temp folder, at its planned size."""
     fmt = format_for("phantom")
     cases = fmt.list_cases(raw)
+    reader = ReaderConfig(planned_size("phantom", convert), convert.window_level, convert.window_width)
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        manifest, _ = convert_all(fmt.__name__, cases, cfg, raw, Path(tmp))
+        manifest, _ = convert_all(fmt.__name__, cases, reader, replace(convert, workers=2), raw, Path(tmp))
         return len(manifest) / (time.perf_counter() - started)
 
 
@@ -193,7 +196,7 @@ def write_pngs(images: np.ndarray, masks: np.ndarray, folder: Path) -> list[str]
     return ids
 
 
-def step_flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_cfg: dict[str, Any],
+def step_flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_cfg: TrainParams,
                device: torch.device, amp: torch.dtype | None) -> float:
     """FLOPs of one forward + backward (FlopCounterMode; the optimizer update is left out, it is tiny)."""
     from torch.utils.flop_counter import FlopCounterMode

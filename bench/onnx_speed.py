@@ -25,8 +25,8 @@ from medseg.inference import predict_probs
 from medseg.networks import load_model_params
 from medseg.onnx_export import metadata, onnx_graph
 from medseg.onnx_runtime import OnnxModel
-from medseg.datasets.registry import DATASET_PARAMS, planned_size
-from medseg.params import load_section
+from medseg.datasets.registry import DatasetParams, planned_size
+from medseg.params import ConvertParams
 from medseg.slices import dataset_info, load_arrays, split_rows
 from medseg.trained import TrainedModel
 from models import MODEL_NAMES, build_model
@@ -80,10 +80,10 @@ def default_inputs(n: int) -> tuple[np.ndarray, dict[str, Any]]:
         info = dataset_info()
         images, _ = load_arrays(paths.SLICES, split_rows("test")["slice_id"].tolist()[:n], info["channels"])
         return images, info
-    cfg = load_section("convert")
-    size = planned_size(load_section("dataset", schema=DATASET_PARAMS)["name"], cfg)
-    pre = {"size": size, "channels": 1, "window_level": cfg["window_level"],
-           "window_width": cfg["window_width"], "dataset": "random"}
+    cfg = ConvertParams.load()
+    size = planned_size(DatasetParams.load().name, cfg)
+    pre = {"size": size, "channels": 1, "window_level": cfg.window_level,
+           "window_width": cfg.window_width, "dataset": "random"}
     return np.random.default_rng(0).integers(0, 256, (n, size, size, 1), dtype=np.uint8), pre
 
 

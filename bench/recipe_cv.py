@@ -35,16 +35,16 @@ from medseg import paths
 from medseg.checkpoints import load_checkpoint, model_from_checkpoint
 from medseg.cli import run_stage
 from medseg.conversion import MANIFEST_COLUMNS, convert_all
-from medseg.datasets.registry import chosen_values, convert_choices, dataset_plan, format_for, reader_config
+from medseg.datasets.registry import DatasetParams, convert_choices, dataset_plan, format_for, reader_config
 from medseg.errors import MedsegError
 from medseg.evaluation import (choose_postprocessing, comparison_table, per_case_table, per_image_table, tune_min_area,
                                tune_min_volume)
 from medseg.hardware import amp_name, device_name, pick_amp_dtype, pick_device
 from medseg.inference import predict_probs
-from medseg.losses import LOSS_PARAMS
-from medseg.networks import build_network, model_params_schema
+from medseg.losses import LossParams
+from medseg.networks import build_network, model_section
 from medseg.outputs import write_json
-from medseg.params import check_section
+from medseg.params import AugmentParams, BalanceParams, ConvertParams, Section, TrainParams
 from medseg.plans import build_plan, fingerprint, resolve, resolve_profile
 from medseg.postprocess import clean_predictions, clean_stack, clean_volumes
 from medseg.sampling import sampling_table
@@ -54,20 +54,22 @@ from medseg.training import TrainData, best_threshold, train
 from medseg.uncertainty import holm, mean_ci, paired_comparison
 
 log = logging.getLogger("medseg.recipe_cv")
-SECTIONS = ("balance", "augment", "train", "loss")
+SECTIONS: dict[str, type[Section]] = {"balance": BalanceParams, "augment": AugmentParams, "train": TrainParams,
+                                      "loss": LossParams}
 
 
 def prepare(dataset: str, source: Path, size: int, normalize: str, out: Path) -> None:
     """Convert `source` (the dataset as it unpacks) into a slice store at `size` px with `normalize`
     (auto: the dataset's plan), as `convert` does."""
     fmt = format_for(dataset)
-    convert = yaml.safe_load(paths.PARAMS.read_text())["convert"] | {"size": size, "normalize": normalize}
+    convert = ConvertParams.load().with_values(size=size, normalize=normalize)
     chosen = convert_choices(dataset, convert, "cpu")  # the profile plans no convert value but the size given here
-    cfg = reader_config({"name": dataset, "labels": None}, convert | chosen_values(chosen))
-    normalize = cfg["normalize"]
+    dataset_cfg = DatasetParams.load().with_values(name=dataset, labels=None, classes=None)
+    cfg = reader_config(dataset_cfg, convert, chosen)
+    normalize = cfg.normalize
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    manifest, _ = convert_all(fmt.__name__, fmt.list_cases(source), cfg, source, tmp)
+    manifest, _ = convert_all(fmt.__name__, fmt.list_cases(source), cfg, convert, source, tmp)
     manifest[MANIFEST_COLUMNS].to_csv(tmp / "manifest.csv", index=False)
     write_json(tmp / "info.json", {"dataset": dataset, "channels": int(manifest["channels"].iloc[0]), "size": size,
                                    "normalize": normalize})
@@ -76,7 +78,7 @@ def prepare(dataset: str, source: Path, size: int, normalize: str, out: Path) ->
              int((manifest["fg_pixels"] > 0).sum()), out)
 
 
-def recipe(model: str, overrides: list[str], plan: dict[str, Any]) -> dict[str, Any]:
+def recipe(model: str, overrides: list[str], plan: dict[str, Any]) -> dict[str, Section]:
     """params.yaml's sections a train stage reads, with `section.key=value` overrides, validated, and
     every remaining `auto` resolved by `plan` as the stages resolve it."""
     params = yaml.safe_load(paths.PARAMS.read_text())
@@ -88,11 +90,9 @@ def recipe(model: str, overrides: list[str], plan: dict[str, Any]) -> dict[str, 
         if section not in cfg or not leaf or (section != "model" and leaf not in cfg[section]):
             raise MedsegError(f"--set {item}: unknown key {key}")
         cfg[section][leaf.split(".")[-1]] = yaml.safe_load(text)
-    for s in SECTIONS:
-        check_section(s, cfg[s], LOSS_PARAMS if s == "loss" else None)
-        cfg[s] = resolve(s, cfg[s], plan, "the plan of the slice store")
-    check_section(f"models.{model}", cfg["model"], model_params_schema(model))
-    return cfg
+    typed: dict[str, Section] = {s: resolve(SECTIONS[s].parse(cfg[s], s), plan, "the plan of the slice store")
+                                 for s in SECTIONS}
+    return typed | {"model": model_section(model).parse(cfg["model"], f"models.{model}")}
 
 
 def with_context(images: np.ndarray, rows: pd.DataFrame, context: int) -> np.ndarray:
@@ -118,7 +118,7 @@ def run(slices: Path, model: str, name: str, out: Path, overrides: list[str], fo
     same recipe and data is already in the run's folder is kept, not retrained (a killed run resumes)."""
     info = json.loads((slices / "info.json").read_text())
     manifest = read_manifest(slices)
-    profile, profile_why = resolve_profile(yaml.safe_load(paths.PARAMS.read_text())["convert"]["profile"])
+    profile, profile_why = resolve_profile(ConvertParams.load().profile)
     plan = build_plan(dataset_plan(info["dataset"]), info["dataset"], profile, profile_why,
                       {"convert.size": {"value": info["size"], "why": "the slice store's size"}},
                       fingerprint(manifest, info["channels"], info["size"]))
@@ -137,8 +137,8 @@ def run(slices: Path, model: str, name: str, out: Path, overrides: list[str], fo
     work.mkdir(parents=True, exist_ok=True)
     for stale in ("oof.npz", "rows.csv", "run.json"):
         (work / stale).unlink(missing_ok=True)
-    device = pick_device(cfg["train"]["device"])
-    amp = pick_amp_dtype(cfg["train"]["amp"], device)
+    device = pick_device(cfg["train"].device)
+    amp = pick_amp_dtype(cfg["train"].amp, device)
     probs = {tta: np.zeros(masks.shape, np.float32) for tta in (False, True)}
     fold_stats = []
     chosen = list(range(folds)) if only is None else sorted(set(only))
@@ -146,20 +146,20 @@ def run(slices: Path, model: str, name: str, out: Path, overrides: list[str], fo
         held = (rows["fold"] == k).to_numpy()
         train_rows = rows[~held]
         bal = cfg["balance"]
-        repeats = sampling_table(train_rows, bal["neg_keep"], bal["pos_repeat"], bal["seed"])["repeats"].to_numpy()
+        repeats = sampling_table(train_rows, bal.neg_keep, bal.pos_repeat, bal.seed)["repeats"].to_numpy()
         keep = repeats > 0
         ti = np.flatnonzero(~held)[keep]
         data = TrainData(images[ti], masks[ti], repeats[keep].astype(np.int64), images[held], masks[held])
-        torch.manual_seed(cfg["train"]["seed"])
-        network = build_network(model, channels, cfg["model"])
-        header = {"model": model, "model_params": cfg["model"], "in_channels": channels,
+        torch.manual_seed(cfg["train"].seed)
+        network = build_network(model, channels, cfg["model"].as_dict())
+        header = {"model": model, "model_params": cfg["model"].as_dict(), "in_channels": channels,
                   "preprocess": info, "fold": k, "folds": folds}
         state = train(network, model, header, data, cfg["train"], cfg["loss"], cfg["augment"],
                       work / "models" / f"fold_{k}", work / "live" / f"fold_{k}", keep_finished=True)
         best = work / "models" / f"fold_{k}" / "best.pt"
         fitted = model_from_checkpoint(load_checkpoint(best), best).to(device)
         for tta in (False, True):
-            probs[tta][held] = predict_probs(fitted, images[held], device, cfg["train"]["batch_size"], amp, tta)
+            probs[tta][held] = predict_probs(fitted, images[held], device, cfg["train"].batch_size, amp, tta)
         fold_stats.append({"fold": k, "epochs": state.epoch, "best_epoch": state.best_epoch,
                            "train_seconds": state.train_seconds, "draws_per_epoch": int(repeats.sum())})
         log.info("%s fold %d: %d epochs, %.0f s", name, k, state.epoch, state.train_seconds)
@@ -172,7 +172,7 @@ def run(slices: Path, model: str, name: str, out: Path, overrides: list[str], fo
     shutil.rmtree(work / "models")  # checkpoints are large; the out-of-fold probabilities are what is scored
     meta = {"name": name, "model": model, "slices": str(slices), "overrides": overrides, "context": context,
             "normalize": info.get("normalize", "none"), "channels": channels,
-            "size": int(images.shape[1]), "folds": folds, "scored_folds": chosen, "seed": seed, "recipe": cfg,
+            "size": int(images.shape[1]), "folds": folds, "scored_folds": chosen, "seed": seed, "recipe": {s: c.as_dict() for s, c in cfg.items()},
             "device": device_name(device), "amp": amp_name(amp), "torch": torch.__version__,
             "train_minutes": sum(f["train_seconds"] for f in fold_stats) / 60, "per_fold": fold_stats}
     write_json(work / "run.json", meta)

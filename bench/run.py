@@ -21,7 +21,7 @@ import logging
 import os
 import resource
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +35,9 @@ from medseg.cli import run_stage
 from medseg.hardware import amp_name, device_name, pick_amp_dtype, pick_device
 from medseg.outputs import write_json
 from medseg import paths
-from medseg.losses import LOSS_PARAMS
+from medseg.losses import LossParams
 from medseg.networks import load_model_params
-from medseg.datasets.registry import planned_size
-from medseg.params import load_section
+from medseg.params import AugmentParams, ConvertParams, TrainParams
 from medseg.slices import dataset_info, load_arrays, read_sampling, split_rows
 from models import MODEL_NAMES, build_model
 
@@ -52,9 +51,9 @@ REAL_MODELS = {"unet": {"width": 64}, "attn_unet": {"width": 64},
 
 @dataclass
 class Context:
-    cfg: dict[str, Any]  # the train section
-    loss_cfg: dict[str, Any]
-    aug_cfg: dict[str, Any]
+    cfg: TrainParams
+    loss_cfg: LossParams
+    aug_cfg: AugmentParams
     device: torch.device
     amp: torch.dtype | None
 
@@ -62,7 +61,7 @@ class Context:
 def bench_model(name: str, params: dict[str, Any], s: Setting, ctx: Context, warmup: int, steps: int) -> dict:
     """Our loop in both layouts, the train step alone, the naive loop, inference: one model."""
     n = warmup + steps
-    cfg = {**ctx.cfg, "batch_size": s.batch}
+    cfg = replace(ctx.cfg, batch_size=s.batch)
 
     def fresh() -> torch.nn.Module:
         torch.manual_seed(0)
@@ -89,7 +88,7 @@ def bench_model(name: str, params: dict[str, Any], s: Setting, ctx: Context, war
 
 def bench_setting(s: Setting, ctx: Context, warmup: int, steps: int) -> dict:
     n = warmup + steps
-    data_ips = loops.data_path(loops.our_loader(s, {**ctx.cfg, "batch_size": s.batch}, ctx.aug_cfg, n, ctx.device),
+    data_ips = loops.data_path(loops.our_loader(s, replace(ctx.cfg, batch_size=s.batch), ctx.aug_cfg, n, ctx.device),
                                n, warmup, s.batch)
     return {"size": s.images.shape[1], "channels": s.images.shape[3], "batch": s.batch, "warmup": warmup,
             "steps": steps, "amp": amp_name(ctx.amp), "data_ips": data_ips,
@@ -135,7 +134,7 @@ def gpu_efficiency(result: dict, s: Setting, ctx: Context) -> None:
     """Add FLOPs per image (fwd + bwd), achieved TFLOP/s of our loop and the share of the device's
     bf16 peak (if known) reached by our loop and by the train step alone."""
     model = build_model("unet", s.images.shape[3], **s.models["unet"]).to(ctx.device)
-    x, y = next(iter(loops.our_loader(s, {**ctx.cfg, "batch_size": s.batch}, ctx.aug_cfg, 1, ctx.device)))
+    x, y = next(iter(loops.our_loader(s, replace(ctx.cfg, batch_size=s.batch), ctx.aug_cfg, 1, ctx.device)))
     per_image = loops.step_flops(model, x.to(ctx.device), y.to(ctx.device), ctx.loss_cfg, ctx.device, ctx.amp) / s.batch
     m = result["models"]["unet"]
     m["flops_per_image"], m["achieved_tflops"] = per_image, per_image * m["ours_ips"] / 1e12
@@ -174,13 +173,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke test: 1+1 steps, default setting only")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
-    cfg = load_section("train")
-    device = pick_device(cfg["device"])
+    cfg = TrainParams.load()
+    device = pick_device(cfg.device)
     gpu = device.type == "cuda"
-    ctx = Context(cfg, load_section("loss", schema=LOSS_PARAMS), load_section("augment"), device, pick_amp_dtype("auto", device))
+    ctx = Context(cfg, LossParams.load(), AugmentParams.load(), device, pick_amp_dtype("auto", device))
     warmup, steps = (1, 1) if args.quick else (args.warmup, args.steps or (50 if gpu else 12))
     real_steps = args.real_steps or (30 if gpu else 2)
-    base = default_setting(cfg["batch_size"])
+    base = default_setting(cfg.batch_size)
     settings = {"default": bench_setting(base, ctx, warmup, steps)}
     with tempfile.TemporaryDirectory() as tmp:
         if not args.quick:
@@ -192,8 +191,7 @@ def main() -> None:
             if ctx.amp == torch.bfloat16:
                 gpu_efficiency(settings["gpu_unet512"], big, ctx)
     result = {"quick": args.quick, "machine": machine(device), "settings": settings, **summarize(settings),
-              "convert_slices_per_s": loops.convert_rate(RAW, {**(convert := load_section("convert")), "workers": 2,
-                                                                 "size": planned_size("phantom", convert)})}
+              "convert_slices_per_s": loops.convert_rate(RAW, ConvertParams.load())}
     result["memory"] = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                         "peak_rss_children_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
                         "gpu_peak_mb": max((m.get("gpu_peak_mb", 0.0) for s in settings.values()

@@ -17,6 +17,7 @@ import pandas as pd
 from medseg.classes import Classes
 from medseg.evaluation import (_fmt, _mean, _table, choose_postprocessing, comparison_table, per_case_table,
                                per_image_table, summarize, with_ci)
+from medseg.params import EvaluateParams
 from medseg.postprocess import clean_predictions
 from medseg.uncertainty import comparison_sentence, mean_ci, paired_comparison
 
@@ -41,7 +42,7 @@ def class_probability(probs: np.ndarray, classes: Classes, k: int) -> np.ndarray
     return probs[:, k + 1] if classes.mode == "exclusive" else probs[:, k]
 
 
-def score_classes(classes: Classes, thresholds: list[float] | None, cfg: dict[str, Any],
+def score_classes(classes: Classes, thresholds: list[float] | None, cfg: EvaluateParams,
                   val: pd.DataFrame, val_probs: np.ndarray, val_codes: np.ndarray,
                   test: pd.DataFrame, test_probs: np.ndarray, test_codes: np.ndarray,
                   chosen: dict[str, dict[str, Any]] | None = None) -> ClassResults:
@@ -56,8 +57,8 @@ def score_classes(classes: Classes, thresholds: list[float] | None, cfg: dict[st
         post = chosen[name] if chosen else choose_postprocessing(cfg, val, val_pred[:, k].astype(np.float32),
                                                                  val_truth[:, k], 0.5)
         pred, gt = clean_predictions(test_pred[:, k], test, **post), test_truth[:, k]
-        images = per_image_table(test, pred, gt, cfg["empty"])
-        cases = per_case_table(test, pred, gt, cfg["empty"], cfg["nsd_tolerance_mm"])
+        images = per_image_table(test, pred, gt, cfg.empty)
+        cases = per_case_table(test, pred, gt, cfg.empty, cfg.nsd_tolerance_mm)
         threshold = 0.5 if thresholds is None else float(thresholds[k])
         metrics, pr = summarize(images, cases, pred, gt, class_probability(test_probs, classes, k), threshold, post, cfg)
         per_class[name], cases_of[name], images_of[name], prs[name], posts[name] = metrics, cases, images, pr, post
@@ -66,11 +67,11 @@ def score_classes(classes: Classes, thresholds: list[float] | None, cfg: dict[st
     headline: dict[str, Any] = {}
     for key in MACRO_KEYS:
         headline[key] = _mean(macro[key])
-        headline[f"{key}_ci_low"], headline[f"{key}_ci_high"] = mean_ci(macro[key], cfg["resamples"], cfg["seed"])
+        headline[f"{key}_ci_low"], headline[f"{key}_ci_high"] = mean_ci(macro[key], cfg.resamples, cfg.seed)
     first = next(iter(per_class.values()))
     headline |= {"ap": _mean(pd.Series([m["ap"] for m in per_class.values()], dtype=float)),
                  "dice_fg": _mean(pd.Series([m["dice_fg"] for m in per_class.values()], dtype=float)),
-                 "cases": first["cases"], "images": first["images"], "empty_rule": cfg["empty"],
+                 "cases": first["cases"], "images": first["images"], "empty_rule": cfg.empty,
                  "class_mode": classes.mode, "classes": per_class}
     return ClassResults(headline, macro, cases_of, images_of, prs, masks, posts)
 

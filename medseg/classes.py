@@ -92,16 +92,15 @@ def of_preprocess(pre: dict[str, Any] | None, where: str) -> Classes:
     return from_json((pre or {}).get("classes"), where)
 
 
-def from_params(dataset: dict[str, Any]) -> Classes:
-    """`dataset.classes` and `dataset.class_mode`, checked: a mapping name -> raw label values;
+def from_params(spec: Any, mode: str = "exclusive", labels: list[int] | None = None) -> Classes:
+    """`dataset.classes` (`spec`) and `dataset.class_mode`, checked: a mapping name -> raw label values;
     exclusive classes may not share a value; one class is the binary pipeline (as `dataset.labels`)."""
-    spec, mode = dataset.get("classes"), dataset.get("class_mode", "exclusive")
     if spec is None:
         return BINARY
     if not isinstance(spec, dict) or not spec:
         raise MedsegError("params.yaml: dataset.classes must map class names to label values, e.g. "
                           "{edema: [2], core: [1, 3]}, or be null")
-    if dataset.get("labels") is not None:
+    if labels is not None:
         raise MedsegError("params.yaml: dataset.labels and dataset.classes are both set; classes name their own "
                           "label values: set dataset.labels to null")
     names, values = [], []
@@ -133,11 +132,10 @@ def from_params(dataset: dict[str, Any]) -> Classes:
     return Classes(tuple(names), tuple(values), mode)
 
 
-def binary_labels(dataset: dict[str, Any]) -> list[int] | None:
+def binary_labels(spec: Any, labels: list[int] | None) -> list[int] | None:
     """The foreground label values of the binary pipeline: `dataset.labels`, or the values of a one-class
-    `dataset.classes` (which is the same thing by another name)."""
-    spec = dataset.get("classes")
+    `dataset.classes` (`spec`, which is the same thing by another name)."""
     if isinstance(spec, dict) and len(spec) == 1:
         listed = next(iter(spec.values()))
         return sorted(set(listed if isinstance(listed, list) else [listed]))
-    return dataset.get("labels")
+    return labels

@@ -10,7 +10,6 @@ import importlib
 import logging
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -18,8 +17,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from medseg.classes import BINARY, Classes
-from medseg.datasets import CaseRef, Slice
+from medseg.datasets import CaseRef, ReaderConfig, Slice
 from medseg.errors import MedsegError
+from medseg.params import ConvertParams
 from medseg.preprocess import model_input, model_mask
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def pixel_hash(pixels: np.ndarray) -> str:
     return hashlib.sha256(pixels.tobytes()).hexdigest()[:20]
 
 
-def convert_case(fmt_name: str, case: CaseRef, cfg: dict[str, Any], raw: Path, out: Path) -> list[dict]:
+def convert_case(fmt_name: str, case: CaseRef, cfg: ReaderConfig, raw: Path, out: Path) -> list[dict]:
     """Read one case with its format module, write its slices, return its manifest rows.
 
     All or nothing: when reading fails part-way, the slices already written are removed again,
@@ -62,7 +62,7 @@ def convert_case(fmt_name: str, case: CaseRef, cfg: dict[str, Any], raw: Path, o
     written: list[Path] = []
     try:
         for sl in fmt.read_case(case, cfg):
-            rows.append(_write_slice(case, sl, cfg["size"], raw, out, written, cfg.get("classes", BINARY)))
+            rows.append(_write_slice(case, sl, cfg.size, raw, out, written, cfg.classes))
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
@@ -106,26 +106,27 @@ def manifest_columns(classes: Classes) -> list[str]:
     return MANIFEST_COLUMNS + (list(class_pixels(classes, np.zeros((1, 1), np.uint8))) if classes.multi else [])
 
 
-def convert_or_skip(fmt_name: str, case: CaseRef, cfg: dict[str, Any], raw: Path,
-                    out: Path) -> tuple[list[dict], dict[str, str] | None]:
-    """(rows, None) for a converted case; ([], skipped-row) for an unreadable one when
-    `cfg['on_error']` is 'skip'. With 'fail' the MedsegError propagates."""
+def convert_or_skip(fmt_name: str, case: CaseRef, cfg: ReaderConfig, raw: Path, out: Path,
+                    skip: bool) -> tuple[list[dict], dict[str, str] | None]:
+    """(rows, None) for a converted case; ([], skipped-row) for an unreadable one when `skip`
+    (convert.on_error: skip); otherwise the MedsegError propagates."""
     try:
         return convert_case(fmt_name, case, cfg, raw, out), None
     except MedsegError as err:
-        if cfg["on_error"] != "skip":
+        if not skip:
             raise
         return [], {"case_id": case.case_id, "source": str(case.image.relative_to(raw)), "error": str(err)}
 
 
-def _convert_in_pool(fmt_name: str, cases: list[CaseRef], cfg: dict[str, Any], raw: Path, out: Path,
-                     bar: tqdm) -> list[tuple[list[dict], dict[str, str] | None]]:
+def _convert_in_pool(fmt_name: str, cases: list[CaseRef], cfg: ReaderConfig, convert: ConvertParams,
+                     where: tuple[Path, Path], bar: tqdm) -> list[tuple[list[dict], dict[str, str] | None]]:
     """convert_or_skip over `cases` in worker processes, results in case order. On the first
     error the queued cases are cancelled and the running ones finish before it propagates, so
     no worker still writes into `out` when the caller removes it."""
     results = []
-    with ProcessPoolExecutor(max_workers=cfg["workers"]) as pool:
-        futures = [pool.submit(convert_or_skip, fmt_name, c, cfg, raw, out) for c in cases]
+    skip = convert.on_error == "skip"
+    with ProcessPoolExecutor(max_workers=convert.workers) as pool:
+        futures = [pool.submit(convert_or_skip, fmt_name, c, cfg, *where, skip) for c in cases]
         try:
             for fut in futures:
                 results.append(fut.result())
@@ -136,20 +137,20 @@ def _convert_in_pool(fmt_name: str, cases: list[CaseRef], cfg: dict[str, Any], r
     return results
 
 
-def convert_all(fmt_name: str, cases: list[CaseRef], cfg: dict[str, Any], raw: Path,
+def convert_all(fmt_name: str, cases: list[CaseRef], cfg: ReaderConfig, convert: ConvertParams, raw: Path,
                 out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Convert every case (in `cfg['workers']` processes) into `out`; return the manifest and
-    the skipped cases (case_id, source, error; empty unless `cfg['on_error']` is 'skip')."""
+    """Convert every case (in `convert.workers` processes) into `out`; return the manifest and
+    the skipped cases (case_id, source, error; empty unless `convert.on_error` is 'skip')."""
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(exist_ok=True)
     with tqdm(total=len(cases), desc="convert", unit="case") as bar:  # closed before an error line prints
-        if cfg["workers"] <= 1:
+        if convert.workers <= 1:
             results = []
             for case in cases:
-                results.append(convert_or_skip(fmt_name, case, cfg, raw, out))
+                results.append(convert_or_skip(fmt_name, case, cfg, raw, out, convert.on_error == "skip"))
                 bar.update()
         else:
-            results = _convert_in_pool(fmt_name, cases, cfg, raw, out, bar)
+            results = _convert_in_pool(fmt_name, cases, cfg, convert, (raw, out), bar)
     rows = [row for case_rows, _ in results for row in case_rows]
     skipped = pd.DataFrame([s for _, s in results if s is not None], columns=SKIPPED_COLUMNS)
     if cases and len(skipped) == len(cases):

@@ -9,6 +9,7 @@ import pandas as pd
 
 from medseg.metrics import (EMPTY_RULES, global_dice, global_iou, hd95, nsd, overlap_scores, pixel_pr, pixel_scores,
                             thin_curve)
+from medseg.params import EvaluateParams
 from medseg.postprocess import clean_predictions, clean_stack, clean_volumes
 from medseg.uncertainty import MIN_CASES, comparison_sentence, mean_ci
 
@@ -102,15 +103,15 @@ AUTO_STEPS = ("min_area", "min_volume", "largest_volume")  # the post-processing
 OFF = {"min_area": 0, "min_volume": 0, "largest_volume": False}
 
 
-def choose_postprocessing(cfg: dict[str, Any], val: pd.DataFrame, val_probs: np.ndarray | None,
+def choose_postprocessing(cfg: EvaluateParams, val: pd.DataFrame, val_probs: np.ndarray | None,
                           val_gt: np.ndarray, threshold: float) -> dict[str, Any]:
     """The post-processing evaluate applies: explicit values as given; the `auto` keys decided
     together on val (the out-of-fold predictions with folds), as one choice among no filtering, the
     tuned 2D `min_area`, the tuned 3D `min_volume` and the largest 3D component, by val per-case Dice
     (ties: the earlier, which removes less). One choice, not a chain of greedy ones: a `min_area`
     tuned alone would cut the thin ends of the one lesion that `largest_volume` then keeps."""
-    post = {"min_area": cfg["min_area"], "largest_component": cfg["largest_component"],
-            "min_volume": cfg["min_volume"], "largest_volume": cfg["largest_volume"]}
+    post = {"min_area": cfg.min_area, "largest_component": cfg.largest_component,
+            "min_volume": cfg.min_volume, "largest_volume": cfg.largest_volume}
     autos = [k for k in AUTO_STEPS if post[k] == "auto"]
     if not autos:
         return post
@@ -118,14 +119,14 @@ def choose_postprocessing(cfg: dict[str, Any], val: pd.DataFrame, val_probs: np.
     binary = val_probs >= threshold
     candidates = [fixed]
     if "min_area" in autos:
-        candidates.append(fixed | {"min_area": tune_min_area(val, val_probs, val_gt, threshold, cfg["empty"],
-                                                             cfg["largest_component"])})
+        candidates.append(fixed | {"min_area": tune_min_area(val, val_probs, val_gt, threshold, cfg.empty,
+                                                             cfg.largest_component)})
     if "min_volume" in autos:
-        flat = clean_stack(binary, fixed["min_area"], cfg["largest_component"])
-        candidates.append(fixed | {"min_volume": tune_min_volume(val, flat, val_gt, cfg["empty"])})
+        flat = clean_stack(binary, fixed["min_area"], cfg.largest_component)
+        candidates.append(fixed | {"min_volume": tune_min_volume(val, flat, val_gt, cfg.empty)})
     if "largest_volume" in autos:
         candidates.append(fixed | {"largest_volume": True})
-    return best_case_dice(val, val_gt, cfg["empty"], candidates, lambda c: clean_predictions(binary, val, **c))
+    return best_case_dice(val, val_gt, cfg.empty, candidates, lambda c: clean_predictions(binary, val, **c))
 
 
 def uncertainty(cases: pd.DataFrame, resamples: int, seed: int) -> dict[str, float | None]:
@@ -154,16 +155,16 @@ def _mean(values: pd.Series) -> float | None:
 
 def summarize(images: pd.DataFrame, cases: pd.DataFrame, pred: np.ndarray, gt: np.ndarray,
               probs: np.ndarray, threshold: float, post: dict[str, Any],
-              cfg: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame]:
+              cfg: EvaluateParams) -> tuple[dict[str, Any], pd.DataFrame]:
     """metrics.json content and the thinned PR curve of one model; `post` is the post-processing used
     (min_area, largest_component, min_volume, largest_volume)."""
-    ap, precision, recall, _ = pixel_pr(probs, gt, cfg["pr_max_pixels"], cfg["seed"])
+    ap, precision, recall, _ = pixel_pr(probs, gt, cfg.pr_max_pixels, cfg.seed)
     metrics = {
         "dice": _mean(cases["dice"]), "iou": _mean(cases["iou"]),
-        **uncertainty(cases, cfg["resamples"], cfg["seed"]), **detection(images, cases),
+        **uncertainty(cases, cfg.resamples, cfg.seed), **detection(images, cases),
         "ap": None if math.isnan(ap) else ap,
         "hd95_px": _mean(cases["hd95_px"]), "hd95_mm": _mean(cases["hd95_mm"]),
-        "case_nsd": _mean(cases["nsd"]), "nsd_tolerance_mm": cfg["nsd_tolerance_mm"],
+        "case_nsd": _mean(cases["nsd"]), "nsd_tolerance_mm": cfg.nsd_tolerance_mm,
         "nsd_units": "/".join(sorted(set(cases["nsd_units"]))),
         **{f"case_{k}": _mean(cases[k]) for k in PIXEL_KEYS},
         "image_dice": _mean(images["dice"]), "image_iou": _mean(images["iou"]),
@@ -172,7 +173,7 @@ def summarize(images: pd.DataFrame, cases: pd.DataFrame, pred: np.ndarray, gt: n
         "global_dice": global_dice(pred, gt), "global_iou": global_iou(pred, gt),
         "siim_dice": _mean(images["siim_dice"]), "isic_jaccard": _mean(images["isic_jaccard"]),
         "threshold": threshold, **post, "cases": int(len(cases)), "images": int(len(images)),
-        "empty_rule": cfg["empty"],
+        "empty_rule": cfg.empty,
     }
     p, r = thin_curve(precision, recall)
     return metrics, pd.DataFrame({"recall": r, "precision": p})

@@ -13,7 +13,8 @@ foreground is small), regions as one sigmoid channel each. The targets are the s
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +24,7 @@ from torch import nn
 
 from medseg.classes import BINARY, Classes
 from medseg.errors import MedsegError
-from medseg.params import Spec, num
+from medseg.params import Section, Spec, key, num
 
 
 class BalancedBCE(nn.Module):
@@ -49,28 +50,46 @@ class FocalTversky(nn.Module):
         return self.tversky(logits, target).clamp_min(1e-7) ** (1.0 / self.gamma)
 
 
-BUILDERS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
+BUILDERS: dict[str, Callable[[LossParams], nn.Module]] = {
     "dice": lambda cfg: DiceLoss(sigmoid=True, batch=True),
     "bce": lambda cfg: nn.BCEWithLogitsLoss(),
     "dice_bce": lambda cfg: DiceCELoss(sigmoid=True, batch=True),
     "balanced_ce": lambda cfg: BalancedBCE(),
-    "weighted_ce": lambda cfg: nn.BCEWithLogitsLoss(pos_weight=torch.tensor([cfg["pos_weight"]])),
-    "focal": lambda cfg: FocalLoss(gamma=cfg["focal_gamma"], use_softmax=False),
-    "tversky": lambda cfg: TverskyLoss(sigmoid=True, alpha=cfg["tversky_alpha"], beta=cfg["tversky_beta"],
+    "weighted_ce": lambda cfg: nn.BCEWithLogitsLoss(pos_weight=torch.tensor([cfg.pos_weight])),
+    "focal": lambda cfg: FocalLoss(gamma=cfg.focal_gamma, use_softmax=False),
+    "tversky": lambda cfg: TverskyLoss(sigmoid=True, alpha=cfg.tversky_alpha, beta=cfg.tversky_beta,
                                        batch=True),
-    "focal_tversky": lambda cfg: FocalTversky(cfg["tversky_alpha"], cfg["tversky_beta"], cfg["focal_gamma"]),
+    "focal_tversky": lambda cfg: FocalTversky(cfg.tversky_alpha, cfg.tversky_beta, cfg.focal_gamma),
     # over the whole batch, like the losses above (batch=True); smp's Jaccard gives 0 to a batch without foreground
     "jaccard": lambda cfg: JaccardLoss(mode="binary", from_logits=True),
     "lovasz": lambda cfg: LovaszLoss(mode="binary", per_image=False, from_logits=True),
 }
 LOSS_TYPES: tuple[str, ...] = tuple(BUILDERS)  # the allowed values of `loss.type`
-LOSS_PARAMS = {  # the schema of the `loss` params section
-    "type": Spec(str, LOSS_TYPES),
-    "pos_weight": num(0, 10_000),
-    "tversky_alpha": num(0, 1),
-    "tversky_beta": num(0, 1),
-    "focal_gamma": num(0, 10),
-}
+
+
+@dataclass(frozen=True)
+class LossParams(Section):
+    """The `loss` params section; its rules live here, beside the losses they configure."""
+
+    NAME: ClassVar[str] = "loss"
+    type: str = key(Spec(str, LOSS_TYPES), "the loss; several classes take dice_bce, dice or bce")
+    pos_weight: float = key(num(0, 10_000), "foreground weight of weighted_ce")
+    tversky_alpha: float = key(num(0, 1), "false-positive weight of tversky and focal_tversky")
+    tversky_beta: float = key(num(0, 1), "false-negative weight of tversky and focal_tversky")
+    focal_gamma: float = key(num(0, 10), "exponent of focal; focal_tversky raises its loss to 1 / focal_gamma")
+
+    def check(self) -> None:
+        """The loss weights that would train nothing or divide by zero, for the loss types that use them."""
+        kind = self.type
+        if kind == "weighted_ce" and self.pos_weight <= 0:
+            raise MedsegError(f"params.yaml: loss.pos_weight={self.pos_weight!r} must be > 0 with "
+                              "loss.type=weighted_ce (0 ignores every foreground pixel)")
+        if kind in ("tversky", "focal_tversky") and self.tversky_alpha + self.tversky_beta <= 0:
+            raise MedsegError(f"params.yaml: loss.tversky_alpha + loss.tversky_beta must be > 0 with loss.type={kind} "
+                              "(both 0 make the loss constant)")
+        if kind == "focal_tversky" and self.focal_gamma <= 0:
+            raise MedsegError(f"params.yaml: loss.focal_gamma={self.focal_gamma!r} must be > 0 with "
+                              "loss.type=focal_tversky (its exponent is 1 / focal_gamma)")
 
 
 class ExclusiveLoss(nn.Module):
@@ -111,10 +130,10 @@ def region_targets(codes: torch.Tensor, regions: int) -> torch.Tensor:
 MULTI_CLASS_TYPES = ("dice_bce", "dice", "bce")
 
 
-def build_loss(cfg: dict[str, Any], classes: Classes = BINARY) -> nn.Module:
+def build_loss(cfg: LossParams, classes: Classes = BINARY) -> nn.Module:
     """The loss for logits N x C x H x W against the slice store's codes as N x 1 x H x W floats
     (binary: C = 1 and the codes are the {0, 1} target)."""
-    kind = cfg["type"]
+    kind = cfg.type
     if kind not in BUILDERS:
         raise MedsegError(f"params.yaml: loss.type={kind!r} is not allowed; choose one of: {', '.join(LOSS_TYPES)}")
     if not classes.multi:

@@ -4,6 +4,8 @@ a network with errors worded for the user (models/ knows no params file)."""
 from __future__ import annotations
 
 import json
+from dataclasses import make_dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -11,20 +13,27 @@ from torch import nn
 
 from medseg import paths
 from medseg.errors import MedsegError
-from medseg.params import PARAMS_FILE, Spec, load_section
+from medseg.params import PARAMS_FILE, Section, Spec, TrainParams, key
 from models import ARCHITECTURES, MODEL_NAMES, build_model
 from models.encoders import WeightsUnavailable, fixed_input_side, known_encoder
 
 
-def model_params_schema(name: str) -> dict[str, Spec]:
-    return {key: Spec(**spec) for key, spec in ARCHITECTURES[name].params.items()}
+@cache
+def model_section(name: str) -> type[Section]:
+    """The typed `models.<name>` section, one frozen dataclass per architecture, its keys and help
+    read from the networks' registry (models/ stays free of params code)."""
+    arch = ARCHITECTURES[name]
+    return make_dataclass(f"{name.title().replace('_', '')}Params",
+                          [(k, Any, key(Spec(**{s: v for s, v in spec.items() if s != "help"}), spec.get("help", "")))
+                           for k, spec in arch.params.items()],
+                          bases=(Section,), frozen=True, namespace={"NAME": f"models.{name}"})
 
 
-def load_model_params(name: str, path: Path = PARAMS_FILE) -> dict[str, Any]:
+def load_model_params(name: str, path: Path = PARAMS_FILE) -> Section:
     """The validated `models.<name>` section of params.yaml, checked against what the network will
     train with (train.batch_size; the slice size, once data/slices exists) before any work."""
-    params = load_section(f"models.{name}", path, schema=model_params_schema(name))
-    check_model_params(name, params, load_section("train", path)["batch_size"], converted_size())
+    params = model_section(name).load(path)
+    check_model_params(name, params.as_dict(), TrainParams.load(path).batch_size, converted_size())
     return params
 
 

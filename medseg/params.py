@@ -13,9 +13,9 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 
@@ -130,73 +130,200 @@ def auto(spec: Spec) -> Spec:
 AUTO_MAPPINGS = {"split.fractions"}  # mapping keys that may be the string "auto" instead
 
 
-SCHEMA: dict[str, Any] = {
-    "convert": {
-        "profile": Spec(str, ("auto", "cpu", "gpu")),  # the machine class the plan sizes for (medseg.plans)
-        "size": auto(integer(16, 2_048)),  # auto: medseg.plans
-        # a case's 2D slice files rescaled to its own MR range (lgg); auto: medseg.plans
-        "normalize": Spec(str, ("auto", "none", "volume")),
-        "window_level": num(),
-        "window_width": num(1),
-        "workers": integer(0, 256),
-        "on_error": Spec(str, ("fail", "skip")),
-    },
-    "split": {
-        "fractions": {"train": num(0, 1), "val": num(0, 1), "test": num(0, 1)},  # > 0 as needed: extra_checks
-        "seed": seed(),
-        "folds": integer(1, 20),
-    },
+def key(spec: Spec | dict[str, Spec], help: str) -> Any:
+    """A section field: its rule (a Spec, or a dict of Specs for a mapping value) and its one-line help,
+    read by the loader, by the generated params reference (docs/reference/params.md) and its test."""
+    return field(metadata={"spec": spec, "help": help})
+
+
+S = TypeVar("S", bound="Section")
+
+
+@dataclass(frozen=True)
+class Section:
+    """A typed, validated params.yaml section. Subclasses name their section in `NAME`, declare each
+    key with `key(spec, help)`, and put the rules that involve two keys in `check` (run on every
+    construction, so a `replace` that plans an `auto` value is checked again)."""
+
+    NAME: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Rules across keys; none by default."""
+
+    @classmethod
+    def schema(cls) -> dict[str, Any]:
+        return {f.name: f.metadata["spec"] for f in fields(cls)}
+
+    @classmethod
+    def helps(cls) -> dict[str, str]:
+        return {f.name: f.metadata["help"] for f in fields(cls)}
+
+    @classmethod
+    def parse(cls: type[S], values: Any, name: str | None = None) -> S:
+        """The section from `values` (a mapping as params.yaml holds it), every leaf checked against its
+        Spec (unknown and missing keys named), then the rules across keys."""
+        _validate(name or cls.NAME, cls.schema(), values)
+        return cls(**values)
+
+    @classmethod
+    def load(cls: type[S], path: Path = PARAMS_FILE, name: str | None = None) -> S:
+        """The validated section of params.yaml at `path` (its dotted name: `name`, default NAME)."""
+        dotted = name or cls.NAME
+        values: Any = read_params(path)
+        for part in dotted.split("."):
+            if not isinstance(values, dict) or part not in values:
+                raise MedsegError(f"{path}: missing section {dotted}")
+            values = values[part]
+        return cls.parse(values, dotted)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The section as params.yaml holds it (for JSON records: checkpoint headers, run ids)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def with_values(self: S, **changes: Any) -> S:
+        """A copy with `changes` (each checked against its Spec), then the rules across keys."""
+        for name, value in changes.items():
+            _check_leaf(f"{self.NAME}.{name}", type(self).schema()[name], value)
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class ConvertParams(Section):
+    NAME: ClassVar[str] = "convert"
+    profile: str = key(Spec(str, ("auto", "cpu", "gpu")), "the machine class the plan sizes for (auto: a CUDA device "
+                       "means gpu)")
+    size: int | str = key(auto(integer(16, 2_048)), "side of the square 2D slices in pixels; auto: from the plan")
+    normalize: str = key(Spec(str, ("auto", "none", "volume")), "rescale a case's 2D slice files to its own MR "
+                         "range (volume) or not; auto: from the plan (volume for lgg)")
+    window_level: float = key(num(), "CT window centre in HU (CT volumes only)")
+    window_width: float = key(num(1), "CT window width in HU (CT volumes only)")
+    workers: int = key(integer(0, 256), "processes that convert cases in parallel")
+    on_error: str = key(Spec(str, ("fail", "skip")), "an unreadable case stops the stage (fail) or is listed in "
+                        "results/convert/skipped.csv (skip)")
+
+
+@dataclass(frozen=True)
+class SplitParams(Section):
+    NAME: ClassVar[str] = "split"
+    fractions: dict[str, float] | str = key({"train": num(0, 1), "val": num(0, 1), "test": num(0, 1)},
+                                            "patients in train / val / test, summing to 1; auto: from the plan")
+    seed: int = key(seed(), "seed of the patient shuffle and the fold assignment")
+    folds: int = key(integer(1, 20), "K >= 2 pools train and val into K patient folds (cross-validation)")
+
+    def check(self) -> None:
+        if self.fractions != "auto":
+            check_fractions(self.fractions, self.folds)
+
+
+@dataclass(frozen=True)
+class BalanceParams(Section):
+    NAME: ClassVar[str] = "balance"
+    neg_keep: float | str = key(auto(num(0, 1)), "share of slices without foreground kept for training; auto: "
+                                "from the plan")
     # pos_repeat 0 would never draw a positive slice: training would see no foreground
-    "balance": {"neg_keep": auto(num(0, 1)), "pos_repeat": auto(num(0, 100, open_low=True)), "seed": seed()},
-    "augment": {
-        "hflip": num(0, 1),
-        "vflip": num(0, 1),
-        "affine": num(0, 1),
-        "elastic": num(0, 1),
-        "grid_distortion": num(0, 1),
-        "brightness_contrast": num(0, 1),
-        "noise": num(0, 1),
-        "coarse_dropout": num(0, 1),
-    },
-    "train": {
-        "epochs": auto(integer(1, 100_000)),
-        "batch_size": integer(1, 4_096),
-        "optimizer": Spec(str, ("adam", "adamw", "sgd")),
-        "lr": num(0, 10, open_low=True),  # the cosine floor is min_lr / lr
-        "weight_decay": num(0, 1),
-        "scheduler": Spec(str, ("cosine", "poly", "none")),
-        "momentum": num(0, 0.999),  # SGD's (nesterov); nnU-Net trains with 0.99
-        "warmup_epochs": integer(0, 100_000),
-        "min_lr": num(0, 10),
-        "grad_accum": integer(1, 1_024),
-        "grad_clip": num(0, 1e6),
-        "amp": Spec(str, ("auto", "bf16", "fp16", "off")),
-        "channels_last": Spec(bool),
-        "patience": auto(integer(0, 100_000)),
-        "ema": num(0, 0.99999),
-        "seed": seed(),
-        "device": Spec(str),  # auto, cpu, cuda or cuda:N, checked in extra_checks
-        "workers": Spec((int, str)),  # auto or 0-256, checked in extra_checks
-        "processes": integer(1, 64),
-        "threshold": num(0, 1, open_low=True, open_high=True),  # 0 or 1: every pixel, or none
-    },
-    "evaluate": {
-        "empty": Spec(str, ("one", "nan", "zero")),
-        "threshold": Spec((float, str)),
-        "tta": Spec(bool),
-        "min_area": Spec((int, str)),
-        "largest_component": Spec(bool),
-        "min_volume": auto(integer(0, 100_000_000)),  # 3D components per case; auto: chosen on val
-        "largest_volume": Spec((bool, str)),  # keep the largest 3D component per case; auto: chosen on val
-        "batch_size": Spec((int, str)),  # auto or >= 1, checked in extra_checks
-        "amp": Spec(str, ("auto", "bf16", "fp16", "off")),
-        "nsd_tolerance_mm": num(0, 1_000),  # > 0, checked in extra_checks (its message says why)
-        "pr_max_pixels": integer(1_000, 100_000_000),
-        "resamples": integer(2_000, 1_000_000),
-        "seed": seed(),
-    },
-    "visualize": {"cases": integer(1, 100)},
-}
+    pos_repeat: float | str = key(auto(num(0, 100, open_low=True)), "draws of each slice with foreground per epoch "
+                                  "(fractions drawn at random); auto: from the plan")
+    seed: int = key(seed(), "seed of the negative-slice draw")
+
+
+@dataclass(frozen=True)
+class AugmentParams(Section):
+    NAME: ClassVar[str] = "augment"
+    hflip: float = key(num(0, 1), "probability of a horizontal flip")
+    vflip: float = key(num(0, 1), "probability of a vertical flip")
+    affine: float = key(num(0, 1), "probability of a shift / scale / rotation")
+    elastic: float = key(num(0, 1), "probability of an elastic deformation")
+    grid_distortion: float = key(num(0, 1), "probability of a grid distortion")
+    brightness_contrast: float = key(num(0, 1), "probability of a brightness and contrast change")
+    noise: float = key(num(0, 1), "probability of Gaussian noise")
+    coarse_dropout: float = key(num(0, 1), "probability of dropping rectangular holes")
+
+
+@dataclass(frozen=True)
+class TrainParams(Section):
+    NAME: ClassVar[str] = "train"
+    epochs: int | str = key(auto(integer(1, 100_000)), "training epochs (at most, with patience); auto: from the plan")
+    batch_size: int = key(integer(1, 4_096), "images per optimizer step (per process under DDP)")
+    optimizer: str = key(Spec(str, ("adam", "adamw", "sgd")), "the optimizer (sgd: Nesterov, train.momentum)")
+    lr: float = key(num(0, 10, open_low=True), "peak learning rate")
+    weight_decay: float = key(num(0, 1), "weight decay")
+    scheduler: str = key(Spec(str, ("cosine", "poly", "none")), "learning-rate decay after the warm-up")
+    momentum: float = key(num(0, 0.999), "SGD momentum (nnU-Net trains with 0.99)")
+    warmup_epochs: int = key(integer(0, 100_000), "epochs of linear learning-rate warm-up")
+    min_lr: float = key(num(0, 10), "the learning rate the schedule decays to")
+    grad_accum: int = key(integer(1, 1_024), "batches whose gradients are summed per optimizer step")
+    grad_clip: float = key(num(0, 1e6), "gradient-norm clip (0: none)")
+    amp: str = key(Spec(str, ("auto", "bf16", "fp16", "off")), "mixed precision; auto: bf16 where the CPU or GPU "
+                   "runs it natively, else fp32")
+    channels_last: bool = key(Spec(bool), "NHWC memory format")
+    patience: int | str = key(auto(integer(0, 100_000)), "epochs without a better val Dice before stopping (0: "
+                              "never); auto: from the plan")
+    ema: float = key(num(0, 0.99999), "weight EMA decay (0: off)")
+    seed: int = key(seed(), "seed of the weights, the shuffle and the augmentation")
+    device: str = key(Spec(str), "auto, cpu, cuda or cuda:N")
+    workers: int | str = key(Spec((int, str)), "DataLoader workers, or auto (0 on CPU, 4 on CUDA)")
+    processes: int = key(integer(1, 64), "DDP processes (torchrun), one per GPU")
+    threshold: float = key(num(0, 1, open_low=True, open_high=True), "probability cut-off of the val Dice that "
+                           "selects the epoch")
+
+    def check(self) -> None:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise MedsegError(f"params.yaml: train.device={self.device!r} is not allowed; use auto, cpu, cuda or cuda:N")
+        _auto_or_int("train.workers", self.workers, 0, 256)
+        _check_schedule(self)
+
+
+@dataclass(frozen=True)
+class EvaluateParams(Section):
+    NAME: ClassVar[str] = "evaluate"
+    empty: str = key(Spec(str, ("one", "nan", "zero")), "Dice of a case with empty truth and empty prediction")
+    threshold: float | str = key(Spec((float, str)), "probability cut-off; auto: best pixel F1 on val (or the "
+                                 "training's)")
+    tta: bool = key(Spec(bool), "average the flipped predictions")
+    min_area: int | str = key(Spec((int, str)), "drop 2D components below this many pixels; auto: chosen on val")
+    largest_component: bool = key(Spec(bool), "keep only the largest 2D component per slice")
+    min_volume: int | str = key(auto(integer(0, 100_000_000)), "drop 3D components below this many voxels per "
+                                "case; auto: chosen on val")
+    largest_volume: bool | str = key(Spec((bool, str)), "keep the largest 3D component per case; auto: chosen on "
+                                     "val")
+    batch_size: int | str = key(Spec((int, str)), "images per forward pass; auto: the training's")
+    amp: str = key(Spec(str, ("auto", "bf16", "fp16", "off")), "mixed precision of inference")
+    nsd_tolerance_mm: float = key(num(0, 1_000), "NSD boundary tolerance in mm (pixels where no spacing is "
+                                  "recorded)")
+    pr_max_pixels: int = key(integer(1_000, 100_000_000), "pixels sampled for the PR curve and AP")
+    resamples: int = key(integer(2_000, 1_000_000), "bootstrap resamples of each CI and paired test")
+    seed: int = key(seed(), "seed of the bootstrap and the pixel sample")
+
+    def check(self) -> None:
+        _auto_or_int("evaluate.batch_size", self.batch_size, 1, 4_096)
+        thr = self.threshold
+        if isinstance(thr, str) and thr != "auto" or is_number(thr) and not 0 < thr < 1:
+            raise MedsegError(f"params.yaml: evaluate.threshold={thr!r} is not allowed; use 'auto' or a number in (0, 1)")
+        if self.nsd_tolerance_mm <= 0:
+            raise MedsegError(f"params.yaml: evaluate.nsd_tolerance_mm={self.nsd_tolerance_mm!r} must be "
+                              "positive (mm; pixels where no spacing is recorded)")
+        if self.largest_volume not in (True, False, "auto"):
+            raise MedsegError(f"params.yaml: evaluate.largest_volume={self.largest_volume!r} is not allowed; "
+                              "use true, false or 'auto'")
+        area = self.min_area
+        if isinstance(area, str) and area != "auto" or isinstance(area, int) and not 0 <= area <= 1_000_000:
+            raise MedsegError(f"params.yaml: evaluate.min_area={area!r} is not allowed; use 'auto' or pixels in "
+                              "[0, 1000000]")
+
+
+@dataclass(frozen=True)
+class VisualizeParams(Section):
+    NAME: ClassVar[str] = "visualize"
+    cases: int = key(integer(1, 100), "best and worst test cases drawn per model")
+
+
+# the sections params.py owns; dataset (medseg.datasets.registry), loss (medseg.losses) and models.<name>
+# (medseg.networks) are defined beside what they configure
+SECTIONS: dict[str, type[Section]] = {s.NAME: s for s in (ConvertParams, SplitParams, BalanceParams, AugmentParams,
+                                                           TrainParams, EvaluateParams, VisualizeParams)}
 
 
 def _validate(prefix: str, schema: dict[str, Any], values: Any) -> None:
@@ -212,13 +339,18 @@ def _validate(prefix: str, schema: dict[str, Any], values: Any) -> None:
         dotted = f"{prefix}.{key}"
         if key not in values:
             raise MedsegError(f"params.yaml: missing key {dotted}")
-        if isinstance(spec, dict) and dotted in AUTO_MAPPINGS and values[key] == "auto":
-            continue
-        if isinstance(spec, dict):
-            _validate(dotted, spec, values[key])
-        else:
-            values[key] = spec.coerce(values[key])
-            spec.check(dotted, values[key])
+        values[key] = _check_leaf(dotted, spec, values[key])
+
+
+def _check_leaf(dotted: str, spec: Spec | dict[str, Any], value: Any) -> Any:
+    """`value` checked against `spec` (a mapping value against its dict of Specs), as coerced."""
+    if isinstance(spec, dict):
+        if not (dotted in AUTO_MAPPINGS and value == "auto"):
+            _validate(dotted, spec, value)
+        return value
+    value = spec.coerce(value)
+    spec.check(dotted, value)
+    return value
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -250,73 +382,20 @@ def read_params(path: Path = PARAMS_FILE) -> Any:
         raise MedsegError(f"{path}: cannot read params: {err}".splitlines()[0]) from err
 
 
-def load_section(name: str, path: Path = PARAMS_FILE, schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Return the validated section `name` (dotted, e.g. 'models.unet') of params.yaml, checked
-    against `schema` (default: its entry in SCHEMA)."""
-    params = read_params(path)
-    values: Any = params
-    for part in name.split("."):
-        if not isinstance(values, dict) or part not in values:
-            raise MedsegError(f"{path}: missing section {name}")
-        values = values[part]
-    check_section(name, values, schema)
-    return values
-
-
-def check_section(name: str, values: Any, schema: dict[str, Any] | None = None) -> None:
-    """Validate the section `name` held in `values` (coerced in place) as load_section does: against
-    `schema` (default: its entry in SCHEMA), then the cross-key rules."""
-    _validate(name, SCHEMA[name] if schema is None else schema, values)
-    extra_checks(name, values)
-
-
 def _auto_or_int(key: str, value: Any, low: int, high: int) -> None:
     if value == "auto" or isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:
         return
     raise MedsegError(f"params.yaml: {key}={value!r} is not allowed; use 'auto' or an integer in [{low}, {high}]")
 
 
-def extra_checks(section: str, values: dict[str, Any]) -> None:
-    """Cross-key rules that one leaf spec cannot express."""
-    if section == "train":
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", values["device"]):
-            raise MedsegError(f"params.yaml: train.device={values['device']!r} is not allowed; "
-                              "use auto, cpu, cuda or cuda:N")
-        _auto_or_int("train.workers", values["workers"], 0, 256)
-        _check_schedule(values)
-    if section == "evaluate":
-        _auto_or_int("evaluate.batch_size", values["batch_size"], 1, 4_096)
-    if section == "split" and values["fractions"] != "auto":
-        check_fractions(values["fractions"], values["folds"])
-    if section == "loss":
-        _check_loss(values)
-    if section == "evaluate":
-        thr = values["threshold"]
-        if isinstance(thr, str) and thr != "auto" or is_number(thr) and not 0 < thr < 1:
-            raise MedsegError(
-                f"params.yaml: evaluate.threshold={thr!r} is not allowed; use 'auto' or a number in (0, 1)"
-            )
-        if values["nsd_tolerance_mm"] <= 0:
-            raise MedsegError(f"params.yaml: evaluate.nsd_tolerance_mm={values['nsd_tolerance_mm']!r} must be "
-                              "positive (mm; pixels where no spacing is recorded)")
-        if values["largest_volume"] not in (True, False, "auto"):
-            raise MedsegError(f"params.yaml: evaluate.largest_volume={values['largest_volume']!r} is not allowed; "
-                              "use true, false or 'auto'")
-        area = values["min_area"]
-        if isinstance(area, str) and area != "auto" or isinstance(area, int) and not 0 <= area <= 1_000_000:
-            raise MedsegError(
-                f"params.yaml: evaluate.min_area={area!r} is not allowed; use 'auto' or pixels in [0, 1000000]"
-            )
-
-
-def _check_schedule(values: dict[str, Any]) -> None:
+def _check_schedule(cfg: TrainParams) -> None:
     """The learning-rate schedule's keys against each other (epochs once it is a number, not auto)."""
-    if values["scheduler"] != "none" and values["min_lr"] > values["lr"]:
-        raise MedsegError(f"params.yaml: train.min_lr={values['min_lr']!r} exceeds train.lr={values['lr']!r}: the "
-                          f"{values['scheduler']} schedule would raise the learning rate; set min_lr <= lr")
-    epochs = values["epochs"]
-    if values["scheduler"] != "none" and is_number(epochs) and values["warmup_epochs"] >= epochs > 1:
-        raise MedsegError(f"params.yaml: train.warmup_epochs={values['warmup_epochs']!r} is not below "
+    if cfg.scheduler != "none" and cfg.min_lr > cfg.lr:
+        raise MedsegError(f"params.yaml: train.min_lr={cfg.min_lr!r} exceeds train.lr={cfg.lr!r}: the "
+                          f"{cfg.scheduler} schedule would raise the learning rate; set min_lr <= lr")
+    epochs = cfg.epochs
+    if cfg.scheduler != "none" and is_number(epochs) and cfg.warmup_epochs >= epochs > 1:
+        raise MedsegError(f"params.yaml: train.warmup_epochs={cfg.warmup_epochs!r} is not below "
                           f"train.epochs={epochs!r}: training would end inside the warm-up; lower it")
 
 
@@ -336,17 +415,3 @@ def check_fractions(fractions: dict[str, float], folds: int) -> None:
             hint = "" if folds > 1 or name == "test" else " (or pool train and val into split.folds >= 2 folds)"
             raise MedsegError(f"params.yaml: split.fractions.{name}={fractions[name]!r} leaves the {name} split "
                               f"empty ({why}); give it a share > 0{hint}")
-
-
-def _check_loss(values: dict[str, Any]) -> None:
-    """The loss weights that would train nothing or divide by zero, for the loss types that use them."""
-    kind = values["type"]
-    if kind == "weighted_ce" and values["pos_weight"] <= 0:
-        raise MedsegError(f"params.yaml: loss.pos_weight={values['pos_weight']!r} must be > 0 with "
-                          "loss.type=weighted_ce (0 ignores every foreground pixel)")
-    if kind in ("tversky", "focal_tversky") and values["tversky_alpha"] + values["tversky_beta"] <= 0:
-        raise MedsegError(f"params.yaml: loss.tversky_alpha + loss.tversky_beta must be > 0 with loss.type={kind} "
-                          "(both 0 make the loss constant)")
-    if kind == "focal_tversky" and values["focal_gamma"] <= 0:
-        raise MedsegError(f"params.yaml: loss.focal_gamma={values['focal_gamma']!r} must be > 0 with "
-                          "loss.type=focal_tversky (its exponent is 1 / focal_gamma)")

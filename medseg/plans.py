@@ -14,22 +14,23 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
 from medseg import paths
 from medseg.errors import MedsegError
 from medseg.outputs import write_json
-from medseg.params import extra_checks
+from medseg.params import Section
 
 log = logging.getLogger("medseg.plans")
 
 AUTO = "auto"
 PROFILES = ("cpu", "gpu")
 PLANS_FILE = "plans.json"
+P = TypeVar("P", bound=Section)
 # the params that take `auto` and are planned here ("section.key"); evaluate's `auto`s are chosen on val instead
 PLANNED = ("convert.size", "convert.normalize", "split.fractions", "balance.neg_keep", "balance.pos_repeat", "train.epochs",
            "train.patience")
@@ -125,29 +126,29 @@ def read_plan(slices: Path = paths.SLICES) -> dict[str, Any]:
     return plan
 
 
-def apply(section: str, cfg: dict[str, Any], slices: Path = paths.SLICES) -> dict[str, Any]:
-    """`cfg` (the validated params section `section`) with each `auto` that the plan in `slices` owns
-    replaced by the planned value; each replacement logged with its reason. Explicit values are kept."""
-    if not _auto_keys(section, cfg):
+def apply(cfg: P, slices: Path = paths.SLICES) -> P:
+    """`cfg` (a validated params section) with each `auto` that the plan in `slices` owns replaced by
+    the planned value; each replacement logged with its reason. Explicit values are kept."""
+    if not _auto_keys(cfg):
         return cfg
-    return resolve(section, cfg, read_plan(slices), slices / PLANS_FILE)
+    return resolve(cfg, read_plan(slices), slices / PLANS_FILE)
 
 
-def _auto_keys(section: str, cfg: dict[str, Any]) -> list[str]:
-    return [key for key in PLANNED if key.startswith(section + ".") and cfg.get(key.split(".", 1)[1]) == AUTO]
+def _auto_keys(cfg: Section) -> list[str]:
+    return [key for key in PLANNED if key.startswith(cfg.NAME + ".") and getattr(cfg, key.split(".", 1)[1]) == AUTO]
 
 
-def resolve(section: str, cfg: dict[str, Any], plan: dict[str, Any], source: Path | str = PLANS_FILE) -> dict[str, Any]:
-    """`cfg` with its `auto` values taken from `plan` (read from `source`, named in errors)."""
-    resolved = dict(cfg)
-    for key in _auto_keys(section, cfg):
+def resolve(cfg: P, plan: dict[str, Any], source: Path | str = PLANS_FILE) -> P:
+    """`cfg` with its `auto` values taken from `plan` (read from `source`, named in errors); the rules
+    across keys are checked again, now that a planned value can take part."""
+    planned = {}
+    for key in _auto_keys(cfg):
         leaf = key.split(".", 1)[1]
         if key not in plan["values"]:
             raise MedsegError(f"{source}: plans no value for {key}; run the convert stage again")
-        resolved[leaf] = plan["values"][key]["value"]
-        log.info("%s: auto -> %s (%s)", key, resolved[leaf], plan["values"][key]["why"])
-    extra_checks(section, resolved)  # the rules across keys, now that a planned value can take part
-    return resolved
+        planned[leaf] = plan["values"][key]["value"]
+        log.info("%s: auto -> %s (%s)", key, planned[leaf], plan["values"][key]["why"])
+    return replace(cfg, **planned)
 
 
 def plan_markdown(plan: dict[str, Any]) -> str:

@@ -201,7 +201,7 @@ def unit_images(path: Path, pre: dict[str, Any]) -> list[np.ndarray]:
     convert took each patient folder's."""
     kind = kind_of(path)
     if kind == "nifti":
-        volume, _ = nifti_volume(path, pre)
+        volume, _ = nifti_volume(path, (pre["window_level"], pre["window_width"]))
         return [volume_slice(volume, k) for k in range(volume.shape[2])]
     image = _unit_2d(path)
     if pre.get("normalize", "none") == "volume":

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -58,13 +57,13 @@ def rescale(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return out if finite is None else np.where(finite, out, 0.0).astype(out.dtype)
 
 
-def normalise_volume(volume: np.ndarray, kind: str, cfg: dict[str, Any]) -> np.ndarray:
+def normalise_volume(volume: np.ndarray, kind: str, window: tuple[float, float]) -> np.ndarray:
     """CT: the `convert` window (level, width in HU); MR: `mr_range` of the volume. Result in
     [0, 1]. NaN-aware: non-finite voxels take no part in the range and come out 0, so one NaN
     voxel cannot turn a case black."""
     if kind == "CT":
-        low = cfg["window_level"] - cfg["window_width"] / 2
-        return rescale(volume, low, low + cfg["window_width"])
+        level, width = window
+        return rescale(volume, level - width / 2, level + width / 2)
     return rescale(volume, *mr_range(volume))
 
 
@@ -101,7 +100,7 @@ def upright(volume_slice: np.ndarray) -> np.ndarray:
     return np.swapaxes(volume_slice, 0, 1)[::-1, ::-1]
 
 
-def nifti_volume(path: Path, cfg: dict[str, Any]) -> tuple[np.ndarray, tuple[float, ...]]:
+def nifti_volume(path: Path, window: tuple[float, float]) -> tuple[np.ndarray, tuple[float, ...]]:
     """A NIfTI image in RAS normalised to [0, 1], and its voxel size. A 4D image (a multi-modal MSD
     task, e.g. BraTS FLAIR, T1w, T1gd, T2w) keeps its modalities as a last axis, each normalised
     on its own: their intensity scales differ."""
@@ -109,8 +108,8 @@ def nifti_volume(path: Path, cfg: dict[str, Any]) -> tuple[np.ndarray, tuple[flo
     check_finite(path, volume)
     kind = modality(path, volume)
     if volume.ndim == 4:
-        return np.stack([normalise_volume(volume[..., c], kind, cfg) for c in range(volume.shape[3])], axis=3), zooms
-    return normalise_volume(volume, kind, cfg), zooms
+        return np.stack([normalise_volume(volume[..., c], kind, window) for c in range(volume.shape[3])], axis=3), zooms
+    return normalise_volume(volume, kind, window), zooms
 
 
 def volume_slice(volume: np.ndarray, k: int) -> np.ndarray:

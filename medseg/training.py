@@ -11,7 +11,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +33,10 @@ from medseg.distributed import (DistInfo, barrier, broadcast_from_main, current,
 from medseg.hardware import amp_name, device_name, peak_memory_mb, pick_amp_dtype, pick_device, pick_workers
 from medseg.inference import autocast, batch_logits, predict_class_probs, predict_probs
 from medseg.live_images import grid_slices, prediction_grid
-from medseg.losses import build_loss
+from medseg.losses import LossParams, build_loss
 from medseg.metrics import best_f1_threshold, global_dice, pixel_pr
 from medseg.outputs import write_atomic
+from medseg.params import AugmentParams, TrainParams
 from medseg.torchdata import SliceDataset
 
 log = logging.getLogger("medseg.train")
@@ -62,27 +63,27 @@ class TrainData:
 POLY_EXPONENT = 0.9  # nnU-Net's learning-rate decay
 
 
-def lr_factor(epoch: int, cfg: dict[str, Any]) -> float:
+def lr_factor(epoch: int, cfg: TrainParams) -> float:
     """Multiplier of train.lr at `epoch`: linear warmup, then cosine, or nnU-Net's polynomial
     (1 - progress)^0.9, down to train.min_lr."""
-    if cfg["scheduler"] == "none":
+    if cfg.scheduler == "none":
         return 1.0
-    warm = cfg["warmup_epochs"]
+    warm = cfg.warmup_epochs
     if epoch < warm:
         return (epoch + 1) / (warm + 1)
-    progress = (epoch - warm) / max(cfg["epochs"] - warm, 1)
-    floor = cfg["min_lr"] / cfg["lr"]
-    if cfg["scheduler"] == "poly":
+    progress = (epoch - warm) / max(cfg.epochs - warm, 1)
+    floor = cfg.min_lr / cfg.lr
+    if cfg.scheduler == "poly":
         return floor + (1 - floor) * (1 - progress) ** POLY_EXPONENT
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def make_optimizer(model: nn.Module, cfg: dict[str, Any]) -> torch.optim.Optimizer:
-    if cfg["optimizer"] == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
-                               weight_decay=cfg["weight_decay"], nesterov=True)
-    kind = torch.optim.AdamW if cfg["optimizer"] == "adamw" else torch.optim.Adam
-    return kind(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+def make_optimizer(model: nn.Module, cfg: TrainParams) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay, nesterov=True)
+    kind = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return kind(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def seed_everything(seed: int) -> None:
@@ -101,8 +102,8 @@ class RunState:
     train_seconds: float = 0.0  # wall time of the training epochs (validation excluded), over resumes
 
 
-def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, cfg: dict[str, Any],
-          loss_cfg: dict[str, Any], aug_cfg: dict[str, Any], ckpt_dir: Path, live_dir: Path,
+def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, cfg: TrainParams,
+          loss_cfg: LossParams, aug_cfg: AugmentParams, ckpt_dir: Path, live_dir: Path,
           keep_finished: bool = False) -> RunState:
     """Train `model`; `header` (model name, params, channels) goes into every checkpoint.
 
@@ -112,9 +113,9 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
     (the folds before the one a killed k-fold run was in).
     """
     info = current()
-    device = local_device(pick_device(cfg["device"]), info)
-    amp_dtype = pick_amp_dtype(cfg["amp"], device)
-    memory_format = torch.channels_last if cfg["channels_last"] else torch.preserve_format
+    device = local_device(pick_device(cfg.device), info)
+    amp_dtype = pick_amp_dtype(cfg.amp, device)
+    memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
     if device.type == "cuda":  # fixed input sizes: let cuDNN pick its fastest kernels (GPU runs are not bit-exact)
         torch.backends.cudnn.benchmark = True
     model = model.to(device=device, memory_format=memory_format)
@@ -123,11 +124,12 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
     classes = of_preprocess(header.get("preprocess"), f"{name} checkpoint header")
     criterion = build_loss(loss_cfg, classes).to(device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg["ema"]), use_buffers=True)
-           if cfg["ema"] > 0 else None)
-    cfg = {**cfg, "workers": pick_workers(cfg["workers"], device, info.world_size)}
+    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+           if cfg.ema > 0 else None)
+    cfg = replace(cfg, workers=pick_workers(cfg.workers, device, info.world_size))
     # the resolved dtype, not `auto`: a last.pt made under bf16 must not resume under fp16 and its GradScaler
-    run_config = {"model": header, "train": cfg, "loss": loss_cfg, "augment": aug_cfg, "amp": amp_name(amp_dtype)}
+    run_config = {"model": header, "train": cfg.as_dict(), "loss": loss_cfg.as_dict(), "augment": aug_cfg.as_dict(),
+                  "amp": amp_name(amp_dtype)}
     if info.world_size > 1:  # another world size is another effective batch: not the same run
         run_config["world_size"] = info.world_size
     fingerprint = data.fingerprint(run_config)
@@ -152,8 +154,8 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
         rewind_live(live_dir, state.epoch)
     with contextlib.ExitStack() as opened:
         live = None  # opened at the first epoch's log: a fresh Live wipes live_dir, so the previous log stays till then
-        while state.epoch < cfg["epochs"] and not state.finished:
-            epoch_seed = cfg["seed"] * 100_003 + state.epoch
+        while state.epoch < cfg.epochs and not state.finished:
+            epoch_seed = cfg.seed * 100_003 + state.epoch
             seed_everything(epoch_seed)
             # each rank its own augmentation draws; rank 0 (and a single process) keeps epoch_seed
             dataset = SliceDataset(data.train_images, data.train_masks, order,
@@ -176,18 +178,18 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
                 state.best_dice, state.best_epoch, state.bad_epochs = val_dice, state.epoch, 0
                 if info.is_main:
                     save_checkpoint(best, {**header, "state_dict": scored.state_dict(), "epoch": state.epoch,
-                                           "val_dice": val_dice, "threshold": cfg["threshold"]})
+                                           "val_dice": val_dice, "threshold": cfg.threshold})
             else:
                 state.bad_epochs += 1
             if stale_best:  # the previous run's best.pt, unless this epoch just replaced it
                 if state.best_epoch != state.epoch:
                     best.unlink(missing_ok=True)
                 stale_best = False
-            if cfg["patience"] and state.bad_epochs >= cfg["patience"]:
+            if cfg.patience and state.bad_epochs >= cfg.patience:
                 state.finished = True
                 log.info("early stop after epoch %d (best val Dice %.4f at epoch %d)",
                          state.epoch, state.best_dice, state.best_epoch)
-            state.finished |= state.epoch >= cfg["epochs"]
+            state.finished |= state.epoch >= cfg.epochs
             if not info.is_main:
                 continue
             if live is None:
@@ -199,7 +201,7 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
                                ("lr", lr), ("grad_norm", grad_norm)):
                 live.log_metric(key, value)
             live.log_image(f"val_predictions/{live.step}.png",
-                           prediction_grid(data.val_images, data.val_masks, val_probs, shown, cfg["threshold"]))
+                           prediction_grid(data.val_images, data.val_masks, val_probs, shown, cfg.threshold))
             live.log_metric("best_val_dice", state.best_dice, plot=False)
             save_checkpoint(last, {**header, "state_dict": core.state_dict(),
                                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -207,7 +209,7 @@ def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, 
                                    "ema": ema.state_dict() if ema is not None else {}, "amp": amp_name(amp_dtype),
                                    "train_state": vars(state).copy()})
             log.info("epoch %d/%d train_loss %.4f val_loss %.4f val_dice %.4f", state.epoch,
-                     cfg["epochs"], train_loss, val_loss, val_dice)
+                     cfg.epochs, train_loss, val_loss, val_dice)
             live.next_step()
     if info.is_main and state.finished and best.exists():
         _finalise_best(best, data, cfg, device, amp_dtype, state, len(order), classes)
@@ -298,23 +300,23 @@ def rewind_live(live_dir: Path, epochs_done: int) -> None:
             write_atomic(tsv, kept.to_csv(sep="\t", index=False).encode())
 
 
-def make_loader(dataset: SliceDataset, cfg: dict[str, Any], epoch: int, epoch_seed: int, device: torch.device,
+def make_loader(dataset: SliceDataset, cfg: TrainParams, epoch: int, epoch_seed: int, device: torch.device,
                 info: DistInfo) -> DataLoader:
     """A shuffled loader over the epoch; under DDP over this rank's share (equal on every rank)."""
     sampler = None
     if info.world_size > 1:
         sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True,
-                                     seed=cfg["seed"])
+                                     seed=cfg.seed)
         sampler.set_epoch(epoch)
     per_rank = len(dataset) if sampler is None else len(sampler)
-    return DataLoader(dataset, batch_size=cfg["batch_size"], shuffle=sampler is None, sampler=sampler,
-                      drop_last=per_rank > cfg["batch_size"],
-                      num_workers=pick_workers(cfg["workers"], device, info.world_size),
+    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
+                      drop_last=per_rank > cfg.batch_size,
+                      num_workers=pick_workers(cfg.workers, device, info.world_size),
                       generator=torch.Generator().manual_seed(epoch_seed),
                       pin_memory=device.type == "cuda", persistent_workers=False)
 
 
-def _finalise_best(best: Path, data: TrainData, cfg: dict[str, Any], device: torch.device,
+def _finalise_best(best: Path, data: TrainData, cfg: TrainParams, device: torch.device,
                    amp_dtype: torch.dtype | None, state: RunState, draws_per_epoch: int,
                    classes: Classes = BINARY) -> None:
     """Put into best.pt the val best-F1 threshold (one per region; none for exclusive classes,
@@ -325,17 +327,17 @@ def _finalise_best(best: Path, data: TrainData, cfg: dict[str, Any], device: tor
     ckpt = load_checkpoint(best)
     model = model_from_checkpoint(ckpt, best).to(device)
     if classes.multi:
-        probs = predict_class_probs(model, data.val_images, device, classes.mode == "exclusive", cfg["batch_size"],
+        probs = predict_class_probs(model, data.val_images, device, classes.mode == "exclusive", cfg.batch_size,
                                     amp_dtype)
-        ckpt["class_thresholds"] = class_thresholds(probs, data.val_masks, classes, cfg["seed"])
+        ckpt["class_thresholds"] = class_thresholds(probs, data.val_masks, classes, cfg.seed)
         ckpt["threshold_source"] = ("argmax over background and the classes" if classes.mode == "exclusive"
                                     else "best pixel F1 of each region on the val split")
     else:
-        probs = predict_probs(model, data.val_images, device, cfg["batch_size"], amp_dtype)
-        ckpt["threshold"] = best_threshold(probs, data.val_masks, cfg["seed"])
+        probs = predict_probs(model, data.val_images, device, cfg.batch_size, amp_dtype)
+        ckpt["threshold"] = best_threshold(probs, data.val_masks, cfg.seed)
         ckpt["threshold_source"] = "best pixel F1 on the val split"
     ckpt["compute"] = {"device": device_name(device), "amp": amp_name(amp_dtype), "torch": str(torch.__version__),
-                       "batch_size": cfg["batch_size"],
+                       "batch_size": cfg.batch_size,
                        "epochs": state.epoch, "train_seconds": state.train_seconds,
                        "train_images_per_s": draws_per_epoch * state.epoch / max(state.train_seconds, 1e-9),
                        "peak_memory_mb": peak_memory_mb(device)}
@@ -364,15 +366,15 @@ def train_epoch(model, loader, criterion, optimizer, scaler, cfg, device, amp_dt
     for step, (x, y) in enumerate(batches, start=1):
         x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
         y = y.to(device, non_blocking=True)
-        steps = step % cfg["grad_accum"] == 0 or step == len(loader)
+        steps = step % cfg.grad_accum == 0 or step == len(loader)
         with gradient_sync(model, steps):
             with autocast(device, amp_dtype):
                 logits = model(x)
             loss = criterion(logits.float(), y)
-            scaler.scale(loss / cfg["grad_accum"]).backward()
+            scaler.scale(loss / cfg.grad_accum).backward()
         if steps:
             scaler.unscale_(optimizer)  # the norm (and clipping) of the true gradients, not the fp16-scaled ones
-            norm = nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"] if cfg["grad_clip"] > 0 else math.inf)
+            norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
             finite = torch.isfinite(norm)  # an fp16 overflow step (skipped by the scaler) is left out
             norms += torch.where(finite, norm, 0).double()
             steps_taken += finite
@@ -394,7 +396,7 @@ def _validate(model, data: TrainData, criterion, cfg, device, amp_dtype,
     probs = np.empty(data.val_images.shape[:3], np.float32)
     total = torch.zeros((), dtype=torch.float64, device=device)
     hits = np.zeros((len(classes.names), 2), np.int64)  # per class: intersection, pred + truth pixels
-    for rows, logits in batch_logits(model, data.val_images, device, cfg["batch_size"], amp_dtype):
+    for rows, logits in batch_logits(model, data.val_images, device, cfg.batch_size, amp_dtype):
         target = torch.from_numpy(data.val_masks[rows, None]).to(device).float()
         total += criterion(logits, target).double() * len(logits)
         if not classes.multi:
@@ -403,10 +405,10 @@ def _validate(model, data: TrainData, criterion, cfg, device, amp_dtype,
         exclusive = classes.mode == "exclusive"
         channel = torch.softmax(logits, dim=1) if exclusive else torch.sigmoid(logits)
         probs[rows] = (1 - channel[:, 0] if exclusive else channel.amax(dim=1)).cpu().numpy()
-        pred = classes.decide(channel.cpu().numpy(), [cfg["threshold"]] * len(classes.names))
+        pred = classes.decide(channel.cpu().numpy(), [cfg.threshold] * len(classes.names))
         truth = classes.masks_of(data.val_masks[rows])
         hits += np.stack([(pred & truth).sum(axis=(0, 2, 3)), pred.sum(axis=(0, 2, 3)) + truth.sum(axis=(0, 2, 3))], 1)
     loss = float(total) / max(len(probs), 1)
     if classes.multi:
         return loss, float(np.mean([1.0 if n == 0 else 2 * i / n for i, n in hits])), probs
-    return loss, global_dice(probs >= cfg["threshold"], data.val_masks.astype(bool)), probs
+    return loss, global_dice(probs >= cfg.threshold, data.val_masks.astype(bool)), probs

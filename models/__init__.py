@@ -15,7 +15,8 @@ from typing import Any
 @dataclass(frozen=True)
 class Architecture:
     """Where a network's builder lives, the side multiple its input is padded to, and its params:
-    name -> {"kind": type or types, and "low"/"high" or "choices"} (the `models.<name>` section).
+    name -> {"kind": type or types, "low"/"high" or "choices", and a one-line "help"} (the
+    `models.<name>` section).
     `min_batch`: the fewest images per training batch it can take, and `min_batch_why` the reason
     (BatchNorm after a global pooling sees one value per channel from a single image and fails)."""
 
@@ -27,11 +28,13 @@ class Architecture:
     min_batch_why: str = ""
 
 
-_WIDTH = {"width": {"kind": int, "low": 1, "high": 1_024}}
+_WIDTH = {"width": {"kind": int, "low": 1, "high": 1_024,
+                     "help": "channels of the first level (doubled at each of the four downsamplings)"}}
 _ENCODER_DECODER = {
-    "encoder": {"kind": str},
-    "decoder_channels": {"kind": int, "low": 8, "high": 4_096},
-    "pretrained": {"kind": (bool, str), "choices": (False, "imagenet")},
+    "encoder": {"kind": str, "help": "an smp encoder (resnet18, resnet50, efficientnet-b0, ...) or tu-<timm name>"},
+    "decoder_channels": {"kind": int, "low": 8, "high": 4_096, "help": "channels of the decoder"},
+    "pretrained": {"kind": (bool, str), "choices": (False, "imagenet"),
+                   "help": "false, or imagenet encoder weights (needs them in the cache when offline)"},
 }
 ARCHITECTURES: dict[str, Architecture] = {
     "unet": Architecture("models.unet", "classic_unet", 16, _WIDTH),

@@ -7,7 +7,7 @@ from medseg import paths, plans
 from medseg.cli import run_stage
 from medseg.errors import MedsegError
 from medseg.outputs import write_atomic, write_json
-from medseg.params import load_section
+from medseg.params import BalanceParams
 from medseg.sampling import class_statistics, sampling_table
 from medseg.slices import dataset_info, split_rows
 
@@ -16,15 +16,15 @@ log = logging.getLogger("medseg.balance")
 
 def main() -> None:
     argparse.ArgumentParser(prog="python -m stages.balance", description=__doc__).parse_args()
-    cfg = plans.apply("balance", load_section("balance"))
+    cfg = plans.apply(BalanceParams.load())
     train = split_rows("train")
     if not (train["fg_pixels"] > 0).any():
         raise MedsegError(f"{paths.SPLIT_CSV}: the train split has no slice with foreground (every mask convert "
                           "wrote there is empty; for label volumes, dataset.labels picks the foreground values)")
-    table = sampling_table(train, cfg["neg_keep"], cfg["pos_repeat"], cfg["seed"])
+    table = sampling_table(train, cfg.neg_keep, cfg.pos_repeat, cfg.seed)
     positive_draws = int(table.loc[table["positive"] == 1, "repeats"].sum())
     if positive_draws == 0:  # a small pos_repeat rounds to no draw at all on a small train split
-        raise MedsegError(f"params.yaml: balance.pos_repeat={cfg['pos_repeat']!r} draws none of the "
+        raise MedsegError(f"params.yaml: balance.pos_repeat={cfg.pos_repeat!r} draws none of the "
                           f"{int(table['positive'].sum())} positive train slices per epoch; raise it")
     size = dataset_info()["size"]
     stats = class_statistics(train, table, size * size)

@@ -38,7 +38,7 @@ from medseg.hardware import amp_name, device_name, pick_amp_dtype, pick_device
 from medseg.inference import predict_class_probs, predict_probs
 from medseg.metrics import best_f1_threshold, pixel_pr
 from medseg.outputs import staged_dir, write_atomic, write_json
-from medseg.params import load_section
+from medseg.params import EvaluateParams
 from medseg.plans import plan_markdown, read_plan
 from medseg.postprocess import clean_predictions
 from medseg.folds import mean_probs
@@ -52,15 +52,15 @@ from models import MODEL_NAMES
 log = logging.getLogger("medseg.evaluate")
 
 
-def choose_threshold(trained: TrainedModel, cfg: dict[str, Any], val_probs: np.ndarray | None,
+def choose_threshold(trained: TrainedModel, cfg: EvaluateParams, val_probs: np.ndarray | None,
                      val_masks: np.ndarray) -> tuple[float, str]:
     """The probability cut-off and where it came from: an explicit number, else the val best-F1
     threshold train stored in best.pt (the out-of-fold one in ensemble.json for a k-fold model),
     recomputed on val only when TTA changes the probabilities."""
-    if cfg["threshold"] != "auto":
-        return float(cfg["threshold"]), "evaluate.threshold"
-    if cfg["tta"]:
-        _, prec, rec, thr = pixel_pr(val_probs, val_masks, cfg["pr_max_pixels"], cfg["seed"])
+    if cfg.threshold != "auto":
+        return float(cfg.threshold), "evaluate.threshold"
+    if cfg.tta:
+        _, prec, rec, thr = pixel_pr(val_probs, val_masks, cfg.pr_max_pixels, cfg.seed)
         return best_f1_threshold(prec, rec, thr), "best pixel F1 on val, with TTA"
     if not trained.tuned:
         raise MedsegError(f"{trained.paths[0]}: holds no val threshold (its training did not finish); "
@@ -82,7 +82,7 @@ def load_model(name: str, folds: int, device) -> TrainedModel:
 
 def main() -> None:
     argparse.ArgumentParser(prog="python -m stages.evaluate", description=__doc__).parse_args()
-    cfg = load_section("evaluate")
+    cfg = EvaluateParams.load()
     folds = fold_count()
     val_parts = [fold_rows(k, "val") for k in range(folds)]  # without folds: the val split
     val, test = pd.concat(val_parts, ignore_index=True), split_rows("test")
@@ -93,15 +93,15 @@ def main() -> None:
     test_images, test_masks = load_arrays(SLICES, test["slice_id"].tolist(), channels)
     gt = test_masks.astype(bool)
     device = pick_device("auto")
-    amp = pick_amp_dtype(cfg["amp"], device, key="evaluate.amp")
+    amp = pick_amp_dtype(cfg.amp, device, key="evaluate.amp")
     summary, costs, case_tables, oof_tables, class_tables, speeds = {}, {}, {}, {}, {}, {}
     with staged_dir(paths.EVALUATE) as out, staged_dir(paths.PREDICTIONS) as preds:
         for name in MODEL_NAMES:
             trained = load_model(name, folds, device)
-            batch = trained.batch_size if cfg["batch_size"] == "auto" else cfg["batch_size"]
+            batch = trained.batch_size if cfg.batch_size == "auto" else cfg.batch_size
             if trained.classes.multi:
                 infer = partial(predict_class_probs, device=device, exclusive=trained.classes.mode == "exclusive",
-                                batch_size=batch, amp_dtype=amp, tta=cfg["tta"])
+                                batch_size=batch, amp_dtype=amp, tta=cfg.tta)
                 result, speed, oof = evaluate_classes(
                     out / name, preds, name, trained, cfg, (val, val_images, val_masks, val_fold),
                     (test, test_images, test_masks), infer, provenance(trained.computes[0], device, amp_name(amp)))
@@ -110,8 +110,8 @@ def main() -> None:
                     oof_tables[name] = oof
                 costs[name], speeds[name] = model_records(out / name, result.metrics, trained, info, device), speed
                 continue
-            needs_val = folds > 1 or any(cfg[k] == "auto" for k in AUTO_STEPS) or cfg["threshold"] == "auto" and cfg["tta"]
-            infer = partial(predict_probs, device=device, batch_size=batch, amp_dtype=amp, tta=cfg["tta"])
+            needs_val = folds > 1 or any(getattr(cfg, k) == "auto" for k in AUTO_STEPS) or cfg.threshold == "auto" and cfg.tta
+            infer = partial(predict_probs, device=device, batch_size=batch, amp_dtype=amp, tta=cfg.tta)
             val_probs = out_of_fold_probs(trained.members, val_images, val_fold, infer) if needs_val else None
             threshold, source = choose_threshold(trained, cfg, val_probs, val_masks)
             post = choose_postprocessing(cfg, val, val_probs, val_masks.astype(bool), threshold)
@@ -119,18 +119,18 @@ def main() -> None:
             probs = mean_probs([infer(model, test_images) for model in trained.members])
             speeds[name] = len(test_images) / max(time.perf_counter() - started, 1e-9)
             pred = clean_predictions(probs >= threshold, test, **post)
-            images = per_image_table(test, pred, gt, cfg["empty"])
-            cases = per_case_table(test, pred, gt, cfg["empty"], cfg["nsd_tolerance_mm"])
+            images = per_image_table(test, pred, gt, cfg.empty)
+            cases = per_case_table(test, pred, gt, cfg.empty, cfg.nsd_tolerance_mm)
             metrics, pr = summarize(images, cases, pred, gt, probs, threshold, post, cfg)
             metrics |= provenance(trained.computes[0], device, amp_name(amp))
             write_model_results(out / name, metrics, cases, images, pr)
-            write_json(out / name / RECORD, make_record(name, trained.paths, size, threshold, None, cfg["tta"],
+            write_json(out / name / RECORD, make_record(name, trained.paths, size, threshold, None, cfg.tta,
                                                         {BINARY_NAME: post}, chosen_on(folds)))
             if folds > 1:
                 oof_pred = clean_predictions(val_probs >= threshold, val, **post)
-                oof = per_case_table(val, oof_pred, val_masks.astype(bool), cfg["empty"], cfg["nsd_tolerance_mm"])
+                oof = per_case_table(val, oof_pred, val_masks.astype(bool), cfg.empty, cfg.nsd_tolerance_mm)
                 oof.insert(1, "fold", oof["group"].map(dict(zip(val["group"], val["fold"]))))
-                metrics["cv"] = cv_metrics(oof, cfg["resamples"], cfg["seed"])
+                metrics["cv"] = cv_metrics(oof, cfg.resamples, cfg.seed)
                 write_json(out / name / "metrics.json", metrics)
                 oof.to_csv(out / name / "per_case_oof.csv", index=False, float_format="%.6f")
                 oof_tables[name] = oof
@@ -144,14 +144,14 @@ def main() -> None:
             if folds > 1:
                 log.info("%s: %d-fold CV per-case Dice %.4f over %d cases", name, folds,
                          metrics["cv"]["dice"] or 0, metrics["cv"]["cases"])
-        comparison = paired_comparison(case_tables, "dice", cfg["resamples"], cfg["seed"])
+        comparison = paired_comparison(case_tables, "dice", cfg.resamples, cfg.seed)
         report = {"metric": "dice", "alpha": 0.05, "pairs": comparison}
-        text = summary_markdown(summary, cfg["empty"], comparison, costs)
+        text = summary_markdown(summary, cfg.empty, comparison, costs)
         if class_tables:  # several classes: each class's scores and paired tests, as for the macro mean
-            report["classes"] = class_comparisons(class_tables, cfg["resamples"], cfg["seed"])
+            report["classes"] = class_comparisons(class_tables, cfg.resamples, cfg.seed)
             text += "\n" + classes_markdown(summary, report["classes"])
         if folds > 1:
-            report["oof_pairs"] = paired_comparison(oof_tables, "dice", cfg["resamples"], cfg["seed"])
+            report["oof_pairs"] = paired_comparison(oof_tables, "dice", cfg.resamples, cfg.seed)
             text += "\n" + cv_markdown(summary, report["oof_pairs"])
         text += "\n" + plan_markdown(read_plan())
         write_json(out / "comparison.json", report)
@@ -162,7 +162,7 @@ def main() -> None:
              ", ".join(f"{n} {v:.0f}" for n, v in speeds.items()), paths.TIMINGS / "evaluate.json")
 
 
-def evaluate_classes(folder: Path, preds: Path, name: str, trained: TrainedModel, cfg: dict[str, Any],
+def evaluate_classes(folder: Path, preds: Path, name: str, trained: TrainedModel, cfg: EvaluateParams,
                      val: tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray],
                      test: tuple[pd.DataFrame, np.ndarray, np.ndarray], infer: Callable,
                      made_by: dict[str, Any]) -> tuple[ClassResults, float, pd.DataFrame | None]:
@@ -172,8 +172,8 @@ def evaluate_classes(folder: Path, preds: Path, name: str, trained: TrainedModel
     out-of-fold predictions, which are also scored as the CV estimate (`cv`, per_case_oof.csv).
     Returns the results, the test images per second and the out-of-fold macro per-case table."""
     thresholds = trained.class_thresholds
-    if cfg["threshold"] != "auto" and trained.classes.mode == "regions":
-        thresholds = [float(cfg["threshold"])] * len(trained.classes.names)
+    if cfg.threshold != "auto" and trained.classes.mode == "regions":
+        thresholds = [float(cfg.threshold)] * len(trained.classes.names)
     (val_rows, val_images, val_codes, val_fold), folds = val, trained.folds
     val_probs = out_of_fold_probs(trained.members, val_images, val_fold, infer)
     started = time.perf_counter()
@@ -188,13 +188,13 @@ def evaluate_classes(folder: Path, preds: Path, name: str, trained: TrainedModel
                                val_codes, result.post)
         oof = scored.cases.copy()
         oof.insert(1, "fold", oof["group"].map(dict(zip(val_rows["group"], val_rows["fold"]))))
-        result.metrics["cv"] = cv_metrics(oof, cfg["resamples"], cfg["seed"])
+        result.metrics["cv"] = cv_metrics(oof, cfg.resamples, cfg.seed)
         oof.to_csv(folder / "per_case_oof.csv", index=False, float_format="%.6f")
     write_json(folder / "metrics.json", result.metrics)
     regions = trained.classes.mode == "regions"
     write_json(folder / RECORD, make_record(name, trained.paths, test[1].shape[1], None,
                                             (thresholds or [0.5] * len(trained.classes.names)) if regions else None,
-                                            cfg["tta"], result.post, chosen_on(folds)))
+                                            cfg.tta, result.post, chosen_on(folds)))
     result.cases.to_csv(folder / "per_case.csv", index=False, float_format="%.6f")
     for cname in trained.classes.names:
         result.per_class_cases[cname].to_csv(folder / f"per_case_{cname}.csv", index=False, float_format="%.6f")

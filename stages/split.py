@@ -7,7 +7,7 @@ import logging
 from medseg import paths, plans
 from medseg.cli import run_stage
 from medseg.outputs import write_atomic
-from medseg.params import check_fractions, load_section
+from medseg.params import SplitParams
 from medseg.slices import read_manifest
 from medseg.splitting import assign_folds, split_groups
 
@@ -17,12 +17,11 @@ MIN_GROUPS = 5  # a split (or fold) with fewer patients/volumes gives a score on
 
 def main() -> None:
     argparse.ArgumentParser(prog="python -m stages.split", description=__doc__).parse_args()
-    cfg = plans.apply("split", load_section("split"))
-    check_fractions(cfg["fractions"], cfg["folds"])  # planned fractions against split.folds, as explicit ones
+    cfg = plans.apply(SplitParams.load())  # planned fractions checked against split.folds, as explicit ones
     manifest = read_manifest()
-    split = split_groups(manifest, cfg["fractions"], cfg["seed"])
-    if cfg["folds"] > 1:
-        split = assign_folds(manifest, split, cfg["folds"], cfg["seed"])
+    split = split_groups(manifest, cfg.fractions, cfg.seed)
+    if cfg.folds > 1:
+        split = assign_folds(manifest, split, cfg.folds, cfg.seed)
     write_atomic(paths.SPLIT_CSV, split.to_csv(index=False))
     label = split["fold"].map(lambda k: "test" if k < 0 else f"fold {k}") if "fold" in split else split["split"]
     for name, part in split.groupby(label):

@@ -20,10 +20,10 @@ import torch
 from medseg import paths, plans
 from medseg.cli import run_stage
 from medseg.distributed import cleanup, init_distributed, launched_by_torchrun, run_under_torchrun
-from medseg.losses import LOSS_PARAMS
+from medseg.losses import LossParams
 from medseg.networks import build_network, load_model_params
 from medseg.classes import Classes
-from medseg.params import load_section
+from medseg.params import AugmentParams, Section, TrainParams
 from medseg.checkpoints import load_checkpoint, model_from_checkpoint
 from medseg.folds import tidy_layout, write_ensemble, write_fold_curves
 from medseg.hardware import pick_amp_dtype, pick_device
@@ -44,19 +44,19 @@ def load_train_data(fold: int, channels: int) -> TrainData:
     return TrainData(train_images, train_masks, sampling["repeats"].to_numpy(np.int64), val_images, val_masks)
 
 
-def train_model(name: str, cfg: dict[str, Any], loss_cfg: dict[str, Any], aug_cfg: dict[str, Any],
-                model_cfg: dict[str, Any], is_main: bool) -> list[RunState]:
+def train_model(name: str, cfg: TrainParams, loss_cfg: LossParams, aug_cfg: AugmentParams,
+                model_cfg: Section, is_main: bool) -> list[RunState]:
     """Train the model (or each of its K fold models, resuming in the fold a killed run was in)."""
     info = dataset_info()
     channels, folds, classes = info["channels"], fold_count(), slice_classes()
     read_sampling()  # checked against the split and its folds before any fold trains
-    run = run_id(cfg, loss_cfg, aug_cfg, model_cfg, info) if folds > 1 else None
+    run = run_id(cfg.as_dict(), loss_cfg.as_dict(), aug_cfg.as_dict(), model_cfg.as_dict(), info) if folds > 1 else None
     states = []
     for fold in range(folds):
         data = load_train_data(fold, channels)
-        torch.manual_seed(cfg["seed"])
-        model = build_network(name, channels, model_cfg, classes.channels)
-        header = {"model": name, "model_params": model_cfg, "in_channels": channels, "preprocess": info}
+        torch.manual_seed(cfg.seed)
+        model = build_network(name, channels, model_cfg.as_dict(), classes.channels)
+        header = {"model": name, "model_params": model_cfg.as_dict(), "in_channels": channels, "preprocess": info}
         where = None if folds == 1 else fold
         if where is not None:
             header |= {"fold": fold, "folds": folds, "run": run}
@@ -84,27 +84,27 @@ def run_id(*sections: dict[str, Any]) -> str:
     return digest.hexdigest()[:16]
 
 
-def out_of_fold_thresholds(name: str, folds: int, channels: int, cfg: dict[str, Any],
+def out_of_fold_thresholds(name: str, folds: int, channels: int, cfg: TrainParams,
                            classes: Classes) -> tuple[float, list[float] | None, str]:
     """The ensemble's cut-off(s), from every fold model's predictions on its own val fold: the best
     pixel F1 threshold (binary), one per region, or none for exclusive classes (argmax); with where
     they came from."""
-    device = pick_device(cfg["device"])
-    amp, exclusive = pick_amp_dtype(cfg["amp"], device), classes.mode == "exclusive"
+    device = pick_device(cfg.device)
+    amp, exclusive = pick_amp_dtype(cfg.amp, device), classes.mode == "exclusive"
     probs, masks = [], []
     for fold in range(folds):
         path = paths.model_dir(name, fold) / "best.pt"
         model = model_from_checkpoint(load_checkpoint(path), path).to(device)
         images, fold_masks = load_arrays(SLICES, fold_rows(fold, "val")["slice_id"].tolist(), channels)
-        probs.append(predict_class_probs(model, images, device, exclusive, cfg["batch_size"], amp) if classes.multi
-                     else predict_probs(model, images, device, cfg["batch_size"], amp))
+        probs.append(predict_class_probs(model, images, device, exclusive, cfg.batch_size, amp) if classes.multi
+                     else predict_probs(model, images, device, cfg.batch_size, amp))
         masks.append(fold_masks)
     if not classes.multi:
-        threshold = best_threshold(np.concatenate(probs), np.concatenate(masks), cfg["seed"])
+        threshold = best_threshold(np.concatenate(probs), np.concatenate(masks), cfg.seed)
         return threshold, None, "best pixel F1 on the out-of-fold predictions"
     if exclusive:
         return 0.5, None, "argmax over background and the classes (the threshold is not used)"
-    cuts = class_thresholds(np.concatenate(probs), np.concatenate(masks), classes, cfg["seed"])
+    cuts = class_thresholds(np.concatenate(probs), np.concatenate(masks), classes, cfg.seed)
     return 0.5, cuts, "best pixel F1 of each region on the out-of-fold predictions"
 
 
@@ -112,14 +112,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.train", description=__doc__)
     parser.add_argument("model", choices=MODEL_NAMES)
     name = parser.parse_args().model
-    cfg, loss_cfg = load_section("train"), load_section("loss", schema=LOSS_PARAMS)
-    aug_cfg, model_cfg = load_section("augment"), load_model_params(name)
-    cfg = plans.apply("train", cfg)  # after every params check: a bad value is named before the data is read
-    if cfg["processes"] > 1 and not launched_by_torchrun():
-        run_under_torchrun("stages.train", [name], cfg["processes"], cfg["device"])
+    cfg, loss_cfg = TrainParams.load(), LossParams.load()
+    aug_cfg, model_cfg = AugmentParams.load(), load_model_params(name)
+    cfg = plans.apply(cfg)  # after every params check: a bad value is named before the data is read
+    if cfg.processes > 1 and not launched_by_torchrun():
+        run_under_torchrun("stages.train", [name], cfg.processes, cfg.device)
         return
     torch.set_num_threads(max(torch.get_num_threads(), 1))
-    dist_info = init_distributed(cfg["device"])
+    dist_info = init_distributed(cfg.device)
     if not dist_info.is_main:  # under torchrun one process reports; the others only warn
         logging.getLogger("medseg").setLevel(logging.WARNING)
     try:

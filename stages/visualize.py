@@ -18,7 +18,7 @@ from medseg.activations import look_inside
 from medseg.cli import run_stage
 from medseg.errors import MedsegError
 from medseg.outputs import staged_dir
-from medseg.params import load_section
+from medseg.params import VisualizeParams
 from medseg.classes import BINARY, Classes
 from medseg.plots import (class_overlay, dice_boxplot, epoch_panels, forest_plot, line_chart, map_grid, overlay,
                           overlay_grid)
@@ -133,7 +133,7 @@ def require_inputs(classes: Classes) -> None:
 
 def main() -> None:
     argparse.ArgumentParser(prog="python -m stages.visualize", description=__doc__).parse_args()
-    cfg = load_section("visualize")
+    cfg = VisualizeParams.load()
     classes = slice_classes()
     require_inputs(classes)
     test = split_rows("test")
@@ -158,7 +158,7 @@ def main() -> None:
             epoch_grids(name, out / "training" / f"{name}.png")
         (out / "overlays").mkdir()
         for name in MODEL_NAMES:
-            panels = case_panels(name, cases[name], test, cfg["cases"], channels, classes)
+            panels = case_panels(name, cases[name], test, cfg.cases, channels, classes)
             overlay_grid(panels, name, out / "overlays" / f"{name}.png", columns=min(len(panels), 4),
                          class_names=list(classes.names) if classes.multi else None)
         if classes.multi:  # the encoder maps and Grad-CAM explain one foreground logit

@@ -8,6 +8,9 @@ make_phantom          fixture: make_phantom(kind, root=None, *, cases, depth, si
                       (kind, cases, depth, size, seed) shared by the whole session (copy it before damaging it)
 msd_phantom           fixture: the small MSD phantom (4 volumes x 12 slices, 32 px, seed 1) the training tests learn on
 write_phantom         the same as a plain function; PHANTOM_KINDS / phantom_dataset map kind -> dataset name
+shipped               shipped(SectionClass, **changes): a params section as params.yaml ships it, changed
+no_augment            the augment section with every family off
+reader                a ReaderConfig as convert hands it to a reader: the shipped CT window, 96 px, binary
 read_slices           a raw folder read back slice by slice by the real reader of its format
 slice_arrays          slices as the uint8 (images, masks) arrays that training takes
 make_workdir, stage   a scratch working folder holding tiny_params() (dataset.phantom = STAGE_PHANTOM) as
@@ -20,13 +23,14 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
 import yaml
 
-from medseg.datasets import Slice
+from medseg.datasets import ReaderConfig, Slice
+from medseg.params import AugmentParams, Section
 from medseg.datasets.registry import DATASETS, format_for, phantom_writer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,6 +39,8 @@ REALDATA = REPO.parent / "shared" / "realdata"
 # phantom kind -> its dataset name, read off the registry: "medseg.datasets.phantom_lgg" is kind "lgg"
 PHANTOM_KINDS: dict[str, str] = {writer.rpartition(".phantom_")[2]: name
                                  for name, (_, writer) in DATASETS.items() if writer}
+
+S = TypeVar("S", bound=Section)
 
 
 @pytest.fixture(scope="session")
@@ -90,11 +96,26 @@ def msd_phantom(make_phantom) -> Path:
     return make_phantom("msd", cases=4, depth=12, size=32, seed=1)
 
 
-def read_slices(root: Path, kind: str, cfg: dict) -> list[Slice]:
+def shipped(section: type[S], **changes: Any) -> S:
+    """The typed params section `section` as the shipped params.yaml holds it, with `changes` (checked)."""
+    return section.load(REPO / "params.yaml").with_values(**changes)
+
+
+def no_augment() -> AugmentParams:
+    return shipped(AugmentParams, **{k: 0.0 for k in AugmentParams.schema()})
+
+
+def reader(**values: Any) -> ReaderConfig:
+    """What convert hands a reader (medseg.datasets.ReaderConfig): params.yaml's CT window, 96 px slices
+    and the binary foreground, with `values` changed."""
+    return ReaderConfig(**({"size": 96, "window_level": -600, "window_width": 1500} | values))
+
+
+def read_slices(root: Path, kind: str, cfg: ReaderConfig | None = None) -> list[Slice]:
     """Every slice under the raw folder `root`, case by case, read by the real reader of format `kind`
-    with `cfg` (the `convert` params section)."""
-    reader = format_for(phantom_dataset(kind))
-    return [s for case in reader.list_cases(root) for s in reader.read_case(case, cfg)]
+    with `cfg` (default: reader())."""
+    fmt = format_for(phantom_dataset(kind))
+    return [s for case in fmt.list_cases(root) for s in fmt.read_case(case, cfg or reader())]
 
 
 def slice_arrays(slices: Iterable[Slice]) -> tuple[np.ndarray, np.ndarray]:

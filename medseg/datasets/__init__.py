@@ -6,10 +6,10 @@ A format module provides:
                                                 task; convert records the channels written)
     EXPECTED: dict[str, int]                    counts of the full real dataset ({} for none)
     list_cases(raw: Path) -> list[CaseRef]
-    read_case(case: CaseRef, cfg: dict) -> Iterator[Slice]   cfg = the `convert` params section
+    read_case(case: CaseRef, cfg: ReaderConfig) -> Iterator[Slice]
     count_summary(cases: list[CaseRef]) -> dict[str, int]    same keys as EXPECTED
 and optionally LABEL_VOLUMES = True when its masks come from label volumes or maps, so that
-`dataset.labels` (passed in cfg as "labels") selects the foreground values, and NORMALIZES = True
+`dataset.labels` (cfg.labels) selects the foreground values, and NORMALIZES = True
 when its cases are stacks of 2D files that `convert.normalize: volume` rescales as one volume.
 A phantom module provides write(root: Path, cases: int, depth: int, size: int, seed: int),
 writing the raw layout of the format it mimics into `root`.
@@ -21,6 +21,21 @@ from pathlib import Path
 
 import numpy as np
 
+from medseg.classes import BINARY, Classes
+
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    """What a reader's read_case needs of params: the resolved `convert` values (never auto) and the
+    foreground selection of `dataset` (built by medseg.datasets.registry.reader_config)."""
+
+    size: int
+    window_level: float
+    window_width: float
+    normalize: str = "none"  # "volume": a case's 2D slice files rescaled to its own range (NORMALIZES readers)
+    labels: list[int] | None = None  # raw label values of the binary foreground (LABEL_VOLUMES readers)
+    classes: Classes = BINARY
 
 
 @dataclass(frozen=True)

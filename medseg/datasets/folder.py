@@ -14,12 +14,11 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from medseg.classes import BINARY, Classes
-from medseg.datasets import CaseRef, Slice
+from medseg.datasets import CaseRef, ReaderConfig, Slice
 from medseg.datasets.files import find_shallowest, is_clutter, label_values, read_label_map
 from medseg.errors import MedsegError
 from medseg.preprocess import channel_ranges, file_image, match_channels, rescale_channels
@@ -154,14 +153,14 @@ def foreground(label: np.ndarray, labels: list[int] | None, classes: Classes = B
     return label > 0 if labels is None else np.isin(label, labels)
 
 
-def read_case(case: CaseRef, cfg: dict[str, Any]) -> Iterator[Slice]:
+def read_case(case: CaseRef, cfg: ReaderConfig) -> Iterator[Slice]:
     """The group's images in slice order, each as (H, W, 3) in [0, 1] with its mask; with
     `convert.normalize: volume` each channel rescaled to the group's own intensity range."""
     images = [match_channels(file_image(image), CHANNELS) for image, _ in case.extra]
-    if cfg.get("normalize", "none") == "volume":  # resolved by convert (never auto here)
+    if cfg.normalize == "volume":  # resolved by convert (never auto here)
         ranges = channel_ranges(images)
         images = [rescale_channels(image, ranges) for image in images]
     for index, ((_, mask_file), image) in enumerate(zip(case.extra, images)):
         label = read_label_map(mask_file, image.shape[:2])
-        yield Slice(index=index, image=image, mask=foreground(label, cfg.get("labels"), cfg.get("classes", BINARY)), spacing=None,
+        yield Slice(index=index, image=image, mask=foreground(label, cfg.labels, cfg.classes), spacing=None,
                     label_values=label_values(label))

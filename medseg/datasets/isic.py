@@ -14,11 +14,10 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from medseg.datasets import CaseRef, Slice
+from medseg.datasets import CaseRef, ReaderConfig, Slice
 from medseg.datasets.files import find_shallowest, is_clutter, read_binary_mask, read_image
 from medseg.errors import MedsegError
 from medseg.preprocess import match_channels, unit_image
@@ -109,7 +108,7 @@ def _rgb(path: Path) -> np.ndarray:
     return match_channels(unit_image(array), CHANNELS)
 
 
-def read_case(case: CaseRef, cfg: dict[str, Any]) -> Iterator[Slice]:
+def read_case(case: CaseRef, cfg: ReaderConfig) -> Iterator[Slice]:
     """One slice: the dermoscopy image at its own size and its lesion mask."""
     image = _rgb(case.image)
     yield Slice(index=0, image=image, mask=read_binary_mask(case.label, image.shape[:2]), spacing=None)

@@ -11,11 +11,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from medseg.datasets import CaseRef, Slice
+from medseg.datasets import CaseRef, ReaderConfig, Slice
 from medseg.datasets.files import find_shallowest, is_clutter, read_binary_mask, read_image, subfolders
 from medseg.errors import MedsegError
 from medseg.preprocess import channel_ranges, rescale_channels, unit_image
@@ -90,12 +89,12 @@ def _image(path: Path) -> np.ndarray:
     return unit_image(array)  # channel 0 = the file's first
 
 
-def read_case(case: CaseRef, cfg: dict[str, Any]) -> Iterator[Slice]:
+def read_case(case: CaseRef, cfg: ReaderConfig) -> Iterator[Slice]:
     """The patient's slices in acquisition order: the files' windowed uint8 scaled to [0, 1], or with
     `convert.normalize: volume` each channel rescaled to the patient's own MR range (the set keeps each
     scanner's brightness: one institution's FLAIR is half as bright as another's)."""
     images = [_image(p) for p in case.extra]
-    if cfg.get("normalize", "none") == "volume":  # resolved by convert (never auto here)
+    if cfg.normalize == "volume":  # resolved by convert (never auto here)
         ranges = channel_ranges(images)
         images = [rescale_channels(image, ranges) for image in images]
     for image_path, image in zip(case.extra, images):

@@ -11,12 +11,11 @@ import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from medseg.classes import BINARY, Classes
-from medseg.datasets import CaseRef, Slice
+from medseg.datasets import CaseRef, ReaderConfig, Slice
 from medseg.datasets.files import NIFTI_SUFFIXES, check_same_grid, label_values, read_nifti
 from medseg.errors import MedsegError
 from medseg.preprocess import nifti_volume, upright, volume_slice
@@ -99,15 +98,15 @@ def foreground(path: Path, label: np.ndarray, labels: list[int] | None, classes:
     return classes.encode(label) if classes.multi else np.isin(label, labels)
 
 
-def read_case(case: CaseRef, cfg: dict[str, Any]) -> Iterator[Slice]:
-    """The case's axial slices; cfg is the `convert` section, with `labels` (dataset.labels) if set.
+def read_case(case: CaseRef, cfg: ReaderConfig) -> Iterator[Slice]:
+    """The case's axial slices, CT windowed as `cfg` says and the foreground its labels or classes select.
     Image and label must lie on one voxel grid (checked on their headers before any voxel is read)."""
     check_same_grid(case.image, case.label)
-    volume, zooms = nifti_volume(case.image, cfg)
+    volume, zooms = nifti_volume(case.image, (cfg.window_level, cfg.window_width))
     label, _ = read_nifti(case.label)
     if volume.shape[:3] != label.shape or label.ndim != 3:
         raise MedsegError(f"{case.label}: shape {label.shape} differs from its image {case.image} {volume.shape}")
-    mask = foreground(case.label, label, cfg.get("labels"), cfg.get("classes", BINARY))
+    mask = foreground(case.label, label, cfg.labels, cfg.classes)
     spacing = (zooms[1], zooms[0], zooms[2])
     values = label_values(label)
     for k in range(volume.shape[2]):

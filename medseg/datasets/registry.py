@@ -3,12 +3,14 @@ the `dataset` params section whose `name` it validates."""
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 from medseg.classes import MODES, binary_labels, from_params
+from medseg.datasets import ReaderConfig
 from medseg.errors import MedsegError
-from medseg.params import Spec, integer, seed
+from medseg.params import ConvertParams, Section, Spec, integer, key, seed
 from medseg.plans import DatasetPlan, plan_normalize, plan_size, resolve_profile
 
 # dataset name -> (reader module, phantom writer module or None)
@@ -68,33 +70,26 @@ def dataset_plan(name: str) -> DatasetPlan:
     return DATASET_PLANS[name]
 
 
-def planned_size(dataset: str, convert: dict[str, Any]) -> int:
+def planned_size(dataset: str, convert: ConvertParams) -> int:
     """The slice side `convert` writes for `dataset` under this `convert` section."""
-    return plan_size(dataset_plan(dataset), dataset, convert["size"], resolve_profile(convert["profile"])[0])[0]
+    return plan_size(dataset_plan(dataset), dataset, convert.size, resolve_profile(convert.profile)[0])[0]
 
 
-def convert_choices(dataset: str, convert: dict[str, Any], profile: str) -> dict[str, dict[str, Any]]:
+def convert_choices(dataset: str, convert: ConvertParams, profile: str) -> dict[str, dict[str, Any]]:
     """What `convert` resolves before it reads a slice, each as {"value", "why"}: `convert.size`, and
     `convert.normalize` where the reader has the choice (NORMALIZES); elsewhere an explicit
     `volume` is refused (those readers normalise by modality themselves, or read 2D images one by one)."""
     plan = dataset_plan(dataset)
-    size, size_why = plan_size(plan, dataset, convert["size"], profile)
+    size, size_why = plan_size(plan, dataset, convert.size, profile)
     chosen = {"convert.size": {"value": size, "why": size_why}}
     if getattr(format_for(dataset), "NORMALIZES", False):
-        normalize, normalize_why = plan_normalize(plan, dataset, convert["normalize"])
+        normalize, normalize_why = plan_normalize(plan, dataset, convert.normalize)
         chosen["convert.normalize"] = {"value": normalize, "why": normalize_why}
-    elif convert["normalize"] == "volume":
+    elif convert.normalize == "volume":
         takes = ", ".join(n for n in DATASETS if getattr(format_for(n), "NORMALIZES", False))
         raise MedsegError(f"params.yaml: convert.normalize=volume applies to datasets of 2D slice files ({takes}); "
                           f"{dataset} is read with its own intensity rule: set it to auto or none")
     return chosen
-
-
-def chosen_values(chosen: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """`convert_choices` as the reader's `convert` keys: size, and normalize ('none' where the
-    reader has no choice)."""
-    return {"size": chosen["convert.size"]["value"],
-            "normalize": chosen.get("convert.normalize", {"value": "none"})["value"]}
 
 
 def format_for(name: str) -> ModuleType:
@@ -110,33 +105,44 @@ def phantom_writer(name: str) -> ModuleType | None:
     return importlib.import_module(writer) if writer else None
 
 
-def reader_config(dataset: dict[str, Any], convert: dict[str, Any]) -> dict[str, Any]:
-    """What a reader's read_case takes: the `convert` section plus `dataset.labels` and the classes
-    (medseg.classes), which only formats with label volumes or maps (LABEL_VOLUMES) accept: the
-    others' masks are binary already."""
-    classes = from_params(dataset)
-    labels = binary_labels(dataset)
-    if classes.multi and not getattr(format_for(dataset["name"]), "LABEL_VOLUMES", False):
+def reader_config(dataset: DatasetParams, convert: ConvertParams, chosen: dict[str, dict[str, Any]]) -> ReaderConfig:
+    """What a reader's read_case takes: the `convert` values as `chosen` resolved them, plus
+    `dataset.labels` and the classes (medseg.classes), which only formats with label volumes or maps
+    (LABEL_VOLUMES) accept: the others' masks are binary already."""
+    classes = from_params(dataset.classes, dataset.class_mode, dataset.labels)
+    labels = binary_labels(dataset.classes, dataset.labels)
+    if classes.multi and not getattr(format_for(dataset.name), "LABEL_VOLUMES", False):
         takes = ", ".join(n for n in DATASETS if getattr(format_for(n), "LABEL_VOLUMES", False))
         raise MedsegError(f"params.yaml: dataset.classes applies to label volumes and maps ({takes}); "
-                          f"{dataset['name']} masks are binary images: set it to null")
+                          f"{dataset.name} masks are binary images: set it to null")
     if labels is not None:
         if not labels:
             raise MedsegError("params.yaml: dataset.labels=[] selects no foreground; list the label values "
                               "(e.g. [1, 2, 4]) or use null for a binary label")
-        if not getattr(format_for(dataset["name"]), "LABEL_VOLUMES", False):
+        if not getattr(format_for(dataset.name), "LABEL_VOLUMES", False):
             takes = ", ".join(n for n in DATASETS if getattr(format_for(n), "LABEL_VOLUMES", False))
             raise MedsegError(f"params.yaml: dataset.labels={labels} applies to label volumes and maps ({takes}); "
-                              f"{dataset['name']} masks are binary images: set it to null")
-    return {**convert, "labels": labels, **({"classes": classes} if classes.multi else {})}
+                              f"{dataset.name} masks are binary images: set it to null")
+    return ReaderConfig(size=chosen["convert.size"]["value"], window_level=convert.window_level,
+                        window_width=convert.window_width,
+                        normalize=chosen.get("convert.normalize", {"value": "none"})["value"], labels=labels,
+                        classes=classes)
 
 
-DATASET_PARAMS = {
-    "name": Spec(str, tuple(DATASETS)),
-    "source": Spec(str),
-    "labels": Spec(list, nullable=True, items=integer(1, 65_535)),
-    "classes": Spec(dict, nullable=True),  # name -> label values; checked by medseg.classes.from_params
-    "class_mode": Spec(str, MODES),
-    "phantom": {"cases": integer(3, 10_000), "depth": integer(4, 1_000), "size": integer(16, 2_048),
-                "seed": seed()},
-}
+@dataclass(frozen=True)
+class DatasetParams(Section):
+    """The `dataset` params section; `name` is checked against DATASETS here."""
+
+    NAME: ClassVar[str] = "dataset"
+    name: str = key(Spec(str, tuple(DATASETS)), "the dataset: a phantom (offline) or a real set's reader")
+    source: str = key(Spec(str), "kaggle, or a local folder or archive of the raw dataset")
+    labels: list[int] | None = key(Spec(list, nullable=True, items=integer(1, 65_535)),
+                                   "raw label values unioned into the binary foreground; null: every non-zero "
+                                   "value")
+    classes: dict[str, list[int]] | None = key(Spec(dict, nullable=True), "class name -> raw label values (two or "
+                                               "more: multi-class); null: binary")
+    class_mode: str = key(Spec(str, MODES), "exclusive (softmax, one label per pixel) or regions (one sigmoid "
+                          "channel per overlapping region)")
+    phantom: dict[str, int] = key({"cases": integer(3, 10_000), "depth": integer(4, 1_000),
+                                   "size": integer(16, 2_048), "seed": seed()},
+                                  "the offline phantom's volumes: cases, slices per volume, side in pixels, seed")

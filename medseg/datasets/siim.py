@@ -23,13 +23,12 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import pydicom
 
-from medseg.datasets import CaseRef, Slice
+from medseg.datasets import CaseRef, ReaderConfig, Slice
 from medseg.datasets.rle import EMPTY, parse_rle, rle_decode
 from medseg.datasets.files import find_shallowest, is_clutter
 from medseg.errors import MedsegError
@@ -171,7 +170,7 @@ def read_mask(case: CaseRef, height: int, width: int) -> np.ndarray:
     return mask
 
 
-def read_case(case: CaseRef, cfg: dict[str, Any]) -> Iterator[Slice]:
+def read_case(case: CaseRef, cfg: ReaderConfig) -> Iterator[Slice]:
     ds, image = dicom_image(case.image)
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     if image.shape[:2] != (rows, cols):

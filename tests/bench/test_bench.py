@@ -4,13 +4,13 @@ import math
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from bench.loops import Setting, TimedLoader, bf16_peak, write_pngs
 from bench.run import Context, bench_setting, summarize, table
-from tests.conftest import REPO
+from medseg.losses import LossParams
+from medseg.params import AugmentParams, TrainParams
+from tests.conftest import shipped
 
-PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 
 
 def model(ours: float, naive: float, step: float) -> dict:
@@ -50,7 +50,7 @@ def test_core_on_a_toy_setting(tmp_path):
     masks = (rng.random((8, 32, 32)) > 0.8).astype(np.uint8)
     setting = Setting("default", {"unet": {"width": 4}}, images, masks, write_pngs(images, masks, tmp_path),
                       tmp_path, images[:4], batch=4)
-    ctx = Context({**PARAMS["train"], "workers": 0}, PARAMS["loss"], PARAMS["augment"], torch.device("cpu"), None)
+    ctx = Context(shipped(TrainParams, workers=0), shipped(LossParams), shipped(AugmentParams), torch.device("cpu"), None)
     settings = {"default": bench_setting(setting, ctx, warmup=1, steps=1)}
     result = {**summarize(settings), "settings": settings, "convert_slices_per_s": 1.0,
               "memory": {"peak_rss_mb": 1.0}, "machine": {}}

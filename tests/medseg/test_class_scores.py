@@ -7,10 +7,12 @@ import pytest
 
 from medseg.class_scores import class_comparisons, classes_markdown, score_classes
 from medseg.classes import from_params
+from medseg.params import EvaluateParams
+from tests.conftest import shipped
 
-CFG = {"empty": "one", "nsd_tolerance_mm": 2.0, "min_area": 0, "largest_component": False, "min_volume": 0,
-       "largest_volume": False, "resamples": 2000, "seed": 0, "pr_max_pixels": 100_000, "threshold": "auto"}
-EXCLUSIVE = from_params({"classes": {"organ": [1], "lesion": [2]}, "class_mode": "exclusive"})
+CFG = shipped(EvaluateParams, empty="one", nsd_tolerance_mm=2.0, min_area=0, largest_component=False, min_volume=0,
+              largest_volume=False, resamples=2000, seed=0, pr_max_pixels=100_000, threshold="auto")
+EXCLUSIVE = from_params({"organ": [1], "lesion": [2]}, "exclusive")
 
 
 def rows(groups: list[str]) -> pd.DataFrame:
@@ -46,7 +48,7 @@ def test_exclusive_per_class_and_macro_dice_are_the_hand_computed_ones():
 
 
 def test_regions_overlap_and_each_takes_its_threshold():
-    regions = from_params({"classes": {"whole": [1, 2], "core": [2]}, "class_mode": "regions"})
+    regions = from_params({"whole": [1, 2], "core": [2]}, "regions")
     truth = regions.encode(np.array([[[1, 1, 2, 0]], [[0, 2, 2, 0]]]))  # two cases of one 1x4 slice
     probs = np.zeros((2, 2, 1, 4), np.float32)
     probs[:, 0] = np.array([[[0.6, 0.6, 0.9, 0.1]], [[0.1, 0.9, 0.9, 0.1]]])  # whole: right at 0.5

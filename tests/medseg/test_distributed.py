@@ -21,15 +21,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
-
 import medseg.training as training
+from medseg.datasets import ReaderConfig
 from medseg.datasets.msd import list_cases, read_case
+from medseg.losses import LossParams
+from medseg.params import AugmentParams, TrainParams
 from medseg.distributed import cleanup, init_distributed
 from models import build_model
 
 raw, run = Path(sys.argv[1]), Path(sys.argv[2])
-params = yaml.safe_load(Path("params.yaml").read_text())
 info = init_distributed("cpu")
 writes = []
 real_save, real_live = training.save_checkpoint, training.Live
@@ -46,17 +46,17 @@ def live(*args, **kwargs):
 
 
 training.save_checkpoint, training.Live = save_checkpoint, live
-slices = [s for c in list_cases(raw) for s in read_case(c, params["convert"])]
+slices = [s for c in list_cases(raw) for s in read_case(c, ReaderConfig(96, -600, 1500))]
 images = np.stack([np.round(s.image * 255).astype(np.uint8) for s in slices])
 masks = np.stack([s.mask.astype(np.uint8) for s in slices])
 idx = np.flatnonzero(masks.reshape(len(masks), -1).any(1))[:16]
 data = training.TrainData(images[idx], masks[idx], np.ones(len(idx), np.int64), images[idx], masks[idx])
-cfg = {**params["train"], "epochs": 2, "batch_size": 4, "patience": 0, "lr": 0.01, "warmup_epochs": 0,
-       "device": "cpu", "amp": "off", "workers": 0}
+cfg = TrainParams.load().with_values(epochs=2, batch_size=4, patience=0, lr=0.01, warmup_epochs=0, device="cpu",
+                                     amp="off", workers=0)
 torch.manual_seed(0)
 model = build_model("unet", 1, width=4)
 header = {"model": "unet", "model_params": {"width": 4}, "in_channels": 1}
-state = training.train(model, "unet", header, data, cfg, params["loss"], params["augment"],
+state = training.train(model, "unet", header, data, cfg, LossParams.load(), AugmentParams.load(),
                        run / "models", run / "live")
 weights = float(sum(p.detach().double().sum() for p in model.parameters()))
 (run.parent / f"rank{info.rank}.json").write_text(

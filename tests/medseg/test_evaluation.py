@@ -3,6 +3,8 @@ import pandas as pd
 import pytest
 
 from medseg.evaluation import case_dice, per_image_table, tune_min_area
+from medseg.params import EvaluateParams
+from tests.conftest import shipped
 
 
 def two_cases() -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
@@ -68,7 +70,7 @@ def test_metrics_json_gains_pixel_and_surface_scores_and_keeps_its_keys():
     slices["spacing"] = "2.0x2.0x5.0"
     pred = probs >= 0.5  # case a exact; case b (lesion-free) has specks
     images, cases = per_image_table(slices, pred, gt, "one"), per_case_table(slices, pred, gt, "one", 2.0)
-    cfg = {"pr_max_pixels": 10_000, "seed": 0, "resamples": 2_000, "empty": "one", "nsd_tolerance_mm": 2.0}
+    cfg = shipped(EvaluateParams, pr_max_pixels=10_000, seed=0, resamples=2_000, empty="one", nsd_tolerance_mm=2.0)
     post = {"min_area": 0, "largest_component": False, "min_volume": 0, "largest_volume": False}
     metrics, _ = summarize(images, cases, pred, gt, probs, 0.5, post, cfg)
     assert OLD_KEYS <= metrics.keys()
@@ -102,8 +104,8 @@ def test_volume_post_processing_is_chosen_on_the_cases_it_helps():
     pred = gt.copy()
     pred[0, 30:36, 30:36] = True  # a 36-voxel false positive, 3D-isolated
     assert tune_min_volume(slices, pred, gt, "one") == 50  # the first candidate above 36 voxels
-    cfg = {"min_area": "auto", "largest_component": False, "min_volume": "auto", "largest_volume": "auto",
-           "empty": "one"}
+    cfg = shipped(EvaluateParams, min_area="auto", largest_component=False, min_volume="auto", largest_volume="auto",
+                  empty="one")
     probs = pred.astype(np.float32)
     chosen = choose_postprocessing(cfg, slices, probs, gt, 0.5)
     assert chosen["min_area"] == 0 and (chosen["min_volume"] == 50 or chosen["largest_volume"] is True)
@@ -112,6 +114,6 @@ def test_volume_post_processing_is_chosen_on_the_cases_it_helps():
     two[:, 30:33, 30:33] = True  # a second true lesion: nothing to remove
     assert choose_postprocessing(cfg, slices, two.astype(np.float32), two, 0.5) == {
         "min_area": 0, "largest_component": False, "min_volume": 0, "largest_volume": False}
-    explicit = cfg | {"min_area": 4, "largest_volume": True}
+    explicit = cfg.with_values(min_area=4, largest_volume=True)
     assert choose_postprocessing(explicit, slices, probs, gt, 0.5) == {
         "min_area": 4, "largest_component": False, "min_volume": 0, "largest_volume": True}

@@ -24,8 +24,8 @@ from medseg import fetch
 from medseg.datasets.msd import list_cases, read_case
 from medseg.errors import MedsegError
 from medseg.fetch import archives, kaggle_api, pickles
+from tests.conftest import reader
 
-CFG = {"window_level": -600, "window_width": 1500}
 FAKE_KEY = "f4k3k3y0123456789abcdef0123456789"
 
 
@@ -291,7 +291,7 @@ def test_lung_mirror_becomes_decathlon_layout(tmp_path):
     label = nib.load(root / "labelsTr" / "lung_001.nii.gz")
     assert np.allclose(image.affine, label.affine) and np.allclose(image.affine, np.diag([-0.8, -0.8, 2.5, 1.0]))
     assert np.array_equal(np.asarray(label.dataobj), labels["lung_001"])
-    slices = list(read_case(cases[1], CFG))
+    slices = list(read_case(cases[1], reader()))
     assert len(slices) == 4 and sum(int(s.mask.sum()) for s in slices) == int(labels["lung_002"].sum())
     assert '"CT"' in (root / "dataset.json").read_text()
 

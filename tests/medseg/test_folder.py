@@ -12,7 +12,7 @@ import pytest
 from medseg.datasets.files import read_label_map
 from medseg.datasets.folder import CHANNELS, count_summary, foreground, list_cases, pair_files, read_case
 from medseg.errors import MedsegError
-from tests.conftest import make_workdir, stage
+from tests.conftest import make_workdir, reader, stage
 
 SIDE = 24
 
@@ -72,7 +72,7 @@ def test_without_groups_every_image_is_its_own_case(tmp_path):
     cases = list_cases(tmp_path / "raw")  # found one level down
     assert [c.group for c in cases] == ["x", "y", "z"]
     assert count_summary(cases) == {"groups": 3, "images": 3}
-    (slice_,) = read_case(cases[1], {"labels": None})
+    (slice_,) = read_case(cases[1], reader())
     assert slice_.image.shape == (SIDE, SIDE, CHANNELS) and slice_.index == 0
     # the file's colour order (BGR on disk) comes back as RGB: red 200, green 15, blue 30
     assert slice_.image[0, 0].tolist() == pytest.approx([200 / 255, 15 / 255, 30 / 255])
@@ -86,11 +86,11 @@ def test_groups_csv_stacks_a_patients_images_in_slice_order(tmp_path):
     cases = list_cases(root)
     assert [(c.group, [i.name for i, _ in c.extra]) for c in cases] == [
         ("P1", ["p1_b.png", "p1_c.png", "p1_a.png"]), ("P2", ["p2_a.png"])]
-    slices = list(read_case(cases[0], {"labels": None}))
+    slices = list(read_case(cases[0], reader()))
     assert [s.index for s in slices] == [0, 1, 2]
     assert slices[0].image[0, 0, 0] == pytest.approx(30 / 255)  # p1_b, the second image written
     # rescaled as one volume: the group's darkest image (p1_a, 20) goes to 0, its brightest (p1_c, 50) to 1
-    volume = [s.image[0, 0, 0] for s in read_case(cases[0], {"labels": None, "normalize": "volume"})]
+    volume = [s.image[0, 0, 0] for s in read_case(cases[0], reader(normalize="volume"))]
     assert volume == pytest.approx([1 / 3, 1.0, 0.0], abs=0.01)
 
 
@@ -115,9 +115,9 @@ def test_label_maps_and_dataset_labels(tmp_path):
     label = read_label_map(root / "masks" / "a_mask.png", (SIDE, SIDE))
     assert sorted(np.unique(label).tolist()) == [0, 1, 2, 4]
     (case,) = list_cases(root)
-    everything = next(read_case(case, {"labels": None})).mask
-    assert next(read_case(case, {"labels": [4]})).label_values == (1, 2, 4)  # what convert checks dataset.labels on
-    enhancing = next(read_case(case, {"labels": [4]})).mask
+    everything = next(read_case(case, reader())).mask
+    assert next(read_case(case, reader(labels=[4]))).label_values == (1, 2, 4)  # what convert checks dataset.labels on
+    enhancing = next(read_case(case, reader(labels=[4]))).mask
     assert everything.sum() == (label > 0).sum() and enhancing.sum() == (label == 4).sum() > 0
     assert not (enhancing & ~everything).any()
     assert (foreground(label, [1, 2]) == np.isin(label, [1, 2])).all()

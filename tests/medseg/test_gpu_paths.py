@@ -19,6 +19,9 @@ from medseg.inference import predict_probs
 from medseg.losses import build_loss
 from medseg.torchdata import SliceDataset
 from medseg.training import TrainData, make_loader, resume_from
+from medseg.losses import LossParams
+from medseg.params import TrainParams
+from tests.conftest import shipped
 from tests.medseg.test_hardware import fake_gpu
 
 
@@ -62,7 +65,7 @@ def test_the_gpu_loader_pins_memory_and_prepares_batches_in_workers(monkeypatch)
     monkeypatch.setattr(hardware.os, "cpu_count", lambda: 8)
     images, masks = np.zeros((4, 8, 8, 1), np.uint8), np.zeros((4, 8, 8), np.uint8)
     dataset = SliceDataset(images, masks, np.arange(4), None)
-    cfg = {"batch_size": 2, "workers": "auto", "seed": 0}
+    cfg = shipped(TrainParams, batch_size=2, workers="auto", seed=0)
     gpu = make_loader(dataset, cfg, 0, 0, torch.device("cuda"), DistInfo())
     assert gpu.pin_memory and gpu.num_workers == 4
     cpu = make_loader(dataset, cfg, 0, 0, torch.device("cpu"), DistInfo())
@@ -91,11 +94,10 @@ def test_inference_and_the_val_loss_hold_one_batch_at_a_time():
     model.largest = 0
     whole = predict_probs(model, images, torch.device("cpu"), batch_size=37)
     assert np.allclose(probs, whole, atol=1e-6)
-    criterion = build_loss({"type": "bce", "pos_weight": 1.0, "tversky_alpha": 0.3, "tversky_beta": 0.7,
-                            "focal_gamma": 2.0})
+    criterion = build_loss(shipped(LossParams, type="bce"))
     data = TrainData(images, masks, np.ones(37, np.int64), images, masks)
     model.largest = 0
-    loss, _, _ = training._validate(model, data, criterion, {"batch_size": 8, "threshold": 0.5},
+    loss, _, _ = training._validate(model, data, criterion, shipped(TrainParams, batch_size=8, threshold=0.5),
                                  torch.device("cpu"), None)
     assert model.largest == 8
     with torch.no_grad():  # per-pixel mean BCE: the batch-size-weighted mean of batch means is the global mean

@@ -11,7 +11,7 @@ from PIL import Image
 
 from medseg.datasets.isic import CHANNELS, EXPECTED, count_summary, list_cases, read_case
 from medseg.errors import MedsegError
-from tests.conftest import REALDATA
+from tests.conftest import REALDATA, reader
 
 REAL = REALDATA / "isic"
 real_only = pytest.mark.skipif(not REAL.is_dir(), reason="../shared/realdata/isic is absent")
@@ -71,7 +71,7 @@ def test_cases_paired_by_id(phantom, tmp_path):
 
 def test_slices_rgb_and_lesion_aligned(phantom):
     for case in list_cases(phantom):
-        (sl,) = read_case(case, {})
+        (sl,) = read_case(case, reader())
         assert sl.index == 0 and sl.spacing is None
         assert sl.image.shape[2] == CHANNELS and sl.image.dtype == np.float32 and sl.image.max() <= 1.0
         assert sl.mask.shape == sl.image.shape[:2] and sl.mask.dtype == bool
@@ -115,7 +115,7 @@ def test_truncated_file_is_reported(phantom, tmp_path, name):
     _truncate(copy / name)
     case = next(c for c in list_cases(copy) if c.case_id == "ISIC_0000002")
     with pytest.raises(MedsegError, match=re.escape(f"{Path(name).name}: cannot read image")):
-        list(read_case(case, {}))
+        list(read_case(case, reader()))
 
 
 def test_mask_of_other_size_is_reported(phantom, tmp_path):
@@ -124,7 +124,7 @@ def test_mask_of_other_size_is_reported(phantom, tmp_path):
     cv2.imwrite(str(mask), np.zeros((7, 9), np.uint8))
     case = next(c for c in list_cases(copy) if c.case_id == "ISIC_0000004")
     with pytest.raises(MedsegError, match=r"ISIC_0000004_segmentation\.png: mask size \(7, 9\) differs"):
-        list(read_case(case, {}))
+        list(read_case(case, reader()))
 
 
 def test_no_training_folder(tmp_path):
@@ -139,7 +139,7 @@ def test_real_pairs():
     assert count_summary(cases) == {"images": 5}
     assert len({c.group for c in cases}) == 5
     for case in cases:
-        (sl,) = read_case(case, {})
+        (sl,) = read_case(case, reader())
         assert sl.mask.shape == sl.image.shape[:2] and sl.mask.dtype == bool and 0 < sl.mask.mean() < 1
         stored = cv2.imread(str(case.label), cv2.IMREAD_UNCHANGED)
         assert set(np.unique(stored)) == {0, 255}

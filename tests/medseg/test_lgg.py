@@ -11,7 +11,7 @@ from PIL import Image
 
 from medseg.datasets.lgg import CHANNELS, EXPECTED, count_summary, list_cases, mask_path, read_case
 from medseg.errors import MedsegError
-from tests.conftest import REALDATA
+from tests.conftest import REALDATA, reader
 
 REAL = REALDATA / "lgg"
 real_only = pytest.mark.skipif(not (REAL / "kaggle_3m").is_dir(), reason="../shared/realdata/lgg is absent")
@@ -24,7 +24,7 @@ def phantom(make_phantom) -> Path:
 
 @pytest.fixture(scope="module")
 def phantom_slices(phantom) -> dict[str, list]:
-    return {c.case_id: list(read_case(c, {})) for c in list_cases(phantom)}
+    return {c.case_id: list(read_case(c, reader())) for c in list_cases(phantom)}
 
 
 def _copy(phantom: Path, tmp_path: Path) -> Path:
@@ -109,7 +109,7 @@ def test_masks_on_flair_tumour(phantom_slices):
 
 def test_some_patients_tumour_free(tmp_path, make_phantom):
     make_phantom("lgg", tmp_path, cases=30, depth=4, size=16, seed=1)
-    free = sum(not any(s.mask.any() for s in read_case(c, {})) for c in list_cases(tmp_path))
+    free = sum(not any(s.mask.any() for s in read_case(c, reader())) for c in list_cases(tmp_path))
     assert 2 <= free <= 12  # about 20 %
 
 
@@ -133,7 +133,7 @@ def test_nested_root_and_mac_clutter(tmp_path, make_phantom):
     cases = list_cases(raw)
     assert len(cases) == 2 and count_summary(cases)["slices"] == sum(len(c.extra) for c in cases)
     assert all(not p.name.startswith("._") for c in cases for p in c.extra)
-    assert len(list(read_case(cases[0], {}))) == len(cases[0].extra)
+    assert len(list(read_case(cases[0], reader()))) == len(cases[0].extra)
 
 
 def test_missing_mask_is_reported(phantom, tmp_path):
@@ -158,7 +158,7 @@ def test_truncated_tif_is_reported(phantom, tmp_path, name):
     path.write_bytes(data[: len(data) // 2])
     case = list_cases(copy)[0]
     with pytest.raises(MedsegError, match=re.escape(f"{name}: cannot read image")):
-        list(read_case(case, {}))
+        list(read_case(case, reader()))
 
 
 def test_no_kaggle_folder(tmp_path):
@@ -172,17 +172,17 @@ def test_real_patients_counts_and_groups():
     cases = list_cases(REAL)
     assert count_summary(cases) == {"patients": 4, "slices": 80}
     assert {c.group for c in cases} == {p.name for p in (REAL / "kaggle_3m").iterdir() if p.is_dir()}
-    slices = [s for c in cases for s in read_case(c, {})]
+    slices = [s for c in cases for s in read_case(c, reader())]
     assert len(slices) == 80 and sum(s.mask.any() for s in slices) == 31
     assert all(s.image.shape == (256, 256, 3) and s.mask.shape == (256, 256) for s in slices)
-    assert [s.index for s in read_case(cases[0], {})] == list(range(1, 21))
+    assert [s.index for s in read_case(cases[0], reader())] == list(range(1, 21))
 
 
 @real_only
 def test_real_channel_order_matches_pil():
     case = list_cases(REAL)[0]
     path = case.extra[9]
-    sl = next(s for s in read_case(case, {}) if s.index == 10)
+    sl = next(s for s in read_case(case, reader()) if s.index == 10)
     with Image.open(path) as img:
         stored = np.asarray(img.convert("RGB"))
     assert not np.array_equal(stored[..., 0], stored[..., 2])  # the check can tell channels apart
@@ -200,12 +200,12 @@ def test_volume_normalisation_undoes_a_scanner_s_brightness(phantom, tmp_path):
         pixels = np.asarray(Image.open(image))
         Image.fromarray((pixels // 2).astype(np.uint8)).save(image)
     original = next(c for c in list_cases(phantom) if c.case_id == case.case_id)
-    plain = [s.image for s in read_case(original, {})]
-    dark = [s.image for s in read_case(case, {})]
+    plain = [s.image for s in read_case(original, reader())]
+    dark = [s.image for s in read_case(case, reader())]
     assert np.mean(dark) == pytest.approx(np.mean(plain) / 2, rel=0.02)
-    bright_vol = [s.image for s in read_case(original, {"normalize": "volume"})]
-    dark_vol = [s.image for s in read_case(case, {"normalize": "volume"})]
+    bright_vol = [s.image for s in read_case(original, reader(normalize="volume"))]
+    dark_vol = [s.image for s in read_case(case, reader(normalize="volume"))]
     assert np.abs(np.stack(bright_vol) - np.stack(dark_vol)).mean() < 0.01
     assert max(float(np.percentile(np.stack(dark_vol)[..., c], 99.9)) for c in range(CHANNELS)) == pytest.approx(1.0)
-    assert [s.mask.sum() for s in read_case(case, {"normalize": "volume"})] == [s.mask.sum() for s in
-                                                                                read_case(original, {})]
+    assert [s.mask.sum() for s in read_case(case, reader(normalize="volume"))] == [s.mask.sum() for s in
+                                                                                read_case(original, reader())]

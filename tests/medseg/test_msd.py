@@ -11,9 +11,8 @@ import pytest
 
 from medseg.datasets.msd import list_cases, read_case
 from medseg.errors import MedsegError
-from tests.conftest import REALDATA
+from tests.conftest import REALDATA, REPO, reader
 
-CFG = {"window_level": -600, "window_width": 1500}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +40,7 @@ def test_deterministic_by_seed(tmp_path, make_phantom):
 
 
 def test_slices_upright_and_labels_aligned(phantom):
-    slices = [s for c in list_cases(phantom) for s in read_case(c, CFG)]
+    slices = [s for c in list_cases(phantom) for s in read_case(c, reader())]
     mid = slices[8]
     h, w = mid.mask.shape
     column = mid.image[:, w // 2, 0]
@@ -73,7 +72,7 @@ BRATS = REALDATA / "msd" / "Task98_BraTS2021Edema"
 def test_real_brats_volume_in_msd_layout():
     cases = list_cases(BRATS.parent)
     assert [c.case_id for c in cases] == ["BraTS2021_01646"]
-    slices = list(read_case(cases[0], CFG))
+    slices = list(read_case(cases[0], reader()))
     assert len(slices) == 104 and slices[0].image.shape == (160, 160, 1)
     label = nib.as_closest_canonical(nib.load(cases[0].label)).get_fdata() > 0
     assert sum(int(s.mask.sum()) for s in slices) == int(label.sum())
@@ -118,12 +117,11 @@ def convert_task(root: Path, out: Path, labels: list[int] | None, size: int) -> 
                                                                                        np.ndarray, int]:
     """The task converted as the convert stage does it; (manifest, images, masks, channels) read back."""
     from medseg.conversion import convert_all
-    from medseg.datasets.registry import reader_config
+    from medseg.params import ConvertParams
     from medseg.slices import load_arrays
 
-    cfg = reader_config({"name": "msd", "labels": labels},
-                        {**CFG, "size": size, "workers": 0, "on_error": "fail"})
-    manifest, _ = convert_all("medseg.datasets.msd", list_cases(root), cfg, root, out)
+    manifest, _ = convert_all("medseg.datasets.msd", list_cases(root), reader(size=size, labels=labels),
+                              ConvertParams.load(REPO / "params.yaml").with_values(workers=0), root, out)
     channels = int(manifest["channels"].iloc[0])
     images, masks = load_arrays(out, manifest["slice_id"].tolist(), channels)
     return manifest, images, masks, channels
@@ -159,7 +157,7 @@ def test_multilabel_volume_without_labels_is_refused_with_the_fix(make_phantom, 
     root, _ = multilabel_phantom(make_phantom, tmp_path)
     with pytest.raises(MedsegError, match=r"multi_000\.nii\.gz: labels 0, 1, 2, 4 found; only 0/1 labels are "
                                           r"supported .*set dataset\.labels .* e\.g\. \[1, 2, 4\]"):
-        list(read_case(list_cases(root)[0], CFG))
+        list(read_case(list_cases(root)[0], reader()))
 
 
 def test_non_integer_label_values_are_refused(tmp_path):
@@ -168,18 +166,21 @@ def test_non_integer_label_values_are_refused(tmp_path):
     root = write_task(tmp_path / "Task91", {"c": (np.random.default_rng(0).random((8, 8, 3)) * 100, label)})
     nib.Nifti1Image(label.astype(np.float32), np.diag([1.0, 1.0, 2.0, 1.0])).to_filename(root / "labelsTr" / "c.nii.gz")
     with pytest.raises(MedsegError, match=r"c\.nii\.gz: label values 0, 0\.5 are not all integers"):
-        list(read_case(list_cases(root)[0], {**CFG, "labels": [1]}))
+        list(read_case(list_cases(root)[0], reader(labels=[1])))
 
 
 def test_labels_are_refused_for_formats_with_binary_masks_and_when_empty():
-    from medseg.datasets.registry import reader_config
+    from medseg.datasets.registry import DatasetParams, reader_config
+    from medseg.params import ConvertParams
 
+    dataset, convert = DatasetParams.load(REPO / "params.yaml"), ConvertParams.load(REPO / "params.yaml")
+    chosen = {"convert.size": {"value": 8, "why": "test"}}
     with pytest.raises(MedsegError, match=r"dataset\.labels=\[1\] applies to label volumes and maps \(phantom, msd, lung, folder, phantom_folder\); "
                                           r"lgg masks are binary images"):
-        reader_config({"name": "lgg", "labels": [1]}, {})
+        reader_config(dataset.with_values(name="lgg", labels=[1]), convert, chosen)
     with pytest.raises(MedsegError, match=r"dataset\.labels=\[\] selects no foreground"):
-        reader_config({"name": "msd", "labels": []}, {})
-    assert reader_config({"name": "lgg", "labels": None}, {"size": 8}) == {"size": 8, "labels": None}
+        reader_config(dataset.with_values(name="msd", labels=[]), convert, chosen)
+    assert reader_config(dataset.with_values(name="lgg"), convert, chosen) == reader(size=8)
 
 
 @pytest.mark.parametrize(("value", "needle"), [(["1"], r"dataset\.labels\[0\]='1' has the wrong type"),
@@ -188,15 +189,14 @@ def test_labels_are_refused_for_formats_with_binary_masks_and_when_empty():
 def test_labels_param_is_validated(tmp_path, value, needle):
     import yaml
 
-    from medseg.datasets.registry import DATASET_PARAMS
-    from medseg.params import load_section
+    from medseg.datasets.registry import DatasetParams
     from tests.conftest import tiny_params
 
     params = tiny_params()
     params["dataset"]["labels"] = value
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.raises(MedsegError, match=needle):
-        load_section("dataset", tmp_path / "params.yaml", DATASET_PARAMS)
+        DatasetParams.load(tmp_path / "params.yaml")
 
 
 @pytest.mark.parametrize("channels", [2, 4])
@@ -209,7 +209,7 @@ def test_multichannel_images_become_channels_each_normalised(tmp_path, channels)
     label[5:12, 6:9, 2] = 1
     meta = {"modality": {str(c): f"MR{c}" for c in range(channels)}, "numTraining": 1}
     root = write_task(tmp_path / "Task92", {"mm_000": (image, label)}, meta)
-    slices = list(read_case(list_cases(root)[0], CFG))
+    slices = list(read_case(list_cases(root)[0], reader()))
     stack = np.stack([s.image for s in slices])
     assert stack.shape == (5, 20, 24, channels)
     for c in range(channels):  # each channel spans [0, 1] by its own percentiles, whatever its scale

@@ -3,13 +3,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medseg.datasets.registry import DATASET_PARAMS
 from medseg.errors import MedsegError
-from medseg.losses import LOSS_PARAMS
-from medseg.networks import model_params_schema
-from medseg.params import SCHEMA, load_section
+from medseg.params import Section, SplitParams, TrainParams
+from medseg.params_reference import all_sections
 from models import MODEL_NAMES
 from tests.conftest import REPO
+
+SECTIONS = all_sections()
+
+
+def load_section(name: str, path: Path) -> Section:
+    """The typed section `name` of params.yaml at `path`, as a stage loads it."""
+    return SECTIONS[name].load(path)
 
 
 def write_params(tmp_path: Path, edit) -> Path:
@@ -20,25 +25,28 @@ def write_params(tmp_path: Path, edit) -> Path:
     return path
 
 
-OWNED = {"dataset": DATASET_PARAMS, "loss": LOSS_PARAMS} | {f"models.{m}": model_params_schema(m) for m in MODEL_NAMES}
-
-
-@pytest.mark.parametrize("section", [*SCHEMA, *OWNED])
-def test_shipped_params_are_valid(section):
-    assert isinstance(load_section(section, REPO / "params.yaml", OWNED.get(section)), dict)
+@pytest.mark.parametrize("section", list(SECTIONS))
+def test_shipped_params_are_valid_and_read_as_attributes(section):
+    loaded = load_section(section, REPO / "params.yaml")
+    assert isinstance(loaded, SECTIONS[section]) and loaded.NAME == section
+    node = yaml.safe_load((REPO / "params.yaml").read_text())
+    for part in section.split("."):
+        node = node[part]
+    assert loaded.as_dict() == node and all(getattr(loaded, k) == v for k, v in node.items())
+    with pytest.raises(AttributeError):
+        loaded.seed = 1  # frozen: a stage cannot change what it was given
 
 
 def test_every_section_of_params_yaml_has_a_schema():
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    described = set(SCHEMA) | {s.split(".")[0] for s in OWNED}
-    assert set(params) == described
+    assert set(params) == {s.split(".")[0] for s in SECTIONS}
     assert set(params["models"]) == set(MODEL_NAMES)  # the model names come from models/
 
 
 def test_bad_choice_names_key_and_allowed_values(tmp_path):
     path = write_params(tmp_path, lambda p: p["loss"].update(type="nonsense"))
     with pytest.raises(MedsegError, match=r"loss\.type='nonsense'.*dice_bce"):
-        load_section("loss", path, LOSS_PARAMS)
+        load_section("loss", path)
 
 
 def test_unknown_key_is_named(tmp_path):
@@ -71,7 +79,7 @@ def test_split_fractions_must_sum_to_one(tmp_path):
 def test_missing_key_is_named(tmp_path):
     path = write_params(tmp_path, lambda p: p["models"]["unet"].pop("width"))
     with pytest.raises(MedsegError, match=r"missing key models\.unet\.width"):
-        load_section("models.unet", path, model_params_schema("unet"))
+        load_section("models.unet", path)
 
 
 @pytest.mark.parametrize("value", ["sometimes", -1, 2.5])
@@ -80,7 +88,7 @@ def test_min_area_is_auto_or_pixels(tmp_path, value):
     with pytest.raises(MedsegError, match=r"evaluate\.min_area"):
         load_section("evaluate", path)
     path = write_params(tmp_path, lambda p: p["evaluate"].update(min_area=12))
-    assert load_section("evaluate", path)["min_area"] == 12
+    assert load_section("evaluate", path).min_area == 12
 
 
 @pytest.mark.parametrize(("edit", "message"), [
@@ -106,9 +114,9 @@ def test_a_planned_epoch_count_is_checked_against_the_warm_up():
     from medseg.plans import resolve
 
     plan = {"values": {"train.epochs": {"value": 4, "why": "test"}, "train.patience": {"value": 2, "why": "test"}}}
-    train = load_section("train", REPO / "params.yaml") | {"epochs": "auto", "warmup_epochs": 4}
+    train = TrainParams.load(REPO / "params.yaml").with_values(epochs="auto", warmup_epochs=4)
     with pytest.raises(MedsegError, match=r"warmup_epochs=4 is not below train\.epochs=4"):
-        resolve("train", train, plan, "plans.json")
+        resolve(train, plan, "plans.json")
 
 
 def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path):
@@ -131,3 +139,14 @@ def test_an_empty_share_gets_the_hint_that_fits_it(tmp_path):
     path = write_params(tmp_path, lambda p: p["split"].update(fractions={"train": 0.8, "val": 0.0, "test": 0.2}))
     with pytest.raises(MedsegError, match=r"val split empty .*\(or pool train and val into split\.folds >= 2 folds\)"):
         load_section("split", path)
+
+
+def test_a_changed_value_is_checked_like_a_loaded_one():
+    """with_values (how a plan's value or a test's change enters a section) runs the key's rule and the
+    rules across keys, as loading does."""
+    split = SplitParams.load(REPO / "params.yaml")
+    with pytest.raises(MedsegError, match=r"split\.folds=0 is out of range"):
+        split.with_values(folds=0)
+    with pytest.raises(MedsegError, match="sum to 1"):
+        split.with_values(fractions={"train": 0.5, "val": 0.1, "test": 0.1})
+    assert split.with_values(folds=5).folds == 5 and split.folds == 1

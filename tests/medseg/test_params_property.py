@@ -14,17 +14,15 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from medseg.datasets.registry import DATASET_PARAMS
 from medseg.errors import MedsegError
-from medseg.losses import LOSS_PARAMS
-from medseg.networks import check_model_params, model_params_schema
-from medseg.params import SCHEMA, Spec, is_number, load_section
+from medseg.networks import check_model_params
+from medseg.params import Section, Spec, is_number
+from medseg.params_reference import all_sections
 from medseg.plans import REAL_FRACTIONS
-from models import MODEL_NAMES
 from tests.conftest import REPO
 
-SCHEMAS: dict[str, dict[str, Any]] = {**SCHEMA, "dataset": DATASET_PARAMS, "loss": LOSS_PARAMS,
-                                      **{f"models.{m}": model_params_schema(m) for m in MODEL_NAMES}}
+SECTIONS = all_sections()
+SCHEMAS: dict[str, dict[str, Any]] = {name: section.schema() for name, section in SECTIONS.items()}
 SHIPPED = yaml.safe_load((REPO / "params.yaml").read_text())
 
 
@@ -51,13 +49,13 @@ def edited(dotted: str, value: Any) -> dict[str, Any]:
     return params
 
 
-def load(tmp: Path, section: str, params: dict[str, Any]) -> dict[str, Any]:
-    """load_section as a stage calls it, plus the model checks the train stage runs (batch 16, 96 px)."""
+def load(tmp: Path, section: str, params: dict[str, Any]) -> Section:
+    """The section loaded as a stage loads it, plus the model checks the train stage runs (batch 16, 96 px)."""
     path = tmp / "params.yaml"
     path.write_text(yaml.safe_dump(params))
-    values = load_section(section, path, SCHEMAS[section] if section not in SCHEMA else None)
+    values = SECTIONS[section].load(path)
     if section.startswith("models."):
-        check_model_params(section.split(".")[1], values, 16, 96)
+        check_model_params(section.split(".")[1], values.as_dict(), 16, 96)
     return values
 
 
@@ -88,8 +86,9 @@ def test_any_value_of_any_key_is_accepted_or_one_line_naming_it(tmp_path, key, v
     message = refusal(tmp_path, section, edited(dotted, value))
     if message is None:  # accepted: then it is a finite number where a number is read
         accepted = load(tmp_path, section, edited(dotted, value))
-        leaf = accepted
-        for part in dotted.split(".")[len(section.split(".")):]:
+        parts = dotted.split(".")[len(section.split(".")):]
+        leaf = getattr(accepted, parts[0])
+        for part in parts[1:]:
             leaf = leaf[part]
         assert not (is_number(leaf) and not math.isfinite(leaf)), (dotted, leaf)
         for item in leaf if isinstance(leaf, list) else []:
@@ -149,7 +148,7 @@ def test_val_fraction_0_is_fine_with_folds(tmp_path):
 def test_exponent_without_a_dot_is_a_float(tmp_path):
     """YAML 1.1 reads 1e-4 as text; DVC (`-S train.lr=1e-4`, YAML 1.2) as a number: both mean 1e-4."""
     params = edited("train.lr", "1e-4")
-    assert load(tmp_path, "train", params)["lr"] == pytest.approx(1e-4)
+    assert load(tmp_path, "train", params).lr == pytest.approx(1e-4)
     assert "has the wrong type" in refusal(tmp_path, "train", edited("train.lr", "fast"))
 
 

@@ -8,10 +8,10 @@ import pytest
 
 from medseg.datasets.registry import DATASET_PLANS, DATASETS, convert_choices, dataset_plan, format_for, planned_size
 from medseg.errors import MedsegError
-from medseg.params import load_section
+from medseg.params import BalanceParams, ConvertParams, SplitParams, TrainParams
 from medseg.plans import (PLANNED, REAL_FRACTIONS, apply, build_plan, fingerprint, plan_markdown, plan_size,
                           read_plan, resolve_profile, write_plan)
-from tests.conftest import REPO
+from tests.conftest import shipped
 
 PHANTOMS = [n for n in DATASETS if n.startswith("phantom")]
 REAL = [n for n in DATASETS if not n.startswith("phantom")]
@@ -35,7 +35,7 @@ KINDS = {"lgg": manifest(110, 36, 3), "isic": manifest(2594, 1, 1, 1024), "siim"
 
 def plan_for(name: str, profile: str) -> dict:
     kind = next((k for k in KINDS if name.endswith(k)), "phantom")
-    chosen = convert_choices(name, {"size": "auto", "normalize": "auto"}, profile)
+    chosen = convert_choices(name, shipped(ConvertParams, size="auto", normalize="auto"), profile)
     size = chosen["convert.size"]["value"]
     return build_plan(dataset_plan(name), name, profile, "test", chosen, fingerprint(KINDS[kind], 3, size))
 
@@ -88,42 +88,42 @@ def test_explicit_size_wins_and_the_profile_follows_the_machine(monkeypatch):
     assert plan_size(dataset_plan("lgg"), "lgg", 160, "cpu") == (160, "params.yaml convert.size")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_profile("auto") == ("cpu", "auto: no CUDA device")
-    assert planned_size("lgg", {"size": "auto", "profile": "auto"}) == 96
+    assert planned_size("lgg", shipped(ConvertParams, size="auto", profile="auto")) == 96
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "NVIDIA H200")
     assert resolve_profile("auto")[0] == "gpu" and "H200" in resolve_profile("auto")[1]
-    assert planned_size("lgg", {"size": "auto", "profile": "auto"}) == 256
+    assert planned_size("lgg", shipped(ConvertParams, size="auto", profile="auto")) == 256
     assert resolve_profile("cpu") == ("cpu", "params.yaml convert.profile")
 
 
 def test_lgg_is_rescaled_per_patient_unless_told_and_other_readers_refuse_volume():
-    chosen = convert_choices("lgg", {"size": "auto", "normalize": "auto"}, "cpu")
+    chosen = convert_choices("lgg", shipped(ConvertParams, size="auto", normalize="auto"), "cpu")
     assert chosen["convert.normalize"]["value"] == "volume" and "scanner" in chosen["convert.normalize"]["why"]
-    explicit = convert_choices("lgg", {"size": 128, "normalize": "none"}, "gpu")
+    explicit = convert_choices("lgg", shipped(ConvertParams, size=128, normalize="none"), "gpu")
     assert explicit == {"convert.size": {"value": 128, "why": "params.yaml convert.size"},
                         "convert.normalize": {"value": "none", "why": "params.yaml convert.normalize"}}
-    assert "convert.normalize" not in convert_choices("msd", {"size": "auto", "normalize": "auto"}, "cpu")
+    assert "convert.normalize" not in convert_choices("msd", shipped(ConvertParams, size="auto", normalize="auto"), "cpu")
     for name in ("msd", "isic", "siim", "phantom"):
         with pytest.raises(MedsegError, match=rf"convert\.normalize=volume applies to .*lgg.*; {name} is read"):
-            convert_choices(name, {"size": "auto", "normalize": "volume"}, "cpu")
+            convert_choices(name, shipped(ConvertParams, size="auto", normalize="volume"), "cpu")
 
 
 def test_apply_replaces_only_auto_values_of_its_section(tmp_path, caplog):
     write_plan(tmp_path, plan_for("lgg", "cpu"))
-    train = load_section("train", REPO / "params.yaml") | {"epochs": "auto", "patience": 3}
+    train = shipped(TrainParams, epochs="auto", patience=3)
     with caplog.at_level("INFO"):
-        out = apply("train", train, tmp_path)
-    assert out == train | {"epochs": 16} and train["epochs"] == "auto"
+        out = apply(train, tmp_path)
+    assert out == train.with_values(epochs=16) and train.epochs == "auto"
     assert "train.epochs: auto -> 16" in caplog.text
-    split = apply("split", {"fractions": "auto", "seed": 0, "folds": 5}, tmp_path)
-    assert split["fractions"] == REAL_FRACTIONS and split["folds"] == 5
-    explicit = {"neg_keep": 0.5, "pos_repeat": 2.0, "seed": 0}
-    assert apply("balance", explicit, tmp_path / "nowhere") == explicit  # nothing auto: the plan is not read
+    split = apply(shipped(SplitParams, fractions="auto", seed=0, folds=5), tmp_path)
+    assert split.fractions == REAL_FRACTIONS and split.folds == 5
+    explicit = shipped(BalanceParams, neg_keep=0.5, pos_repeat=2.0, seed=0)
+    assert apply(explicit, tmp_path / "nowhere") == explicit  # nothing auto: the plan is not read
 
 
 def test_a_missing_or_foreign_plan_is_one_line_naming_the_file(tmp_path):
     with pytest.raises(MedsegError, match=r"plans\.json: missing; run the convert stage first"):
-        apply("train", {"epochs": "auto"}, tmp_path)
+        apply(shipped(TrainParams, epochs="auto"), tmp_path)
     (tmp_path / "plans.json").write_text('{"something": 1}')
     with pytest.raises(MedsegError, match=r"plans\.json: not a medseg plan"):
         read_plan(tmp_path)

@@ -12,9 +12,11 @@ from medseg.conversion import convert_all
 from medseg.datasets.registry import format_for
 from medseg.prediction import model_inputs, unit_images
 from medseg.preprocess import dicom_unit_range, match_channels, model_input, normalise_volume
+from medseg.params import ConvertParams
 from medseg.slices import read_png
+from tests.conftest import REPO, reader
 
-CONVERT = {"size": 40, "window_level": -600, "window_width": 1500, "workers": 1, "on_error": "fail"}
+CONVERT = ConvertParams.load(REPO / "params.yaml").with_values(workers=1)
 
 
 def converted(tmp_path: Path, dataset: str, make_phantom, normalize: str = "none") -> tuple[Path, pd.DataFrame, dict]:
@@ -22,9 +24,10 @@ def converted(tmp_path: Path, dataset: str, make_phantom, normalize: str = "none
     the preprocessing a checkpoint would carry (what convert wrote to info.json)."""
     raw = make_phantom(dataset, cases=3, depth=6, size=56, seed=4)
     fmt = format_for(dataset)
-    cfg = CONVERT | {"normalize": normalize}
-    manifest, _ = convert_all(fmt.__name__, fmt.list_cases(raw), cfg, raw, tmp_path / "slices")
-    pre = {"dataset": dataset, "channels": fmt.CHANNELS, **{k: cfg[k] for k in ("size", "window_level", "window_width")},
+    cfg = reader(size=40, normalize=normalize)
+    manifest, _ = convert_all(fmt.__name__, fmt.list_cases(raw), cfg, CONVERT, raw, tmp_path / "slices")
+    pre = {"dataset": dataset, "channels": fmt.CHANNELS, "size": 40, "window_level": cfg.window_level,
+           "window_width": cfg.window_width,
            **({"normalize": normalize} if normalize != "none" else {})}
     return raw, manifest, pre
 
@@ -66,9 +69,9 @@ def test_monochrome1_is_inverted_and_bits_scale():
 
 
 def test_ct_window_and_mr_percentile():
-    ct = normalise_volume(np.array([-1350.0, -600.0, 150.0, 3000.0]), "CT", CONVERT)
+    ct = normalise_volume(np.array([-1350.0, -600.0, 150.0, 3000.0]), "CT", (-600, 1500))
     assert np.allclose(ct, [0.0, 0.5, 1.0, 1.0])
-    mr = normalise_volume(np.concatenate([np.zeros(50), np.linspace(1, 100, 1000)]), "MR", CONVERT)
+    mr = normalise_volume(np.concatenate([np.zeros(50), np.linspace(1, 100, 1000)]), "MR", (-600, 1500))
     assert mr.min() == 0.0 and mr.max() == 1.0 and np.isclose(np.median(mr[50:]), 0.5, atol=0.01)
 
 

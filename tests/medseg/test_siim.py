@@ -13,7 +13,7 @@ import pytest
 from medseg.datasets import CaseRef, siim
 from medseg.datasets.rle import rle_decode, rle_encode
 from medseg.errors import MedsegError
-from tests.conftest import REALDATA
+from tests.conftest import REALDATA, reader
 
 REAL = REALDATA / "siim"
 REAL_DICOM = REAL / "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
@@ -147,7 +147,7 @@ def test_phantom_round_trip(phantom):
     rows = table.groupby("ImageId")["EncodedPixels"].apply(list).to_dict()
     split = 0
     for case in cases:
-        (sl,) = siim.read_case(case, {})
+        (sl,) = siim.read_case(case, reader())
         assert sl.index == 0 and sl.image.shape == (64, 64, 1) and sl.mask.shape == (64, 64)
         assert sl.image.dtype == np.float32 and 0.0 <= sl.image.min() < sl.image.max() <= 1.0
         assert sl.spacing == pytest.approx((0.168 * 16, 0.168 * 16, 0.0), abs=1e-3)
@@ -196,7 +196,7 @@ def test_no_patient_data_leaks(phantom, caplog):
     assert len(phi) > CASES  # names, ids and birth dates are really in the files
     caplog.set_level(logging.DEBUG)
     cases = siim.list_cases(phantom)
-    slices = [sl for case in cases for sl in siim.read_case(case, {})]
+    slices = [sl for case in cases for sl in siim.read_case(case, reader())]
     returned = " ".join(repr(c) for c in cases) + " " + " ".join(repr(s.spacing) for s in slices)
     for value in phi:
         assert value not in returned and value not in caplog.text
@@ -248,7 +248,7 @@ def test_mask_that_does_not_fit_the_image(phantom):
     case = siim.list_cases(phantom)[0]
     big = CaseRef(case.case_id, case.group, case.image, case.label, extra=(f"{64 * 64 - 2} 5",))
     with pytest.raises(MedsegError, match=r"ImageId .*RLE runs past the image end.*the DICOM is 64x64"):
-        next(siim.read_case(big, {}))
+        next(siim.read_case(big, reader()))
 
 
 def test_truncated_dicom_names_the_file(phantom, tmp_path):
@@ -257,7 +257,7 @@ def test_truncated_dicom_names_the_file(phantom, tmp_path):
     data = case.image.read_bytes()
     broken.write_bytes(data[: len(data) - 3000])  # pixel data cut short
     with pytest.raises(MedsegError, match=rf"{broken.name}: cannot read DICOM \(") as err:
-        next(siim.read_case(CaseRef(case.case_id, case.group, broken, case.label), {}))
+        next(siim.read_case(CaseRef(case.case_id, case.group, broken, case.label), reader()))
     assert "\n" not in str(err.value)
     for size in (100, 200, 600):  # header cut short: before DICM, in the file meta, in the dataset
         broken.write_bytes(data[:size])
@@ -341,7 +341,7 @@ def test_real_dicom_through_the_reader(tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
     (case,) = siim.list_cases(tmp_path / "raw")
     assert case.case_id == REAL_DICOM.stem and case.extra == ()
-    (sl,) = siim.read_case(case, {})
+    (sl,) = siim.read_case(case, reader())
     assert sl.image.shape == (1024, 1024, 1) and sl.mask.shape == (1024, 1024) and not sl.mask.any()
     assert 0.0 <= sl.image.min() and sl.image.max() <= 1.0 and sl.image.std() > 0.05
     assert sl.spacing == pytest.approx((0.168, 0.168, 0.0))

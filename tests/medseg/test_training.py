@@ -5,55 +5,55 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import yaml
 
 import medseg.training as training
 from medseg.checkpoints import load_checkpoint
 from medseg.training import TrainData, lr_factor, make_optimizer, train
 from models import build_model
-from tests.conftest import REPO, read_slices, slice_arrays
+from medseg.losses import LossParams
+from medseg.params import TrainParams
+from tests.conftest import no_augment, read_slices, shipped, slice_arrays
 
-PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 
 
 def test_lr_schedule_warmup_cosine_floor():
-    cfg = {"scheduler": "cosine", "warmup_epochs": 2, "epochs": 12, "lr": 1e-2, "min_lr": 1e-4}
+    cfg = shipped(TrainParams, scheduler="cosine", warmup_epochs=2, epochs=12, lr=1e-2, min_lr=1e-4)
     factors = [lr_factor(e, cfg) for e in range(12)]
     assert factors[0] == pytest.approx(1 / 3) and factors[1] == pytest.approx(2 / 3)
     assert factors[2] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(factors[2:], factors[3:]))
     assert factors[-1] > 1e-2 and lr_factor(12, cfg) == pytest.approx(1e-2)
-    assert lr_factor(5, {**cfg, "scheduler": "none"}) == 1.0
+    assert lr_factor(5, cfg.with_values(scheduler="none")) == 1.0
 
 
 def test_poly_schedule_is_nnunets_decay_and_sgd_takes_the_momentum():
-    cfg = {"scheduler": "poly", "warmup_epochs": 0, "epochs": 10, "lr": 1e-2, "min_lr": 0.0}
+    cfg = shipped(TrainParams, scheduler="poly", warmup_epochs=0, epochs=10, lr=1e-2, min_lr=0.0)
     assert [lr_factor(e, cfg) for e in (0, 5)] == pytest.approx([1.0, 0.5 ** 0.9])
     assert lr_factor(10, cfg) == 0.0 and lr_factor(9, cfg) == pytest.approx(0.1 ** 0.9)
-    sgd = make_optimizer(torch.nn.Linear(2, 1), {"optimizer": "sgd", "lr": 0.01, "momentum": 0.99, "weight_decay": 3e-5})
+    sgd = make_optimizer(torch.nn.Linear(2, 1), cfg.with_values(optimizer="sgd", momentum=0.99, weight_decay=3e-5))
     assert sgd.param_groups[0]["momentum"] == 0.99 and sgd.param_groups[0]["nesterov"]
 
 
 @pytest.fixture(scope="module")
 def data(msd_phantom) -> TrainData:
-    images, masks = slice_arrays(read_slices(msd_phantom, "msd", PARAMS["convert"]))
+    images, masks = slice_arrays(read_slices(msd_phantom, "msd"))
     positive = masks.reshape(len(masks), -1).any(1)
     train_idx = np.flatnonzero(positive)[:12]
     return TrainData(images[train_idx], masks[train_idx], np.ones(len(train_idx), np.int64),
                      images[train_idx], masks[train_idx])
 
 
-def config(epochs: int, ema: float = 0.0) -> dict:
-    return {**PARAMS["train"], "epochs": epochs, "ema": ema, "batch_size": 4, "patience": 0, "lr": 0.01,
-            "warmup_epochs": 0, "device": "cpu", "amp": "off"}
+def config(epochs: int, ema: float = 0.0) -> TrainParams:
+    return shipped(TrainParams, epochs=epochs, ema=ema, batch_size=4, patience=0, lr=0.01, warmup_epochs=0,
+                   device="cpu", amp="off")
 
 
 def run(tmp: Path, data: TrainData, epochs: int, hflip: float = 0.5, ema: float = 0.0):
     torch.manual_seed(0)
     model = build_model("unet", 1, width=8)
     header = {"model": "unet", "model_params": {"width": 8}, "in_channels": 1}
-    aug = {k: 0.0 for k in PARAMS["augment"]} | {"hflip": hflip}
-    state = train(model, "unet", header, data, config(epochs, ema), PARAMS["loss"], aug,
+    aug = no_augment().with_values(hflip=hflip)
+    state = train(model, "unet", header, data, config(epochs, ema), shipped(LossParams), aug,
                   tmp / "models", tmp / "live")
     return state, load_checkpoint(tmp / "models" / "last.pt")
 

@@ -31,7 +31,7 @@ def test_nifti_mask_keeps_shape_affine_and_orientation(tmp_path, make_phantom):
     original = nib.load(source)
     predict_volume = volume = prediction.predict_nifti(source, IDENTITY, 0.5)
     assert volume.shape == original.shape and np.allclose(volume.affine, original.affine)
-    expected = normalise_volume(np.asarray(original.dataobj, np.float32), "CT", PRE) >= 0.5
+    expected = normalise_volume(np.asarray(original.dataobj, np.float32), "CT", (PRE["window_level"], PRE["window_width"])) >= 0.5
     agreement = (np.asarray(predict_volume.dataobj) > 0) == expected
     assert agreement.mean() > 0.99  # equal up to quantisation at the threshold
 
