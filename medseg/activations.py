@@ -19,7 +19,7 @@ from torch import nn
 
 from medseg.errors import MedsegError
 from medseg.inference import model_batch
-from models.padding import PadToMultiple
+from models.padding import PadToMultiple, padded_side
 
 
 Panel = tuple[str, np.ndarray, bool] | None
@@ -85,7 +85,7 @@ def covering(t: torch.Tensor, size: tuple[int, int], padded: tuple[int, int]) ->
 
 def padded_size(model: nn.Module, size: tuple[int, int]) -> tuple[int, int]:
     m = model.multiple if isinstance(model, PadToMultiple) else 1
-    return -(-size[0] // m) * m, -(-size[1] // m) * m
+    return padded_side(size[0], m), padded_side(size[1], m)
 
 
 def copied(out: Any) -> Any:

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from medseg.errors import MedsegError
+from medseg.errors import MedsegError, first_line
 from medseg.outputs import write_atomic
 from medseg.params import is_count, is_finite, is_probability
 
@@ -72,8 +72,7 @@ def model_from_checkpoint(ckpt: dict[str, Any], path: Path) -> torch.nn.Module:
     except MedsegError as err:
         raise MedsegError(f"{path}: checkpoint header builds no network: {str(err).removeprefix('params.yaml: ')}") from err
     except (TypeError, ValueError, KeyError, RuntimeError) as err:  # a value of the wrong type deep in smp or timm
-        raise MedsegError(f"{path}: checkpoint header builds no network ({type(err).__name__}: {err})"
-                          .splitlines()[0]) from err
+        raise MedsegError(f"{path}: checkpoint header builds no network ({first_line(err)})") from err
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:

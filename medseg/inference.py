@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from medseg.tta import flip_averaged
+
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     if dtype is None:
@@ -31,10 +33,10 @@ def batch_logits(model: nn.Module, images: np.ndarray, device: torch.device, bat
         rows = slice(start, min(start + batch_size, len(images)))
         x = model_batch(images[rows], device)
         with autocast(device, amp_dtype):
-            logits = model(x).float()
             if tta:
-                prob = (torch.sigmoid(logits) + torch.sigmoid(model(x.flip(-1)).float()).flip(-1)) / 2
-                logits = torch.logit(prob)
+                logits = torch.logit(flip_averaged(lambda t: torch.sigmoid(model(t).float()), x))
+            else:
+                logits = model(x).float()
         yield rows, logits
 
 
@@ -52,16 +54,15 @@ def predict_class_probs(model: nn.Module, images: np.ndarray, device: torch.devi
     """(N, H, W, C) uint8 -> (N, channels, H, W) float32 per-channel probabilities of a multi-class
     network: softmax over background + classes (`exclusive`), else one sigmoid per region; `tta`
     averages the probabilities of a h-flip."""
+    if tta:  # images are N x H x W x C: their width is axis 2
+        return flip_averaged(lambda imgs: predict_class_probs(model, imgs, device, exclusive, batch_size, amp_dtype),
+                             images, width_axis=2)
     activate = (lambda t: torch.softmax(t, dim=1)) if exclusive else torch.sigmoid
     out = None
     for rows, logits in batch_logits(model, images, device, batch_size, amp_dtype):
         if out is None:
             out = np.empty((len(images), *logits.shape[1:]), np.float32)
         out[rows] = activate(logits).cpu().numpy()
-    if tta and out is not None:
-        flipped = predict_class_probs(model, np.ascontiguousarray(images[:, :, ::-1]), device, exclusive, batch_size,
-                                      amp_dtype)
-        out = (out + flipped[..., ::-1]) / 2
     return out if out is not None else np.empty((0,), np.float32)
 
 

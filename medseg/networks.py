@@ -12,10 +12,11 @@ from typing import Any
 from torch import nn
 
 from medseg import paths
-from medseg.errors import MedsegError
+from medseg.errors import MedsegError, first_line
 from medseg.params import PARAMS_FILE, Section, Spec, TrainParams, key
 from models import ARCHITECTURES, MODEL_NAMES, build_model
 from models.encoders import WeightsUnavailable, fixed_input_side, known_encoder
+from models.padding import padded_side
 
 
 @cache
@@ -61,7 +62,7 @@ def check_model_params(name: str, params: dict[str, Any], batch_size: int, size:
                           "'tu-' and a timm model name (e.g. tu-convnext_tiny)")
     side = fixed_input_side(encoder)
     if side is not None and size is not None:
-        padded = -(-size // arch.multiple) * arch.multiple  # models/ pads each side to its multiple
+        padded = padded_side(size, arch.multiple)  # models/ pads each side to its multiple
         if padded != side:
             raise MedsegError(f"params.yaml: models.{name}.encoder={encoder!r} takes {side}x{side} inputs only, "
                               f"but data/slices holds {size}x{size} slices (convert.size); set convert.size to "
@@ -78,5 +79,4 @@ def build_network(name: str, in_channels: int, params: dict[str, Any], out_chann
         raise MedsegError(f"params.yaml: models.{name}.pretrained=imagenet but {err}; set it to false "
                           "or run online once to fill the cache") from err
     except Exception as err:  # smp and timm refuse combinations in many types (KeyError, RuntimeError, ...)
-        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
-        raise MedsegError(f"models.{name} {params}: cannot build the network ({type(err).__name__}: {reason})") from err
+        raise MedsegError(f"models.{name} {params}: cannot build the network ({first_line(err, 200)})") from err

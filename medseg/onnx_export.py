@@ -16,12 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medseg.errors import MedsegError
+from medseg.errors import MedsegError, first_line
 from medseg.onnx_runtime import FORMAT, INPUT, OUTPUT, UINT8_DIVISOR, OnnxModel
 from medseg.preprocess import (channel_ranges, dicom_unit_range, modality, model_input, normalise_volume,
                                rescale_channels, unit_image)
 from medseg.trained import TrainedModel
-from models.padding import PadToMultiple
+from models.padding import PadToMultiple, padded_side
 
 OPSET = 18  # the opset torch.onnx's dynamo exporter writes natively (>= 17: LayerNormalization)
 EXAMPLE_HW = (37, 45)  # odd, unequal sides, so no shape can be mistaken for a constant
@@ -74,7 +74,7 @@ class MeanProbability(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         k = self.multiple
-        padded = F.pad(x, (0, (w + k - 1) // k * k - w, 0, (h + k - 1) // k * k - h))  # ceil form: provably k | side
+        padded = F.pad(x, (0, padded_side(w, k) - w, 0, padded_side(h, k) - h))
         activate = (lambda t: torch.softmax(t, dim=1)) if self.exclusive else torch.sigmoid
         prob = torch.stack([activate(net(padded)) for net in self.nets]).mean(0)
         # index_select, not a slice: slicing makes torch.export branch on whether any padding was added
@@ -94,9 +94,8 @@ def onnx_graph(trained: TrainedModel) -> bytes:
                                         output_names=[OUTPUT], dynamic_shapes=(dims,), external_data=False,
                                         verbose=False)
     except Exception as err:  # the exporter raises many types; its message is pages long
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise MedsegError(f"{trained.paths[0]}: ONNX export of {trained.header['model']!r} failed "
-                          f"({type(err).__name__}: {first})") from err
+                          f"({first_line(err)})") from err
     return program.model_proto.SerializeToString()
 
 

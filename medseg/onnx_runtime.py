@@ -16,6 +16,7 @@ from medseg.classes import Classes, from_json
 from medseg.errors import MedsegError
 from medseg.params import is_count, is_finite, is_probability
 from medseg.scored_post import check_record, step_names
+from medseg.tta import flip_averaged
 
 FORMAT = "medseg-onnx-v1"
 GRAPH, METADATA = "model.onnx", "model.json"
@@ -152,8 +153,5 @@ class OnnxModel:
         out = np.empty(shape, np.float32)
         for start in range(0, len(images), batch_size):
             x = images[start: start + batch_size].transpose(0, 3, 1, 2).astype(np.float32, order="C") / self.divisor
-            prob = self._run(x)
-            if tta:
-                prob = (prob + self._run(np.ascontiguousarray(x[..., ::-1]))[..., ::-1]) / 2
-            out[start: start + len(x)] = prob
+            out[start: start + len(x)] = flip_averaged(self._run, x) if tta else self._run(x)
         return out

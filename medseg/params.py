@@ -20,7 +20,7 @@ from typing import Any, ClassVar, TypeVar
 import yaml
 
 from medseg import paths
-from medseg.errors import MedsegError
+from medseg.errors import MedsegError, cannot
 
 PARAMS_FILE = paths.PARAMS
 
@@ -379,7 +379,7 @@ def read_params(path: Path = PARAMS_FILE) -> Any:
     except MedsegError as err:
         raise MedsegError(f"{path}: {err}") from None
     except (OSError, yaml.YAMLError) as err:
-        raise MedsegError(f"{path}: cannot read params: {err}".splitlines()[0]) from err
+        raise cannot(path, "read params", err) from err
 
 
 def _auto_or_int(key: str, value: Any, low: int, high: int) -> None:

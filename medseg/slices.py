@@ -13,7 +13,7 @@ import pandas as pd
 from medseg import paths
 from medseg.classes import BINARY, Classes, of_preprocess
 from medseg.datasets.files import read_image
-from medseg.errors import MedsegError
+from medseg.errors import MedsegError, cannot
 
 SLICES = paths.SLICES
 
@@ -26,7 +26,7 @@ def read_table(path: Path, stage: str, columns: tuple[str, ...], **read_csv: Any
     try:
         table = pd.read_csv(path, **read_csv)
     except (OSError, ValueError, pd.errors.ParserError) as err:  # EmptyDataError is a ValueError
-        raise MedsegError(f"{path}: cannot read CSV ({err}); run the {stage} stage again".splitlines()[0]) from err
+        raise cannot(path, "read CSV", err, f"; run the {stage} stage again") from err
     lacking = [c for c in columns if c not in table.columns]
     if lacking:
         raise MedsegError(f"{path}: no column {lacking[0]!r}; run the {stage} stage again")

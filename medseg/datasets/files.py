@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 
-from medseg.errors import MedsegError
+from medseg.errors import MedsegError, cannot
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def load_nifti(path: Path) -> nib.spatialimages.SpatialImage:
     try:
         return nib.load(str(path))
     except Exception as err:  # nibabel raises many types for broken files
-        raise MedsegError(f"{path}: cannot read NIfTI ({type(err).__name__}: {err})".splitlines()[0]) from err
+        raise cannot(path, "read NIfTI", err) from err
 
 
 def require_volume(path: Path, img: nib.spatialimages.SpatialImage) -> nib.spatialimages.SpatialImage:
@@ -156,7 +156,7 @@ def read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
         img = nib.as_closest_canonical(img)
         data = np.asarray(img.dataobj, dtype=np.float32)
     except Exception as err:  # truncated data, bad scaling: many types
-        raise MedsegError(f"{path}: cannot read NIfTI ({type(err).__name__}: {err})".splitlines()[0]) from err
+        raise cannot(path, "read NIfTI", err) from err
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim > 4:
@@ -216,7 +216,7 @@ def read_dicom(path: Path) -> tuple[pydicom.Dataset, np.ndarray]:
         ds = pydicom.dcmread(path)
         pixels = ds.pixel_array
     except Exception as err:  # truncated files, unsupported compression, broken headers
-        raise MedsegError(f"{path}: cannot read DICOM ({type(err).__name__}: {err})".splitlines()[0]) from err
+        raise cannot(path, "read DICOM", err) from err
     if pixels.ndim != 2:
         raise MedsegError(f"{path}: expected one grayscale frame, got pixel array of shape {pixels.shape}")
     return ds, pixels

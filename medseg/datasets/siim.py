@@ -31,7 +31,7 @@ import pydicom
 from medseg.datasets import CaseRef, ReaderConfig, Slice
 from medseg.datasets.rle import EMPTY, parse_rle, rle_decode
 from medseg.datasets.files import find_shallowest, is_clutter
-from medseg.errors import MedsegError
+from medseg.errors import MedsegError, cannot
 from medseg.preprocess import dicom_image
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def read_labels(csv: Path) -> dict[str, tuple[str, ...]]:
     try:
         table = pd.read_csv(csv, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (OSError, ValueError, pd.errors.ParserError) as err:
-        raise MedsegError(f"{csv}: cannot read CSV ({err})".splitlines()[0]) from err
+        raise cannot(csv, "read CSV", err) from err
     table.columns = [str(c).strip() for c in table.columns]
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:
@@ -106,7 +106,7 @@ def _read_header(path: Path) -> pydicom.Dataset:
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
     except Exception as err:  # pydicom raises many types for broken files
-        raise MedsegError(f"{path}: cannot read DICOM ({type(err).__name__}: {err})".splitlines()[0]) from err
+        raise cannot(path, "read DICOM", err) from err
     if "Rows" not in ds or "Columns" not in ds:
         raise MedsegError(f"{path}: cannot read DICOM (no Rows/Columns: truncated, or not an image)")
     return ds

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO
 
 from medseg.datasets.files import is_clutter
-from medseg.errors import MedsegError
+from medseg.errors import MedsegError, cannot
 
 log = logging.getLogger("medseg.fetch")
 
@@ -80,7 +80,7 @@ def _unpack_one(archive: Path, dest: Path) -> list[Path]:
             with tarfile.open(archive) as tf:
                 return _extract(archive, dest, _tar_members(tf))
     except (zipfile.BadZipFile, tarfile.TarError, RuntimeError, NotImplementedError, EOFError, OSError) as err:
-        raise MedsegError(f"{archive}: cannot unpack ({type(err).__name__}: {err})".splitlines()[0]) from err
+        raise cannot(archive, "unpack", err) from err
     raise MedsegError(f"{archive}: not a zip or tar archive")
 
 

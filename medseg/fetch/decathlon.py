@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 
 from medseg.datasets.registry import DATASETS
-from medseg.errors import MedsegError
+from medseg.errors import MedsegError, cannot
 from medseg.fetch.archives import ARCHIVE_DIR
 from medseg.fetch.kaggle_api import KAGGLE_SLUGS
 from medseg.fetch.pickles import label_array, load_array_pickle
@@ -98,7 +98,7 @@ def _load_nifti(path: Path) -> Any:
     try:
         return nib.load(str(path))
     except Exception as err:  # nibabel raises many types for broken files
-        raise MedsegError(f"{path}: cannot read NIfTI ({type(err).__name__}: {err})".splitlines()[0]) from err
+        raise cannot(path, "read NIfTI", err) from err
 
 
 def _read_label(path: Path) -> np.ndarray:

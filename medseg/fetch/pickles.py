@@ -17,7 +17,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from medseg.errors import MedsegError
+from medseg.errors import MedsegError, cannot, first_line
 
 LABEL_KEYS = ("label", "labels", "mask", "gt", "seg", "segmentation")
 
@@ -86,7 +86,7 @@ def load_array_pickle(path: Path) -> Any:
     except MedsegError:
         raise
     except Exception as err:  # corrupt pickles raise many types
-        raise MedsegError(f"{path}: cannot unpickle ({type(err).__name__}: {err})".splitlines()[0]) from err
+        raise cannot(path, "unpickle", err) from err
 
 
 def label_array(obj: Any, source: Path) -> np.ndarray:
@@ -122,7 +122,7 @@ def _dense_segment_array(seg: _SegmentArray, source: Path) -> np.ndarray:
             else:
                 dense[piece["roi"]] += piece["data"]
     except (KeyError, TypeError, ValueError, IndexError) as err:
-        raise MedsegError(f"{source}: unreadable SegmentArray ({type(err).__name__}: {err})".splitlines()[0]) from err
+        raise MedsegError(f"{source}: unreadable SegmentArray ({first_line(err)})") from err
     return dense
 
 
