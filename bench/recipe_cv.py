@@ -50,7 +50,8 @@ from medseg.postprocess import clean_predictions, clean_stack, clean_volumes
 from medseg.sampling import sampling_table
 from medseg.slices import load_arrays, read_manifest
 from medseg.splitting import assign_folds
-from medseg.training import TrainData, best_threshold, train
+from medseg.metrics import best_threshold
+from medseg.training import TrainData, train
 from medseg.uncertainty import holm, mean_ci, paired_comparison
 
 log = logging.getLogger("medseg.recipe_cv")

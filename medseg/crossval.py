@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from medseg.evaluation import comparison_table, with_ci
@@ -47,8 +46,3 @@ def cv_markdown(metrics: dict[str, dict[str, Any]], pairs: list[dict[str, Any]])
         "|---|---|---|---|", *rows, "",
         "### Paired comparison over the out-of-fold cases", "", *comparison_table(pairs), "",
         comparison_sentence(pairs), ""])
-
-
-def fold_of_rows(sizes: list[int]) -> np.ndarray:
-    """The fold index of each row when the folds' rows are concatenated in fold order."""
-    return np.repeat(np.arange(len(sizes)), sizes)

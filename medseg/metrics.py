@@ -136,3 +136,14 @@ def thin_curve(precision: np.ndarray, recall: np.ndarray, points: int = 200) -> 
         return precision, recall
     idx = np.unique(np.linspace(0, len(recall) - 1, points).round().astype(int))
     return precision[idx], recall[idx]
+
+
+THRESHOLD_PIXELS = 1_000_000  # pixels sampled to choose a cut-off where no evaluate.pr_max_pixels applies (training)
+
+
+def best_threshold(probs: np.ndarray, masks: np.ndarray, seed: int, max_pixels: int = THRESHOLD_PIXELS) -> float:
+    """The best pixel-F1 cut-off of these probabilities against these masks (on a `max_pixels`
+    subsample): the one rule every threshold medseg chooses follows (train's on val, the k-fold
+    ensemble's out of fold, evaluate's under TTA)."""
+    _, precision, recall, thresholds = pixel_pr(probs, masks, max_pixels, seed)
+    return best_f1_threshold(precision, recall, thresholds)

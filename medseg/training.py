@@ -34,7 +34,7 @@ from medseg.hardware import amp_name, device_name, peak_memory_mb, pick_amp_dtyp
 from medseg.inference import autocast, batch_logits, predict_class_probs, predict_probs
 from medseg.live_images import grid_slices, prediction_grid
 from medseg.losses import LossParams, build_loss
-from medseg.metrics import best_f1_threshold, global_dice, pixel_pr
+from medseg.metrics import best_threshold, global_dice
 from medseg.outputs import write_atomic
 from medseg.params import AugmentParams, TrainParams
 from medseg.torchdata import SliceDataset
@@ -279,12 +279,6 @@ def finished_run(last: Path, best: Path, fingerprint: str) -> RunState | None:
         return RunState(**state["train_state"])
     except TypeError:  # a run state of another version
         return None
-
-
-def best_threshold(probs: np.ndarray, masks: np.ndarray, seed: int) -> float:
-    """The best pixel-F1 cut-off of these probabilities (on a 1M-pixel subsample)."""
-    _, precision, recall, thresholds = pixel_pr(probs, masks, 1_000_000, seed)
-    return best_f1_threshold(precision, recall, thresholds)
 
 
 def rewind_live(live_dir: Path, epochs_done: int) -> None:

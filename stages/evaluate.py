@@ -31,12 +31,13 @@ import pandas as pd
 from medseg import paths
 from medseg.cli import run_stage
 from medseg.errors import MedsegError
-from medseg.crossval import cv_markdown, cv_metrics, fold_of_rows
+from medseg.crossval import cv_markdown, cv_metrics
+from medseg.oof import fold_of_rows, out_of_fold_probs
 from medseg.evaluation import AUTO_STEPS, choose_postprocessing, per_case_table, per_image_table, summarize, summary_markdown
 from medseg.compute import compute_cost, provenance
 from medseg.hardware import amp_name, device_name, pick_amp_dtype, pick_device
 from medseg.inference import predict_class_probs, predict_probs
-from medseg.metrics import best_f1_threshold, pixel_pr
+from medseg.metrics import best_threshold
 from medseg.outputs import staged_dir, write_atomic, write_json
 from medseg.params import EvaluateParams
 from medseg.plans import plan_markdown, read_plan
@@ -60,8 +61,7 @@ def choose_threshold(trained: TrainedModel, cfg: EvaluateParams, val_probs: np.n
     if cfg.threshold != "auto":
         return float(cfg.threshold), "evaluate.threshold"
     if cfg.tta:
-        _, prec, rec, thr = pixel_pr(val_probs, val_masks, cfg.pr_max_pixels, cfg.seed)
-        return best_f1_threshold(prec, rec, thr), "best pixel F1 on val, with TTA"
+        return best_threshold(val_probs, val_masks, cfg.seed, cfg.pr_max_pixels), "best pixel F1 on val, with TTA"
     if not trained.tuned:
         raise MedsegError(f"{trained.paths[0]}: holds no val threshold (its training did not finish); "
                           "run its train stage")
@@ -233,21 +233,6 @@ def model_records(folder: Path, metrics: dict[str, Any], trained: TrainedModel, 
 
 def chosen_on(folds: int) -> str:
     return "the out-of-fold predictions of the non-test cases" if folds > 1 else "the val split"
-
-
-def out_of_fold_probs(members: list, images: np.ndarray, fold: np.ndarray, infer: Callable) -> np.ndarray:
-    """Each row's probability from the member that did not train on it (fold k -> member k); with one
-    member (no folds), its probabilities on every row. Several classes: (N, channels, H, W)."""
-    if len(members) == 1:
-        return infer(members[0], images)
-    probs = None
-    for k, model in enumerate(members):
-        rows = np.flatnonzero(fold == k)
-        if len(rows):
-            part = infer(model, images[rows])
-            probs = np.empty((len(images), *part.shape[1:]), np.float32) if probs is None else probs
-            probs[rows] = part
-    return probs
 
 
 def write_model_results(folder: Path, metrics: dict[str, Any], cases: pd.DataFrame, images: pd.DataFrame,

@@ -12,9 +12,11 @@ import argparse
 import hashlib
 import json
 import logging
+from functools import partial
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from medseg import paths, plans
@@ -29,7 +31,9 @@ from medseg.folds import tidy_layout, write_ensemble, write_fold_curves
 from medseg.hardware import pick_amp_dtype, pick_device
 from medseg.inference import predict_class_probs, predict_probs
 from medseg.slices import SLICES, dataset_info, fold_count, fold_rows, load_arrays, read_sampling, slice_classes
-from medseg.training import RunState, TrainData, best_threshold, class_thresholds, train
+from medseg.metrics import best_threshold
+from medseg.oof import fold_of_rows, out_of_fold_probs
+from medseg.training import RunState, TrainData, class_thresholds, train
 from models import MODEL_NAMES
 
 log = logging.getLogger("medseg.train")
@@ -91,20 +95,18 @@ def out_of_fold_thresholds(name: str, folds: int, channels: int, cfg: TrainParam
     they came from."""
     device = pick_device(cfg.device)
     amp, exclusive = pick_amp_dtype(cfg.amp, device), classes.mode == "exclusive"
-    probs, masks = [], []
-    for fold in range(folds):
-        path = paths.model_dir(name, fold) / "best.pt"
-        model = model_from_checkpoint(load_checkpoint(path), path).to(device)
-        images, fold_masks = load_arrays(SLICES, fold_rows(fold, "val")["slice_id"].tolist(), channels)
-        probs.append(predict_class_probs(model, images, device, exclusive, cfg.batch_size, amp) if classes.multi
-                     else predict_probs(model, images, device, cfg.batch_size, amp))
-        masks.append(fold_masks)
+    best = [paths.model_dir(name, fold) / "best.pt" for fold in range(folds)]
+    members = [model_from_checkpoint(load_checkpoint(path), path).to(device) for path in best]
+    parts = [fold_rows(fold, "val") for fold in range(folds)]
+    images, masks = load_arrays(SLICES, pd.concat(parts)["slice_id"].tolist(), channels)
+    infer = (partial(predict_class_probs, device=device, exclusive=exclusive, batch_size=cfg.batch_size, amp_dtype=amp)
+             if classes.multi else partial(predict_probs, device=device, batch_size=cfg.batch_size, amp_dtype=amp))
+    probs = out_of_fold_probs(members, images, fold_of_rows([len(p) for p in parts]), infer)
     if not classes.multi:
-        threshold = best_threshold(np.concatenate(probs), np.concatenate(masks), cfg.seed)
-        return threshold, None, "best pixel F1 on the out-of-fold predictions"
+        return best_threshold(probs, masks, cfg.seed), None, "best pixel F1 on the out-of-fold predictions"
     if exclusive:
         return 0.5, None, "argmax over background and the classes (the threshold is not used)"
-    cuts = class_thresholds(np.concatenate(probs), np.concatenate(masks), classes, cfg.seed)
+    cuts = class_thresholds(probs, masks, classes, cfg.seed)
     return 0.5, cuts, "best pixel F1 of each region on the out-of-fold predictions"
 
 
