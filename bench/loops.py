@@ -26,11 +26,11 @@ from medseg.datasets import ReaderConfig
 from medseg.datasets.registry import format_for, planned_size
 from medseg.distributed import DistInfo
 from medseg.inference import autocast, predict_probs
-from medseg.losses import build_loss
-from medseg.params import ConvertParams, TrainParams
+from medseg.losses import LossParams, build_loss
+from medseg.params import AugmentParams, ConvertParams, TrainParams
 from medseg.conversion import convert_all
 from medseg.torchdata import SliceDataset
-from medseg.training import make_loader, make_optimizer, train_epoch
+from medseg.training import Recipe, build_run, make_loader, train_epoch
 
 NAIVE_WORKERS = 4
 # dense bf16 tensor-core peaks (FLOP/s, no sparsity); the first name found in the device name wins
@@ -82,7 +82,7 @@ def synchronize() -> None:
         torch.cuda.synchronize()
 
 
-def our_loader(setting: Setting, cfg: TrainParams, aug_cfg: TrainParams, n_batches: int,
+def our_loader(setting: Setting, cfg: TrainParams, aug_cfg: AugmentParams, n_batches: int,
                device: torch.device) -> DataLoader:
     """The training loader of medseg.training: SliceDataset on decoded arrays, augmented, cfg workers."""
     order = np.resize(np.random.default_rng(0).permutation(len(setting.images)), n_batches * setting.batch)
@@ -91,17 +91,18 @@ def our_loader(setting: Setting, cfg: TrainParams, aug_cfg: TrainParams, n_batch
 
 
 def train_ours(model: nn.Module, batches: Iterable, n_batches: int, warmup: int, batch: int,
-               cfg: TrainParams, loss_cfg: TrainParams, device: torch.device,
+               cfg: TrainParams, loss_cfg: LossParams, device: torch.device,
                amp: torch.dtype | None, memory_format: torch.memory_format) -> float:
     """images/s of the real `train_epoch` (amp, clipping, accumulation as configured) over `batches`,
     with cuDNN autotuning on a GPU as medseg.training enables it."""
+    amp_key = {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]  # as train.amp names it
+    cfg = replace(cfg, channels_last=memory_format == torch.channels_last, amp=amp_key)
+    run = build_run(model, {"model": "bench"}, Recipe(cfg, loss_cfg, AugmentParams.load()))
+    if run.device != device or run.amp_dtype != amp:
+        raise ValueError(f"bench asked for {device}/{amp}, the train params give {run.device}/{run.amp_dtype}")
     torch.backends.cudnn.benchmark = device.type == "cuda"
-    model = model.to(device=device, memory_format=memory_format)
-    optimizer = make_optimizer(model, cfg)
-    criterion = build_loss(loss_cfg).to(device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     timed = TimedLoader(batches, n_batches, warmup)
-    train_epoch(model, timed, criterion, optimizer, scaler, cfg, device, amp, memory_format, None)
+    train_epoch(run, timed)
     return timed.images_per_s(batch)
 
 
@@ -138,7 +139,7 @@ class PngDataset(Dataset):
 
 
 def train_naive(model: nn.Module, setting: Setting, n_batches: int, warmup: int, cfg: TrainParams,
-                loss_cfg: TrainParams, aug_cfg: TrainParams, device: torch.device) -> float:
+                loss_cfg: LossParams, aug_cfg: AugmentParams, device: torch.device) -> float:
     """images/s of the seed-style loop: PNG decode per item, 4 workers, fp32, NCHW, AdamW, same loss."""
     torch.backends.cudnn.benchmark = False  # the seeds' default
     ids = list(np.resize(np.array(setting.ids), n_batches * setting.batch))
@@ -196,7 +197,7 @@ def write_pngs(images: np.ndarray, masks: np.ndarray, folder: Path) -> list[str]
     return ids
 
 
-def step_flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_cfg: TrainParams,
+def step_flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_cfg: LossParams,
                device: torch.device, amp: torch.dtype | None) -> float:
     """FLOPs of one forward + backward (FlopCounterMode; the optimizer update is left out, it is tiny)."""
     from torch.utils.flop_counter import FlopCounterMode

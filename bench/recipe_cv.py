@@ -51,7 +51,7 @@ from medseg.sampling import sampling_table
 from medseg.slices import load_arrays, read_manifest
 from medseg.splitting import assign_folds
 from medseg.metrics import best_threshold
-from medseg.training import TrainData, train
+from medseg.training import Recipe, RunDirs, TrainData, train
 from medseg.uncertainty import holm, mean_ci, paired_comparison
 
 log = logging.getLogger("medseg.recipe_cv")
@@ -155,8 +155,8 @@ def run(slices: Path, model: str, name: str, out: Path, overrides: list[str], fo
         network = build_network(model, channels, cfg["model"].as_dict())
         header = {"model": model, "model_params": cfg["model"].as_dict(), "in_channels": channels,
                   "preprocess": info, "fold": k, "folds": folds}
-        state = train(network, model, header, data, cfg["train"], cfg["loss"], cfg["augment"],
-                      work / "models" / f"fold_{k}", work / "live" / f"fold_{k}", keep_finished=True)
+        state = train(network, header, data, Recipe(cfg["train"], cfg["loss"], cfg["augment"]),
+                      RunDirs(work / "models" / f"fold_{k}", work / "live" / f"fold_{k}"), keep_finished=True)
         best = work / "models" / f"fold_{k}" / "best.pt"
         fitted = model_from_checkpoint(load_checkpoint(best), best).to(device)
         for tta in (False, True):

@@ -11,7 +11,8 @@ import math
 import random
 import sys
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -102,119 +103,219 @@ class RunState:
     train_seconds: float = 0.0  # wall time of the training epochs (validation excluded), over resumes
 
 
-def train(model: nn.Module, name: str, header: dict[str, Any], data: TrainData, cfg: TrainParams,
-          loss_cfg: LossParams, aug_cfg: AugmentParams, ckpt_dir: Path, live_dir: Path,
-          keep_finished: bool = False) -> RunState:
-    """Train `model`; `header` (model name, params, channels) goes into every checkpoint.
+@dataclass(frozen=True)
+class Recipe:
+    """What a training run is configured with: the train, loss and augment params sections."""
 
-    Under torchrun every rank runs this loop on its share of each epoch; rank 0 alone writes
-    `ckpt_dir` and `live_dir`, and every rank takes the same early-stopping decision. With
-    `keep_finished` a run of the same fingerprint that already finished is kept, not repeated
-    (the folds before the one a killed k-fold run was in).
-    """
+    train: TrainParams
+    loss: LossParams
+    augment: AugmentParams
+
+
+@dataclass(frozen=True)
+class RunDirs:
+    """Where a run writes: its checkpoints (best.pt, last.pt) and its dvclive log."""
+
+    checkpoints: Path
+    live: Path
+
+
+@dataclass
+class Run:
+    """One training run's objects: the network (`model`, wrapped for DDP once resumed; `core`, the plain
+    module that is scored and saved), optimizer, schedule, loss, device and dtype, and its state."""
+
+    cfg: TrainParams
+    header: dict[str, Any]
+    core: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    ema: AveragedModel | None
+    criterion: nn.Module
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    info: DistInfo
+    classes: Classes
+    state: RunState = field(default_factory=RunState)
+    model: nn.Module | None = None
+
+    def __post_init__(self) -> None:
+        self.model = self.core if self.model is None else self.model
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.cfg.channels_last else torch.preserve_format
+
+    @property
+    def scored(self) -> nn.Module:
+        """What is validated and kept: the EMA average when there is one, else the network itself."""
+        return self.core if self.ema is None else self.ema.module
+
+
+def build_run(model: nn.Module, header: dict[str, Any], recipe: Recipe) -> Run:
+    """Set up a run: the device (this rank's under torchrun), the autocast dtype, the network on it, the
+    optimizer with its warm-up and decay, the loss for the header's classes, the scaler and EMA."""
     info = current()
+    cfg = recipe.train
     device = local_device(pick_device(cfg.device), info)
     amp_dtype = pick_amp_dtype(cfg.amp, device)
-    memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
     if device.type == "cuda":  # fixed input sizes: let cuDNN pick its fastest kernels (GPU runs are not bit-exact)
         torch.backends.cudnn.benchmark = True
-    model = model.to(device=device, memory_format=memory_format)
+    model = model.to(device=device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, cfg))
-    classes = of_preprocess(header.get("preprocess"), f"{name} checkpoint header")
-    criterion = build_loss(loss_cfg, classes).to(device)
+    classes = of_preprocess(header.get("preprocess"), f"{header['model']} checkpoint header")
+    criterion = build_loss(recipe.loss, classes).to(device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
            if cfg.ema > 0 else None)
     cfg = replace(cfg, workers=pick_workers(cfg.workers, device, info.world_size))
-    # the resolved dtype, not `auto`: a last.pt made under bf16 must not resume under fp16 and its GradScaler
-    run_config = {"model": header, "train": cfg.as_dict(), "loss": loss_cfg.as_dict(), "augment": aug_cfg.as_dict(),
-                  "amp": amp_name(amp_dtype)}
-    if info.world_size > 1:  # another world size is another effective batch: not the same run
-        run_config["world_size"] = info.world_size
-    fingerprint = data.fingerprint(run_config)
-    last, best = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
+    return Run(cfg, header, model, optimizer, scheduler, scaler, ema, criterion, device, amp_dtype, info, classes)
+
+
+def run_fingerprint(run: Run, data: TrainData, recipe: Recipe) -> str:
+    """What makes two runs the same run (a resume never mixes two): the header, the sections, the
+    resolved dtype (a last.pt made under bf16 must not resume under fp16 and its GradScaler), the
+    world size under DDP (another effective batch) and every array."""
+    config = {"model": run.header, "train": run.cfg.as_dict(), "loss": recipe.loss.as_dict(),
+              "augment": recipe.augment.as_dict(), "amp": amp_name(run.amp_dtype)}
+    if run.info.world_size > 1:
+        config["world_size"] = run.info.world_size
+    return data.fingerprint(config)
+
+
+def train(model: nn.Module, header: dict[str, Any], data: TrainData, recipe: Recipe, dirs: RunDirs,
+          keep_finished: bool = False) -> RunState:
+    """Train `model`; `header` (model name, params, channels) goes into every checkpoint.
+
+    Under torchrun every rank runs this loop on its share of each epoch; rank 0 alone writes the
+    checkpoints and the log, and every rank takes the same early-stopping decision. With
+    `keep_finished` a run of the same fingerprint that already finished is kept, not repeated
+    (the folds before the one a killed k-fold run was in).
+    """
+    name, run = header["model"], build_run(model, header, recipe)
+    fingerprint = run_fingerprint(run, data, recipe)
+    last, best = dirs.checkpoints / "last.pt", dirs.checkpoints / "best.pt"
     if keep_finished and (done := finished_run(last, best, fingerprint)) is not None:
-        log.info("%s: %s already holds this run, finished; kept", name, ckpt_dir)
+        log.info("%s: %s already holds this run, finished; kept", name, dirs.checkpoints)
         return done
-    resumed = resume_from(last, best, fingerprint, amp_name(amp_dtype), model, optimizer, scheduler, scaler, ema)
-    resume, state = resumed is not None, resumed or RunState()
+    resumed = resume_from(last, best, fingerprint, amp_name(run.amp_dtype), run)
+    resume, run.state = resumed is not None, resumed or RunState()
     if resume:
-        log.info("resuming %s from %s after epoch %d", name, last, state.epoch)
+        log.info("resuming %s from %s after epoch %d", name, last, run.state.epoch)
     # best.pt persists across `dvc repro`: a fresh run replaces (or removes) it after its first epoch,
     # before its first last.pt, so a run that fails at start-up still leaves the user the previous model
-    stale_best = not resume and info.is_main
+    stale_best = not resume and run.info.is_main
     barrier()  # every rank has read last.pt before rank 0 may overwrite it
-    log.info("%s on %s, %s, %d train draws/epoch, %d val slices, %d process(es)", name, device,
-             amp_name(amp_dtype), int(data.repeats.sum()), len(data.val_images), info.world_size)
-    core, model = model, wrap(model, device, info)  # core: the plain module, for eval and saving
+    log.info("%s on %s, %s, %d train draws/epoch, %d val slices, %d process(es)", name, run.device,
+             amp_name(run.amp_dtype), int(data.repeats.sum()), len(data.val_images), run.info.world_size)
+    run.model = wrap(run.core, run.device, run.info)
     order = np.repeat(np.arange(len(data.train_images)), data.repeats)
-    shown = grid_slices(data.val_masks)
-    if resume and info.is_main:
-        rewind_live(live_dir, state.epoch)
+    if resume and run.info.is_main:
+        rewind_live(dirs.live, run.state.epoch)
     with contextlib.ExitStack() as opened:
-        live = None  # opened at the first epoch's log: a fresh Live wipes live_dir, so the previous log stays till then
-        while state.epoch < cfg.epochs and not state.finished:
-            epoch_seed = cfg.seed * 100_003 + state.epoch
-            seed_everything(epoch_seed)
-            # each rank its own augmentation draws; rank 0 (and a single process) keeps epoch_seed
-            dataset = SliceDataset(data.train_images, data.train_masks, order,
-                                   build_augmentation(aug_cfg, epoch_seed + 1_000_003 * info.rank))
-            loader = make_loader(dataset, cfg, state.epoch, epoch_seed, device, info)
-            started = time.perf_counter()
-            train_loss, grad_norm = train_epoch(model, loader, criterion, optimizer, scaler, cfg, device,
-                                                amp_dtype, memory_format, ema, info.is_main)
-            state.train_seconds += time.perf_counter() - started
-            train_loss, grad_norm = mean_over_ranks(train_loss, device), mean_over_ranks(grad_norm, device)
-            scored = core if ema is None else ema.module  # with EMA, the average is what we keep
-            lr = optimizer.param_groups[0]["lr"]
-            scheduler.step()
-            # rank 0 scores; the others take its numbers, so all agree on best epoch and stopping
-            val_loss, val_dice, val_probs = (_validate(scored, data, criterion, cfg, device, amp_dtype, classes)
-                                             if info.is_main else (0.0, 0.0, None))
-            val_loss, val_dice = broadcast_from_main((val_loss, val_dice), device)
-            state.epoch += 1
-            if val_dice > state.best_dice:
-                state.best_dice, state.best_epoch, state.bad_epochs = val_dice, state.epoch, 0
-                if info.is_main:
-                    save_checkpoint(best, {**header, "state_dict": scored.state_dict(), "epoch": state.epoch,
-                                           "val_dice": val_dice, "threshold": cfg.threshold})
-            else:
-                state.bad_epochs += 1
-            if stale_best:  # the previous run's best.pt, unless this epoch just replaced it
-                if state.best_epoch != state.epoch:
-                    best.unlink(missing_ok=True)
-                stale_best = False
-            if cfg.patience and state.bad_epochs >= cfg.patience:
-                state.finished = True
-                log.info("early stop after epoch %d (best val Dice %.4f at epoch %d)",
-                         state.epoch, state.best_dice, state.best_epoch)
-            state.finished |= state.epoch >= cfg.epochs
-            if not info.is_main:
+        live = None  # opened at the first epoch's log: a fresh Live wipes the log folder, so the previous log stays till then
+        while run.state.epoch < run.cfg.epochs and not run.state.finished:
+            epoch = one_epoch(run, data, epoch_loader(run, data, recipe.augment, order))
+            stale_best = select_and_stop(run, epoch, best, stale_best)
+            if not run.info.is_main:
                 continue
             if live is None:
-                live = opened.enter_context(Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False,
+                live = opened.enter_context(Live(dir=str(dirs.live), dvcyaml=None, save_dvc_exp=False,
                                                  resume=resume, report=None))
                 if resume:
-                    live.step = state.epoch - 1  # epoch e is logged at step e-1; the checkpoint, not dvclive, is the truth
-            for key, value in (("train_loss", train_loss), ("val_loss", val_loss), ("val_dice", val_dice),
-                               ("lr", lr), ("grad_norm", grad_norm)):
-                live.log_metric(key, value)
-            live.log_image(f"val_predictions/{live.step}.png",
-                           prediction_grid(data.val_images, data.val_masks, val_probs, shown, cfg.threshold))
-            live.log_metric("best_val_dice", state.best_dice, plot=False)
-            save_checkpoint(last, {**header, "state_dict": core.state_dict(),
-                                   "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                   "scaler": scaler.state_dict(), "fingerprint": fingerprint,
-                                   "ema": ema.state_dict() if ema is not None else {}, "amp": amp_name(amp_dtype),
-                                   "train_state": vars(state).copy()})
-            log.info("epoch %d/%d train_loss %.4f val_loss %.4f val_dice %.4f", state.epoch,
-                     cfg.epochs, train_loss, val_loss, val_dice)
+                    live.step = run.state.epoch - 1  # epoch e is logged at step e-1; the checkpoint, not dvclive, is the truth
+            log_epoch(run, live, epoch, data)
+            save_last(run, last, fingerprint)
+            log.info("epoch %d/%d train_loss %.4f val_loss %.4f val_dice %.4f", run.state.epoch, run.cfg.epochs,
+                     epoch.train_loss, epoch.val_loss, epoch.val_dice)
             live.next_step()
-    if info.is_main and state.finished and best.exists():
-        _finalise_best(best, data, cfg, device, amp_dtype, state, len(order), classes)
+    if run.info.is_main and run.state.finished and best.exists():
+        _finalise_best(best, data, run, len(order))
     barrier()  # no rank returns (and reads best.pt) before rank 0 has written it
-    return state
+    return run.state
+
+
+@dataclass(frozen=True)
+class Epoch:
+    """What one epoch measured: train loss and gradient norm (means over ranks), the learning rate it
+    ran at, val loss and Dice (rank 0's, broadcast) and rank 0's val probabilities (None elsewhere)."""
+
+    train_loss: float
+    grad_norm: float
+    lr: float
+    val_loss: float
+    val_dice: float
+    val_probs: np.ndarray | None
+
+
+def epoch_loader(run: Run, data: TrainData, augment: AugmentParams, order: np.ndarray) -> DataLoader:
+    """The epoch's shuffled, augmented loader, every draw seeded by the run seed and the epoch."""
+    epoch_seed = run.cfg.seed * 100_003 + run.state.epoch
+    seed_everything(epoch_seed)
+    # each rank its own augmentation draws; rank 0 (and a single process) keeps epoch_seed
+    dataset = SliceDataset(data.train_images, data.train_masks, order,
+                           build_augmentation(augment, epoch_seed + 1_000_003 * run.info.rank))
+    return make_loader(dataset, run.cfg, run.state.epoch, epoch_seed, run.device, run.info)
+
+
+def one_epoch(run: Run, data: TrainData, loader: DataLoader) -> Epoch:
+    """Train over `loader`, step the schedule, validate (rank 0 scores; the others take its numbers, so
+    all agree on the best epoch and on stopping) and count the epoch."""
+    started = time.perf_counter()
+    train_loss, grad_norm = train_epoch(run, loader)
+    run.state.train_seconds += time.perf_counter() - started
+    train_loss, grad_norm = mean_over_ranks(train_loss, run.device), mean_over_ranks(grad_norm, run.device)
+    lr = run.optimizer.param_groups[0]["lr"]
+    run.scheduler.step()
+    val_loss, val_dice, val_probs = (_validate(run.scored, data, run.criterion, run.cfg, run.device, run.amp_dtype,
+                                               run.classes) if run.info.is_main else (0.0, 0.0, None))
+    val_loss, val_dice = broadcast_from_main((val_loss, val_dice), run.device)
+    run.state.epoch += 1
+    return Epoch(train_loss, grad_norm, lr, val_loss, val_dice, val_probs)
+
+
+def select_and_stop(run: Run, epoch: Epoch, best: Path, stale_best: bool) -> bool:
+    """Keep the epoch in `best` when its val Dice is the best so far (rank 0 writes), count the epochs
+    without one for early stopping, and drop the previous run's best.pt unless this epoch replaced it.
+    Returns whether a stale best.pt may still be there."""
+    state = run.state
+    if epoch.val_dice > state.best_dice:
+        state.best_dice, state.best_epoch, state.bad_epochs = epoch.val_dice, state.epoch, 0
+        if run.info.is_main:
+            save_checkpoint(best, {**run.header, "state_dict": run.scored.state_dict(), "epoch": state.epoch,
+                                   "val_dice": epoch.val_dice, "threshold": run.cfg.threshold})
+    else:
+        state.bad_epochs += 1
+    if stale_best:  # the previous run's best.pt, unless this epoch just replaced it
+        if state.best_epoch != state.epoch:
+            best.unlink(missing_ok=True)
+        stale_best = False
+    if run.cfg.patience and state.bad_epochs >= run.cfg.patience:
+        state.finished = True
+        log.info("early stop after epoch %d (best val Dice %.4f at epoch %d)", state.epoch, state.best_dice,
+                 state.best_epoch)
+    state.finished |= state.epoch >= run.cfg.epochs
+    return stale_best
+
+
+def log_epoch(run: Run, live: Live, epoch: Epoch, data: TrainData) -> None:
+    """The epoch's curves and its image grid into dvclive."""
+    for key in ("train_loss", "val_loss", "val_dice", "lr", "grad_norm"):
+        live.log_metric(key, getattr(epoch, key))
+    live.log_image(f"val_predictions/{live.step}.png", prediction_grid(data.val_images, data.val_masks,
+                                                                      epoch.val_probs, grid_slices(data.val_masks),
+                                                                      run.cfg.threshold))
+    live.log_metric("best_val_dice", run.state.best_dice, plot=False)
+
+
+def save_last(run: Run, last: Path, fingerprint: str) -> None:
+    """last.pt: everything an exact resume needs (weights, optimizer, schedule, scaler, EMA, run state)."""
+    save_checkpoint(last, {**run.header, "state_dict": run.core.state_dict(), "optimizer": run.optimizer.state_dict(),
+                           "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
+                           "fingerprint": fingerprint, "ema": run.ema.state_dict() if run.ema is not None else {},
+                           "amp": amp_name(run.amp_dtype), "train_state": vars(run.state).copy()})
 
 
 RESUME_KEYS = ("state_dict", "optimizer", "scheduler", "scaler", "ema", "train_state")
@@ -234,9 +335,8 @@ def _readable(path: Path, run_state: bool) -> dict[str, Any] | None:
     return ckpt
 
 
-def resume_from(last: Path, best: Path, fingerprint: str, amp: str, model: nn.Module, optimizer, scheduler,
-                scaler, ema: AveragedModel | None) -> RunState | None:
-    """Load an unfinished run of the same fingerprint from `last` into the training objects and
+def resume_from(last: Path, best: Path, fingerprint: str, amp: str, run: Run) -> RunState | None:
+    """Load an unfinished run of the same fingerprint from `last` into the run's training objects and
     return its state; None (nothing loaded, the reason logged) when there is no such run to continue."""
     if not last.exists():
         return None
@@ -251,8 +351,8 @@ def resume_from(last: Path, best: Path, fingerprint: str, amp: str, model: nn.Mo
         return None
     if _readable(best, run_state=False) is None:
         return None
-    targets = [(model, ckpt["state_dict"]), (optimizer, ckpt["optimizer"]), (scheduler, ckpt["scheduler"]),
-               (scaler, ckpt["scaler"])] + ([(ema, ckpt["ema"])] if ema is not None else [])
+    targets = [(run.core, ckpt["state_dict"]), (run.optimizer, ckpt["optimizer"]), (run.scheduler, ckpt["scheduler"]),
+               (run.scaler, ckpt["scaler"])] + ([(run.ema, ckpt["ema"])] if run.ema is not None else [])
     before = [copy.deepcopy(obj.state_dict()) for obj, _ in targets]
     try:
         for obj, state in targets:
@@ -310,14 +410,13 @@ def make_loader(dataset: SliceDataset, cfg: TrainParams, epoch: int, epoch_seed:
                       pin_memory=device.type == "cuda", persistent_workers=False)
 
 
-def _finalise_best(best: Path, data: TrainData, cfg: TrainParams, device: torch.device,
-                   amp_dtype: torch.dtype | None, state: RunState, draws_per_epoch: int,
-                   classes: Classes = BINARY) -> None:
+def _finalise_best(best: Path, data: TrainData, run: Run, draws_per_epoch: int) -> None:
     """Put into best.pt the val best-F1 threshold (one per region; none for exclusive classes,
     decided by argmax), so the checkpoint alone is enough to predict, and what training cost
     (device, dtype, time, epochs, throughput, peak memory)."""
     from medseg.checkpoints import model_from_checkpoint
 
+    cfg, device, amp_dtype, state, classes = run.cfg, run.device, run.amp_dtype, run.state, run.classes
     ckpt = load_checkpoint(best)
     model = model_from_checkpoint(ckpt, best).to(device)
     if classes.multi:
@@ -347,11 +446,13 @@ def class_thresholds(probs: np.ndarray, codes: np.ndarray, classes: Classes, see
     return [best_threshold(probs[:, k], truth[:, k], seed) for k in range(len(classes.names))]
 
 
-def train_epoch(model, loader, criterion, optimizer, scaler, cfg, device, amp_dtype, memory_format,
-                ema: AveragedModel | None, progress: bool = False) -> tuple[float, float]:
+def train_epoch(run: Run, loader: Iterable) -> tuple[float, float]:
     """One pass over `loader`: (mean loss per image, mean gradient norm per optimizer step, before
-    clipping). Both are summed on the device and read once, so no step waits for the host; with
-    `progress` and a terminal, a progress bar over the batches."""
+    clipping). Both are summed on the device and read once, so no step waits for the host; on rank 0
+    in a terminal, a progress bar over the batches."""
+    model, criterion, optimizer, scaler, cfg = run.model, run.criterion, run.optimizer, run.scaler, run.cfg
+    device, amp_dtype, memory_format, ema = run.device, run.amp_dtype, run.memory_format, run.ema
+    progress = run.info.is_main
     model.train()
     total, count = torch.zeros((), dtype=torch.float64, device=device), 0
     norms, steps_taken = torch.zeros((), dtype=torch.float64, device=device), torch.zeros((), device=device)

@@ -33,7 +33,7 @@ from medseg.inference import predict_class_probs, predict_probs
 from medseg.slices import SLICES, dataset_info, fold_count, fold_rows, load_arrays, read_sampling, slice_classes
 from medseg.metrics import best_threshold
 from medseg.oof import fold_of_rows, out_of_fold_probs
-from medseg.training import RunState, TrainData, class_thresholds, train
+from medseg.training import Recipe, RunDirs, RunState, TrainData, class_thresholds, train
 from models import MODEL_NAMES
 
 log = logging.getLogger("medseg.train")
@@ -65,8 +65,8 @@ def train_model(name: str, cfg: TrainParams, loss_cfg: LossParams, aug_cfg: Augm
         if where is not None:
             header |= {"fold": fold, "folds": folds, "run": run}
             log.info("%s: fold %d of %d", name, fold, folds)
-        states.append(train(model, name, header, data, cfg, loss_cfg, aug_cfg, paths.model_dir(name, where),
-                            paths.train_log_dir(name, where), keep_finished=folds > 1))
+        dirs = RunDirs(paths.model_dir(name, where), paths.train_log_dir(name, where))
+        states.append(train(model, header, data, Recipe(cfg, loss_cfg, aug_cfg), dirs, keep_finished=folds > 1))
     if is_main:
         if folds > 1:
             threshold, cuts, source = out_of_fold_thresholds(name, folds, channels, cfg, classes)

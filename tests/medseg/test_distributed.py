@@ -56,8 +56,8 @@ cfg = TrainParams.load().with_values(epochs=2, batch_size=4, patience=0, lr=0.01
 torch.manual_seed(0)
 model = build_model("unet", 1, width=4)
 header = {"model": "unet", "model_params": {"width": 4}, "in_channels": 1}
-state = training.train(model, "unet", header, data, cfg, LossParams.load(), AugmentParams.load(),
-                       run / "models", run / "live")
+state = training.train(model, header, data, training.Recipe(cfg, LossParams.load(), AugmentParams.load()),
+                       training.RunDirs(run / "models", run / "live"))
 weights = float(sum(p.detach().double().sum() for p in model.parameters()))
 (run.parent / f"rank{info.rank}.json").write_text(
     json.dumps({"world_size": info.world_size, "writes": writes, "state": vars(state), "weights": weights}))

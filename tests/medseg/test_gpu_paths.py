@@ -114,10 +114,10 @@ def test_a_last_pt_made_under_another_dtype_starts_over_and_says_why(tmp_path, c
     save_checkpoint(last, {**common, "fingerprint": "made-on-an-a100", "amp": "bfloat16", "train_state": state})
     save_checkpoint(best, common)
     with caplog.at_level(logging.INFO, logger="medseg.train"):
-        assert resume_from(last, best, "this-run", "float16", None, None, None, None, None) is None
+        assert resume_from(last, best, "this-run", "float16", None) is None
     assert "made under bfloat16 and this run resolves train.amp to float16; starting over" in caplog.text
     caplog.clear()
     save_checkpoint(last, {**common, "fingerprint": "other-params", "amp": "float16", "train_state": state})
     with caplog.at_level(logging.INFO, logger="medseg.train"):
-        assert resume_from(last, best, "this-run", "float16", None, None, None, None, None) is None
+        assert resume_from(last, best, "this-run", "float16", None) is None
     assert "the params or the data changed" in caplog.text

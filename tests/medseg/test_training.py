@@ -8,7 +8,7 @@ import torch
 
 import medseg.training as training
 from medseg.checkpoints import load_checkpoint
-from medseg.training import TrainData, lr_factor, make_optimizer, train
+from medseg.training import Recipe, RunDirs, TrainData, lr_factor, make_optimizer, train
 from models import build_model
 from medseg.losses import LossParams
 from medseg.params import TrainParams
@@ -53,8 +53,8 @@ def run(tmp: Path, data: TrainData, epochs: int, hflip: float = 0.5, ema: float 
     model = build_model("unet", 1, width=8)
     header = {"model": "unet", "model_params": {"width": 8}, "in_channels": 1}
     aug = no_augment().with_values(hflip=hflip)
-    state = train(model, "unet", header, data, config(epochs, ema), shipped(LossParams), aug,
-                  tmp / "models", tmp / "live")
+    state = train(model, header, data, Recipe(config(epochs, ema), shipped(LossParams), aug),
+                  RunDirs(tmp / "models", tmp / "live"))
     return state, load_checkpoint(tmp / "models" / "last.pt")
 
 

@@ -3,7 +3,7 @@ phantom slices, drives its loss down and fits them to Dice >= 0.9."""
 import numpy as np
 import pytest
 
-from medseg.training import TrainData, train
+from medseg.training import Recipe, RunDirs, TrainData, train
 from models import build_model
 from medseg.losses import LossParams
 from medseg.params import TrainParams
@@ -32,7 +32,8 @@ def test_overfits_a_handful_of_slices(name, handful, tmp_path):
     model = build_model(name, 1, **SMALL[name])
     header = {"model": name, "model_params": SMALL[name], "in_channels": 1,
               "preprocess": {"size": handful.train_images.shape[1], "channels": 1}}
-    state = train(model, name, header, handful, cfg, shipped(LossParams), no_augment(), tmp_path / "m", tmp_path / "live")
+    state = train(model, header, handful, Recipe(cfg, shipped(LossParams), no_augment()),
+                  RunDirs(tmp_path / "m", tmp_path / "live"))
     losses = np.loadtxt(tmp_path / "live/plots/metrics/train_loss.tsv", skiprows=1, usecols=1)
     assert losses[-1] < 0.3 * losses[0]
     assert state.best_dice >= 0.9, f"{name} reached only {state.best_dice:.3f}"
