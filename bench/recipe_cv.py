@@ -37,8 +37,9 @@ from medseg.cli import run_stage
 from medseg.conversion import MANIFEST_COLUMNS, convert_all
 from medseg.datasets.registry import DatasetParams, convert_choices, dataset_plan, format_for, reader_config
 from medseg.errors import MedsegError
-from medseg.evaluation import (choose_postprocessing, comparison_table, per_case_table, per_image_table, tune_min_area,
+from medseg.evaluation import (choose_postprocessing, per_case_table, per_image_table, tune_min_area,
                                tune_min_volume)
+from medseg.reporting import comparison_table
 from medseg.hardware import amp_name, device_name, pick_amp_dtype, pick_device
 from medseg.inference import predict_probs
 from medseg.losses import LossParams

@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 
 from medseg.classes import Classes
-from medseg.evaluation import (_fmt, _mean, _table, choose_postprocessing, comparison_table, per_case_table,
-                               per_image_table, summarize, with_ci)
+from medseg.evaluation import (_mean, choose_postprocessing, per_case_table,
+                               per_image_table, summarize)
 from medseg.params import EvaluateParams
 from medseg.postprocess import clean_predictions
-from medseg.uncertainty import comparison_sentence, mean_ci, paired_comparison
+from medseg.uncertainty import mean_ci, paired_comparison
 
 MACRO_KEYS = ("dice", "iou")  # averaged over the classes per case: the headline table
 
@@ -99,19 +99,3 @@ def class_comparisons(class_tables: dict[str, dict[str, pd.DataFrame]], resample
             for c in names}
 
 
-def classes_markdown(metrics: dict[str, dict[str, Any]], pairs: dict[str, list[dict[str, Any]]]) -> str:
-    """summary.md's per-class section: each model's scores per class with CIs, and the paired tests per class."""
-    rows = [[model, c, with_ci(m, "dice"), with_ci(m, "dice_fg"), _fmt(m.get("ap")), _fmt(m.get("hd95_px")),
-             _fmt(m.get("case_nsd")), _fmt(m.get("threshold")), _fmt(m.get("min_area")), _fmt(m.get("min_volume")),
-             _fmt(m.get("largest_volume"))]
-            for model, macro in metrics.items() for c, m in macro["classes"].items()]
-    lines = ["## Per class", "",
-             "The headline `dice` above is, per case, the mean over the classes (background excluded) of the "
-             "class Dice; each class below is scored as its own binary problem under the same empty rule, with "
-             "its post-processing chosen on val.", "",
-             *_table(["model", "class", "dice [95% CI]", "dice_fg [95% CI]", "ap", "hd95_px", "case_nsd", "threshold",
-                      "min_area", "min_volume", "largest_volume"], rows), ""]
-    for c, class_pairs in pairs.items():
-        lines += [f"### Paired comparison on {c} (per-case Dice)", "", *comparison_table(class_pairs), "",
-                  comparison_sentence(class_pairs), ""]
-    return "\n".join(lines)

@@ -7,8 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from medseg.evaluation import comparison_table, with_ci
-from medseg.uncertainty import comparison_sentence, mean_ci
+from medseg.uncertainty import mean_ci
 
 
 def cv_metrics(cases: pd.DataFrame, resamples: int, seed: int) -> dict[str, Any]:
@@ -27,22 +26,3 @@ def _float(value: float) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
 
-def cv_markdown(metrics: dict[str, dict[str, Any]], pairs: list[dict[str, Any]]) -> str:
-    """The summary.md section: the CV estimate of every model next to its ensemble's test score,
-    and the paired comparison over the out-of-fold cases."""
-    rows = []
-    for name, m in metrics.items():
-        cv = m["cv"]
-        sd = "n/a" if cv["fold_dice_sd"] is None else f"{cv['fold_dice_sd']:.3f}"
-        mean = "n/a" if cv["fold_dice_mean"] is None else f"{cv['fold_dice_mean']:.3f}"
-        rows.append(f"| {name} | {with_ci(cv, 'dice')} | {mean} ± {sd} | {with_ci(m, 'dice')} |")
-    first = next(iter(metrics.values()))["cv"]
-    return "\n".join([
-        "## Cross-validation", "",
-        f"{first['folds']} patient-level folds; {first['cases']} out-of-fold cases, each scored by the fold "
-        "model that did not train on it; the threshold and min_area were chosen on these same predictions. "
-        "The test column is the fold ensemble (mean of the fold probabilities) on the held-out test cases.", "",
-        "| model | CV per-case Dice [95% CI] | mean ± sd over folds | test Dice of the ensemble [95% CI] |",
-        "|---|---|---|---|", *rows, "",
-        "### Paired comparison over the out-of-fold cases", "", *comparison_table(pairs), "",
-        comparison_sentence(pairs), ""])

@@ -3,7 +3,8 @@ go stale: a block between `<!-- generated: NAME -->` and `<!-- /generated -->` i
 from results/ (`python -m medseg.docs_numbers --write`); tests/medseg/test_docs_numbers.py fails when a
 block disagrees with what results/ holds now.
 
-Hand-written: a markdown table of a few JSON fields per model is shorter than a templating dependency.
+Hand-written: a markdown table of a few JSON fields per model (medseg.reporting's) is shorter than a
+templating dependency.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from medseg.reporting import md_table
 from models import MODEL_NAMES
 
 EVALUATE = Path("results/evaluate")
@@ -32,8 +34,7 @@ def _ci(m: dict[str, Any], key: str) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+    return "\n".join(md_table(header, rows)) + "\n"
 
 
 def phantom_scores() -> str:

@@ -7,11 +7,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medseg.metrics import (EMPTY_RULES, global_dice, global_iou, hd95, nsd, overlap_scores, pixel_pr, pixel_scores,
+from medseg.metrics import (global_dice, global_iou, hd95, nsd, overlap_scores, pixel_pr, pixel_scores,
                             thin_curve)
 from medseg.params import EvaluateParams
 from medseg.postprocess import clean_predictions, clean_stack, clean_volumes
-from medseg.uncertainty import MIN_CASES, comparison_sentence, mean_ci
+from medseg.uncertainty import mean_ci
 
 
 ISIC_JACCARD_FLOOR = 0.65  # ISIC 2018 Task 1: a per-image Jaccard below 0.65 counts as 0
@@ -179,92 +179,3 @@ def summarize(images: pd.DataFrame, cases: pd.DataFrame, pred: np.ndarray, gt: n
     return metrics, pd.DataFrame({"recall": r, "precision": p})
 
 
-METRIC_NOTES = {
-    "dice [95% CI]": "mean over test cases of the 3D Dice of the re-stacked volume, with its percentile-bootstrap 95% CI over cases",
-    "iou [95% CI]": "mean over test cases of the 3D IoU, with its CI",
-    "dice_fg [95% CI]": "mean per-case Dice over the test cases that hold foreground: segmentation quality alone",
-    "fp_case_rate, fp_image_rate": "share of lesion-free test cases / images with any predicted foreground: detection of absent targets",
-    "ap": "pixel average precision (scikit-learn) over a uniform pixel subsample",
-    "hd95": "mean over cases of the 95th-percentile Hausdorff distance (MONAI); cases with an empty side left out",
-    "case_nsd": "mean over cases of the normalised surface Dice (MONAI): the share of both 3D boundaries within "
-                "`evaluate.nsd_tolerance_mm` of the other (in pixels where no spacing is recorded); an empty "
-                "truth follows the empty rule, an empty prediction of a lesion scores 0",
-    "case_sensitivity, case_specificity": "mean over cases of TP / (TP + FN) (= recall) and TN / (TN + FP) of the "
-                                          "volume; an empty truth follows the empty rule; `case_accuracy` and the "
-                                          "`image_` versions (per slice) in metrics.json",
-    "image_dice": "mean per-image Dice",
-    "global_dice": "Dice of all test pixels pooled",
-    "siim_dice": "SIIM-ACR challenge metric: mean per-image Dice, an empty truth scoring 1 only when predicted empty",
-    "isic_jaccard": "ISIC 2018 Task 1 metric: mean per-image Jaccard, values below 0.65 counted as 0",
-    "threshold, min_area": "probability cut-off (best pixel F1 on val, from best.pt) and smallest kept connected component (pixels, chosen on val when `auto`)",
-    "min_volume, largest_volume": "post-processing of each case's re-stacked volume after min_area: smallest kept 3D "
-                                  "connected component (voxels) and whether only the largest is kept, chosen on val "
-                                  "(out-of-fold predictions with folds) when `auto`",
-}
-
-
-def _fmt(value: Any) -> str:
-    return "n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
-
-
-def with_ci(m: dict[str, Any], key: str) -> str:
-    """'0.912 [0.851, 0.953]' for metric `key` of a model ('0.912' where no CI was computed)."""
-    if m.get(key) is None:
-        return "n/a"
-    if f"{key}_ci_low" not in m:
-        return f"{m[key]:.3f}"
-    return f"{m[key]:.3f} [{_fmt(m.get(key + '_ci_low'))}, {_fmt(m.get(key + '_ci_high'))}]"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|---" * len(header) + "|", *("| " + " | ".join(r) + " |" for r in rows)]
-
-
-def comparison_table(pairs: list[dict[str, Any]]) -> list[str]:
-    rows = [[f"{p['a']} − {p['b']}", str(p["cases"]),
-             f"{_fmt(p['mean_diff'])} [{_fmt(p['ci_low'])}, {_fmt(p['ci_high'])}]",
-             "n/a" if p["p_wilcoxon"] is None else f"{p['p_wilcoxon']:.3g}",
-             _fmt(p["median_diff"]), p["favours"] or "neither",
-             "n/a" if p["p_holm"] is None else f"{p['p_holm']:.3g}", "yes" if p["significant"] else "no"]
-            for p in pairs]
-    return _table(["pair (a − b)", "cases", "mean Dice difference [95% CI]", "Wilcoxon p", "median difference",
-                   "ranks favour", "Holm p", "significant at 0.05"], rows)
-
-
-def cost_table(costs: dict[str, dict[str, Any]]) -> list[str]:
-    number = lambda v, f: "n/a" if v is None else format(v, f)  # noqa: E731
-    rows = [[name, number(c["parameters"] / 1e6, ".2f"), number(c["gflops_per_image"], ".2f"), _fmt(c["epochs"]),
-             number(c["train_seconds"], ".0f"), number(c["train_images_per_s"], ".1f"),
-             number(c["train_peak_memory_mb"], ".0f"), f"{c['train_device']} ({c['train_amp']})"]
-            for name, c in costs.items()]
-    size = next(iter(costs.values()))["image_size"] if costs else "?"
-    return _table(["model", "parameters (M)", f"GFLOPs / image at {size} px", "epochs", "train s",
-                   "train img/s", "train peak memory (MB)", "trained on (autocast)"], rows)
-
-
-def summary_markdown(metrics: dict[str, dict[str, Any]], empty: str, pairs: list[dict[str, Any]],
-                     costs: dict[str, dict[str, Any]]) -> str:
-    """Every model's scores with their CIs, the paired comparisons in numbers and in words, what
-    each model cost, and the metric definitions with the empty-mask rule."""
-    first = next(iter(metrics.values()), {})
-    several = "classes" in first  # the macro mean over classes: its per-class detail is in the Per class section
-    plain = ["ap"] if several else [
-        "fp_case_rate", "fp_image_rate", "ap", "hd95_px", "case_nsd", "case_sensitivity", "image_dice",
-        "global_dice", "siim_dice", "isic_jaccard", "threshold", "min_area", "min_volume", "largest_volume"]
-    rows = [[name, with_ci(m, "dice"), with_ci(m, "iou"), with_ci(m, "dice_fg"), *(_fmt(m.get(c)) for c in plain)]
-            for name, m in metrics.items()]
-    cases = (f"{first.get('cases')} test cases, scored per class ({', '.join(first['classes'])}; "
-             f"{first.get('class_mode')}) and as the macro mean over the classes per case" if several else
-             f"{first.get('cases')} test cases ({first.get('fg_cases')} with foreground, "
-             f"{first.get('empty_cases')} lesion-free)")
-    if (first.get("cases") or 0) < MIN_CASES:
-        cases += (f". **Fewer than {MIN_CASES} test cases: every CI and test below is too wide or too weak to mean "
-                  "anything; read these scores as a check that the pipeline runs, not as a result**")
-    notes = [f"- `{k}`: {v}" for k, v in METRIC_NOTES.items()]
-    return "\n".join(["# Test-split results", "", f"{cases}; `evaluate.empty: {empty}`.", "",
-                      *_table(["model", "dice [95% CI]", "iou [95% CI]", "dice_fg [95% CI]", *plain], rows), "",
-                      "## Paired comparison (per-case Dice on the same test cases)", "",
-                      *comparison_table(pairs), "", comparison_sentence(pairs), "",
-                      "## Compute", "", *cost_table(costs), "",
-                      f"Empty ground truth rule (`evaluate.empty: {empty}`): {EMPTY_RULES[empty]}.", "",
-                      *notes, ""])

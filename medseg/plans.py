@@ -151,14 +151,3 @@ def resolve(cfg: P, plan: dict[str, Any], source: Path | str = PLANS_FILE) -> P:
     return replace(cfg, **planned)
 
 
-def plan_markdown(plan: dict[str, Any]) -> str:
-    """The summary.md section: the profile, the fingerprint, and each planned value with its reason."""
-    lines = ["## Plan", "",
-             f"Dataset `{plan['dataset']}`, profile `{plan['profile']}` ({plan['profile_why']}); written by `convert` "
-             "to data/slices/plans.json. Fingerprint: "
-             + ", ".join(f"{k} {v}" for k, v in plan["fingerprint"].items()) + ".", "",
-             "A param set explicitly in params.yaml (not `auto`) overrides its planned value; the epochs that ran are "
-             "in the Compute table.", "", "| param | planned | why |", "|---|---|---|"]
-    for key, entry in plan["values"].items():
-        lines.append(f"| `{key}` | {entry['value']} | {entry['why']} |")
-    return "\n".join(lines) + "\n"

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from medseg.augment import build_augmentation
 from medseg.checkpoints import load_checkpoint, save_checkpoint
-from medseg.classes import BINARY, Classes, of_preprocess
+from medseg.classes import Classes, of_preprocess
 from medseg.errors import MedsegError
 from medseg.distributed import (DistInfo, barrier, broadcast_from_main, current, gradient_sync,
                                 local_device, mean_over_ranks, unwrap, wrap)
@@ -269,8 +269,7 @@ def one_epoch(run: Run, data: TrainData, loader: DataLoader) -> Epoch:
     train_loss, grad_norm = mean_over_ranks(train_loss, run.device), mean_over_ranks(grad_norm, run.device)
     lr = run.optimizer.param_groups[0]["lr"]
     run.scheduler.step()
-    val_loss, val_dice, val_probs = (_validate(run.scored, data, run.criterion, run.cfg, run.device, run.amp_dtype,
-                                               run.classes) if run.info.is_main else (0.0, 0.0, None))
+    val_loss, val_dice, val_probs = _validate(run, data) if run.info.is_main else (0.0, 0.0, None)
     val_loss, val_dice = broadcast_from_main((val_loss, val_dice), run.device)
     run.state.epoch += 1
     return Epoch(train_loss, grad_norm, lr, val_loss, val_dice, val_probs)
@@ -484,10 +483,12 @@ def train_epoch(run: Run, loader: Iterable) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def _validate(model, data: TrainData, criterion, cfg, device, amp_dtype,
-              classes: Classes = BINARY) -> tuple[float, float, np.ndarray]:
+def _validate(run: Run, data: TrainData) -> tuple[float, float, np.ndarray]:
     """Val loss (mean over batches, weighted by their size), global val Dice (with several classes,
-    its mean over the classes) and the val foreground probabilities, one batch on the device at a time."""
+    its mean over the classes) and the val foreground probabilities of the run's scored network, one
+    batch on the device at a time."""
+    model, criterion, cfg, device, amp_dtype, classes = (run.scored, run.criterion, run.cfg, run.device, run.amp_dtype,
+                                                         run.classes)
     probs = np.empty(data.val_images.shape[:3], np.float32)
     total = torch.zeros((), dtype=torch.float64, device=device)
     hits = np.zeros((len(classes.names), 2), np.int64)  # per class: intersection, pred + truth pixels

@@ -93,34 +93,3 @@ def paired_comparison(per_case: dict[str, pd.DataFrame], metric: str, resamples:
     return rows
 
 
-def comparison_sentence(rows: list[dict[str, Any]]) -> str:
-    """What the paired tests say, in words."""
-    found = [r for r in rows if r["significant"]]
-    if not rows:
-        return "There is only one model: nothing to compare."
-    fewest = min(r["cases"] for r in rows)
-    if fewest < MIN_CASES:
-        return (f"Only {fewest} paired cases (fewer than {MIN_CASES}): the CIs and tests above are not meaningful at "
-                "this size, and no pair of models is called different.")
-    if not found:
-        return (f"No pair of models differs significantly in per-case {rows[0]['metric']} at {ALPHA} "
-                f"(Wilcoxon signed-rank, Holm-corrected over {len(rows)} pairs): on these test cases the "
-                "models cannot be told apart.")
-    said = [_one_finding(r) for r in found]
-    return (f"Significant at {ALPHA} (Wilcoxon signed-rank, Holm-corrected over {len(rows)} pairs): "
-            + "; ".join(said) + ". No other pair differs significantly.")
-
-
-def _one_finding(r: dict[str, Any]) -> str:
-    """'unet ranks above deeplab (Holm p = 0.001; mean difference 0.089 [0.024, 0.139])', with a
-    warning when the mean difference's CI does not agree with the rank test."""
-    winner = r["favours"]
-    loser = r["b"] if winner == r["a"] else r["a"]
-    sign = 1 if winner == r["a"] else -1
-    diff, low, high = (sign * v for v in (r["mean_diff"], r["ci_low"], r["ci_high"]))
-    low, high = min(low, high), max(low, high)
-    text = (f"{winner} ranks above {loser} (Holm p = {r['p_holm']:.3g}; mean difference {diff:.3f} "
-            f"[{low:.3f}, {high:.3f}]")
-    if low <= 0:
-        text += ", a CI that includes 0 or the other sign: a few cases, such as a lesion-free case scored 0, decide the mean"
-    return text + ")"

@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medseg.class_scores import class_comparisons, classes_markdown, score_classes
+from medseg.class_scores import class_comparisons, score_classes
+from medseg.reporting import classes_markdown
 from medseg.classes import from_params
 from medseg.params import EvaluateParams
 from tests.conftest import shipped

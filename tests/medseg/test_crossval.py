@@ -3,7 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medseg.crossval import cv_markdown, cv_metrics
+from medseg.crossval import cv_metrics
+from medseg.reporting import cv_markdown
 from medseg.oof import fold_of_rows
 
 

@@ -64,7 +64,8 @@ OLD_KEYS = {"dice", "iou", "dice_fg", "dice_ci_low", "dice_ci_high", "iou_ci_low
 
 
 def test_metrics_json_gains_pixel_and_surface_scores_and_keeps_its_keys():
-    from medseg.evaluation import per_case_table, summarize, summary_markdown
+    from medseg.evaluation import per_case_table, summarize
+    from medseg.reporting import summary_markdown
 
     slices, probs, gt = two_cases()
     slices["spacing"] = "2.0x2.0x5.0"

@@ -16,11 +16,10 @@ import medseg.training as training
 from medseg.checkpoints import save_checkpoint
 from medseg.distributed import DistInfo
 from medseg.inference import predict_probs
-from medseg.losses import build_loss
 from medseg.torchdata import SliceDataset
 from medseg.training import TrainData, make_loader, resume_from
 from medseg.losses import LossParams
-from medseg.params import TrainParams
+from medseg.params import AugmentParams, TrainParams
 from tests.conftest import shipped
 from tests.medseg.test_hardware import fake_gpu
 
@@ -94,11 +93,12 @@ def test_inference_and_the_val_loss_hold_one_batch_at_a_time():
     model.largest = 0
     whole = predict_probs(model, images, torch.device("cpu"), batch_size=37)
     assert np.allclose(probs, whole, atol=1e-6)
-    criterion = build_loss(shipped(LossParams, type="bce"))
     data = TrainData(images, masks, np.ones(37, np.int64), images, masks)
     model.largest = 0
-    loss, _, _ = training._validate(model, data, criterion, shipped(TrainParams, batch_size=8, threshold=0.5),
-                                 torch.device("cpu"), None)
+    recipe = training.Recipe(shipped(TrainParams, batch_size=8, threshold=0.5, device="cpu", amp="off"),
+                             shipped(LossParams, type="bce"), shipped(AugmentParams))
+    run = training.build_run(model, {"model": "unet"}, recipe)
+    loss, _, _ = training._validate(run, data)
     assert model.largest == 8
     with torch.no_grad():  # per-pixel mean BCE: the batch-size-weighted mean of batch means is the global mean
         logits = model(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255)

@@ -9,7 +9,8 @@ import pytest
 from medseg.datasets.registry import DATASET_PLANS, DATASETS, convert_choices, dataset_plan, format_for, planned_size
 from medseg.errors import MedsegError
 from medseg.params import BalanceParams, ConvertParams, SplitParams, TrainParams
-from medseg.plans import (PLANNED, REAL_FRACTIONS, apply, build_plan, fingerprint, plan_markdown, plan_size,
+from medseg.reporting import plan_markdown
+from medseg.plans import (PLANNED, REAL_FRACTIONS, apply, build_plan, fingerprint, plan_size,
                           read_plan, resolve_profile, write_plan)
 from tests.conftest import shipped
 

@@ -3,7 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medseg.uncertainty import comparison_sentence, holm, mean_ci, paired_comparison, wilcoxon_p
+from medseg.reporting import comparison_sentence
+from medseg.uncertainty import holm, mean_ci, paired_comparison, wilcoxon_p
 
 
 def brute_force_ci(x: np.ndarray, resamples: int, seed: int) -> tuple[float, float]:
