@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from medseg.classes import Classes
-from medseg.evaluation import (_mean, choose_postprocessing, per_case_table,
+from medseg.evaluation import (Decided, _mean, choose_postprocessing, per_case_table,
                                per_image_table, summarize)
 from medseg.params import EvaluateParams
 from medseg.postprocess import clean_predictions
@@ -42,13 +42,23 @@ def class_probability(probs: np.ndarray, classes: Classes, k: int) -> np.ndarray
     return probs[:, k + 1] if classes.mode == "exclusive" else probs[:, k]
 
 
-def score_classes(classes: Classes, thresholds: list[float] | None, cfg: EvaluateParams,
-                  val: pd.DataFrame, val_probs: np.ndarray, val_codes: np.ndarray,
-                  test: pd.DataFrame, test_probs: np.ndarray, test_codes: np.ndarray,
-                  chosen: dict[str, dict[str, Any]] | None = None) -> ClassResults:
+@dataclass(frozen=True)
+class Predicted:
+    """A split's rows, a multi-class network's probabilities on them (N x channels x H x W) and the slice
+    store's codes (the truth)."""
+
+    rows: pd.DataFrame
+    probs: np.ndarray
+    codes: np.ndarray
+
+
+def score_classes(classes: Classes, thresholds: list[float] | None, cfg: EvaluateParams, val_split: Predicted,
+                  test_split: Predicted, chosen: dict[str, dict[str, Any]] | None = None) -> ClassResults:
     """Decide (argmax, or each region at its val threshold), post-process each class as chosen on
     val (or as `chosen` gives, already chosen), and score every class and the macro mean over classes
     on the test split."""
+    val, val_probs, val_codes = val_split.rows, val_split.probs, val_split.codes
+    test, test_probs, test_codes = test_split.rows, test_split.probs, test_split.codes
     val_pred, test_pred = classes.decide(val_probs, thresholds), classes.decide(test_probs, thresholds)
     val_truth, test_truth = classes.masks_of(val_codes), classes.masks_of(test_codes)
     per_class, cases_of, images_of, prs, posts, masks = {}, {}, {}, {}, {}, np.zeros_like(test_pred)
@@ -60,7 +70,8 @@ def score_classes(classes: Classes, thresholds: list[float] | None, cfg: Evaluat
         images = per_image_table(test, pred, gt, cfg.empty)
         cases = per_case_table(test, pred, gt, cfg.empty, cfg.nsd_tolerance_mm)
         threshold = 0.5 if thresholds is None else float(thresholds[k])
-        metrics, pr = summarize(images, cases, pred, gt, class_probability(test_probs, classes, k), threshold, post, cfg)
+        metrics, pr = summarize(images, cases, Decided(class_probability(test_probs, classes, k), threshold, post, pred,
+                                                       gt), cfg)
         per_class[name], cases_of[name], images_of[name], prs[name], posts[name] = metrics, cases, images, pr, post
         masks[:, k] = pred
     macro = macro_cases(cases_of)

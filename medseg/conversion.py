@@ -62,7 +62,7 @@ def convert_case(fmt_name: str, case: CaseRef, cfg: ReaderConfig, raw: Path, out
     written: list[Path] = []
     try:
         for sl in fmt.read_case(case, cfg):
-            rows.append(_write_slice(case, sl, cfg.size, raw, out, written, cfg.classes))
+            rows.append(_write_slice(case, sl, cfg, raw, out, written))
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
@@ -70,10 +70,10 @@ def convert_case(fmt_name: str, case: CaseRef, cfg: ReaderConfig, raw: Path, out
     return rows
 
 
-def _write_slice(case: CaseRef, sl: Slice, size: int, raw: Path, out: Path, written: list[Path],
-                 classes: Classes = BINARY) -> dict:
+def _write_slice(case: CaseRef, sl: Slice, cfg: ReaderConfig, raw: Path, out: Path, written: list[Path]) -> dict:
     """Write one slice's image and mask PNGs (appending their paths to `written`); its manifest row.
     A binary mask is stored as 0/255 (readable as a picture), several classes as their codes."""
+    size, classes = cfg.size, cfg.classes
     pixels, mask = model_input(sl.image, size, sl.image.shape[2]), model_mask(sl.mask, size)
     slice_id = f"{case.case_id}_{sl.index:04d}"
     for folder, array in (("images", pixels), ("masks", mask if classes.multi else mask * 255)):

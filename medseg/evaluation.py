@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -153,12 +154,24 @@ def _mean(values: pd.Series) -> float | None:
     return None if math.isnan(value) else value
 
 
-def summarize(images: pd.DataFrame, cases: pd.DataFrame, pred: np.ndarray, gt: np.ndarray,
-              probs: np.ndarray, threshold: float, post: dict[str, Any],
+@dataclass(frozen=True)
+class Decided:
+    """What one model's test split was scored on: its probabilities, the cut-off and post-processing
+    (min_area, largest_component, min_volume, largest_volume) applied to them, the masks that gave, and
+    the truth."""
+
+    probs: np.ndarray
+    threshold: float
+    post: dict[str, Any]
+    pred: np.ndarray
+    gt: np.ndarray
+
+
+def summarize(images: pd.DataFrame, cases: pd.DataFrame, decided: Decided,
               cfg: EvaluateParams) -> tuple[dict[str, Any], pd.DataFrame]:
-    """metrics.json content and the thinned PR curve of one model; `post` is the post-processing used
-    (min_area, largest_component, min_volume, largest_volume)."""
-    ap, precision, recall, _ = pixel_pr(probs, gt, cfg.pr_max_pixels, cfg.seed)
+    """metrics.json content and the thinned PR curve of one model from its per-image and per-case tables."""
+    pred, gt, threshold, post = decided.pred, decided.gt, decided.threshold, decided.post
+    ap, precision, recall, _ = pixel_pr(decided.probs, gt, cfg.pr_max_pixels, cfg.seed)
     metrics = {
         "dice": _mean(cases["dice"]), "iou": _mean(cases["iou"]),
         **uncertainty(cases, cfg.resamples, cfg.seed), **detection(images, cases),

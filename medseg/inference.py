@@ -50,13 +50,10 @@ def predict_probs(model: nn.Module, images: np.ndarray, device: torch.device, ba
 
 
 def predict_class_probs(model: nn.Module, images: np.ndarray, device: torch.device, exclusive: bool,
-                        batch_size: int = 16, amp_dtype: torch.dtype | None = None, tta: bool = False) -> np.ndarray:
+                        batch_size: int = 16, amp_dtype: torch.dtype | None = None) -> np.ndarray:
     """(N, H, W, C) uint8 -> (N, channels, H, W) float32 per-channel probabilities of a multi-class
-    network: softmax over background + classes (`exclusive`), else one sigmoid per region; `tta`
-    averages the probabilities of a h-flip."""
-    if tta:  # images are N x H x W x C: their width is axis 2
-        return flip_averaged(lambda imgs: predict_class_probs(model, imgs, device, exclusive, batch_size, amp_dtype),
-                             images, width_axis=2)
+    network: softmax over background + classes (`exclusive`), else one sigmoid per region (TTA:
+    medseg.tta.with_tta over it, width axis 2)."""
     activate = (lambda t: torch.softmax(t, dim=1)) if exclusive else torch.sigmoid
     out = None
     for rows, logits in batch_logits(model, images, device, batch_size, amp_dtype):

@@ -12,6 +12,7 @@ pixel counts from the model's size to a source image's own size.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 import json
 from pathlib import Path
 from typing import Any
@@ -49,10 +50,20 @@ def checkpoint_digests(paths: list[Path]) -> list[str]:
     return [file_digest(Path(p)) for p in paths]
 
 
-def make_record(model: str, paths: list[Path], size: int, threshold: float | None,
-                class_thresholds: list[float] | None, tta: bool, steps: dict[str, dict[str, Any]],
-                chosen_on: str) -> dict[str, Any]:
-    """postprocess.json's content; `steps` maps each class (binary: `foreground`) to its four steps."""
+@dataclass(frozen=True)
+class Applied:
+    """What turns a model's probabilities into its masks: the cut-off (binary) or one per region, TTA,
+    and per class (binary: `foreground`) its four post-processing steps."""
+
+    threshold: float | None
+    class_thresholds: list[float] | None
+    tta: bool
+    steps: dict[str, dict[str, Any]]
+
+
+def make_record(model: str, paths: list[Path], size: int, applied: Applied, chosen_on: str) -> dict[str, Any]:
+    """postprocess.json's content."""
+    threshold, class_thresholds, tta, steps = applied.threshold, applied.class_thresholds, applied.tta, applied.steps
     return {"format": FORMAT, "model": model, "checkpoints": [str(p) for p in paths],
             "checkpoint_sha256": checkpoint_digests(paths), "size": int(size),
             "threshold": None if threshold is None else float(threshold),

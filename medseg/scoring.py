@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 
 from medseg import paths
-from medseg.class_scores import ClassResults, class_comparisons, score_classes
+from medseg.class_scores import ClassResults, Predicted, class_comparisons, score_classes
 from medseg.compute import compute_cost, provenance
 from medseg.crossval import cv_metrics
 from medseg.errors import MedsegError
-from medseg.evaluation import AUTO_STEPS, choose_postprocessing, per_case_table, per_image_table, summarize
+from medseg.evaluation import AUTO_STEPS, Decided, choose_postprocessing, per_case_table, per_image_table, summarize
 from medseg.folds import mean_probs
 from medseg.hardware import amp_name
 from medseg.inference import predict_class_probs, predict_probs
@@ -30,9 +30,10 @@ from medseg.oof import fold_of_rows, out_of_fold_probs
 from medseg.outputs import write_json
 from medseg.params import EvaluateParams
 from medseg.postprocess import clean_predictions
-from medseg.scored_post import BINARY_NAME, RECORD, make_record
+from medseg.scored_post import BINARY_NAME, RECORD, Applied, make_record
 from medseg.slices import SLICES, dataset_info, fold_rows, load_arrays, split_rows
 from medseg.trained import TrainedModel, check_fits_slices, load_trained
+from medseg.tta import with_tta
 from medseg.uncertainty import paired_comparison
 
 log = logging.getLogger("medseg.evaluate")
@@ -95,7 +96,8 @@ def score_model(name: str, trained: TrainedModel, splits: Splits, how: Scoring) 
     made_by = provenance(trained.computes[0], how.device, amp_name(how.amp))
     if trained.classes.multi:
         infer = partial(predict_class_probs, device=how.device, exclusive=trained.classes.mode == "exclusive",
-                        batch_size=batch, amp_dtype=how.amp, tta=cfg.tta)
+                        batch_size=batch, amp_dtype=how.amp)
+        infer = with_tta(infer) if cfg.tta else infer
         result, speed, oof = evaluate_classes(name, trained, splits, how, infer, made_by)
         cost = model_records(how.out / name, result.metrics, trained, how.info, how.device)
         return Scored(result.metrics, result.cases, oof, result.per_class_cases, cost, speed)
@@ -132,11 +134,11 @@ def score_binary(name: str, trained: TrainedModel, splits: Splits, how: Scoring,
     pred, gt = clean_predictions(probs >= threshold, s.test, **post), s.test_masks.astype(bool)
     images = per_image_table(s.test, pred, gt, cfg.empty)
     cases = per_case_table(s.test, pred, gt, cfg.empty, cfg.nsd_tolerance_mm)
-    metrics, pr = summarize(images, cases, pred, gt, probs, threshold, post, cfg)
+    metrics, pr = summarize(images, cases, Decided(probs, threshold, post, pred, gt), cfg)
     metrics |= made_by
     write_model_results(folder, metrics, cases, images, pr)
-    write_json(folder / RECORD, make_record(name, trained.paths, how.info["size"], threshold, None, cfg.tta,
-                                            {BINARY_NAME: post}, chosen_on(folds)))
+    applied = Applied(threshold, None, cfg.tta, {BINARY_NAME: post})
+    write_json(folder / RECORD, make_record(name, trained.paths, how.info["size"], applied, chosen_on(folds)))
     oof = None
     if folds > 1:
         oof_pred = clean_predictions(val_probs >= threshold, s.val, **post)
@@ -201,22 +203,22 @@ def evaluate_classes(name: str, trained: TrainedModel, splits: Splits, how: Scor
     started = time.perf_counter()
     test_probs = mean_probs([infer(model, test[1]) for model in trained.members])
     speed = len(test[1]) / max(time.perf_counter() - started, 1e-9)
-    result = score_classes(trained.classes, thresholds, cfg, val_rows, val_probs, val_codes, test[0], test_probs, test[2])
+    val_split = Predicted(val_rows, val_probs, val_codes)
+    result = score_classes(trained.classes, thresholds, cfg, val_split, Predicted(test[0], test_probs, test[2]))
     result.metrics |= made_by
     folder.mkdir()
     oof = None
     if folds > 1:  # the out-of-fold cases scored with what was chosen on them, as the binary path does
-        scored = score_classes(trained.classes, thresholds, cfg, val_rows, val_probs, val_codes, val_rows, val_probs,
-                               val_codes, result.post)
+        scored = score_classes(trained.classes, thresholds, cfg, val_split, val_split, result.post)
         oof = scored.cases.copy()
         oof.insert(1, "fold", oof["group"].map(dict(zip(val_rows["group"], val_rows["fold"]))))
         result.metrics["cv"] = cv_metrics(oof, cfg.resamples, cfg.seed)
         oof.to_csv(folder / "per_case_oof.csv", index=False, float_format="%.6f")
     write_json(folder / "metrics.json", result.metrics)
     regions = trained.classes.mode == "regions"
-    write_json(folder / RECORD, make_record(name, trained.paths, test[1].shape[1], None,
-                                            (thresholds or [0.5] * len(trained.classes.names)) if regions else None,
-                                            cfg.tta, result.post, chosen_on(folds)))
+    cuts = (thresholds or [0.5] * len(trained.classes.names)) if regions else None
+    write_json(folder / RECORD, make_record(name, trained.paths, test[1].shape[1], Applied(None, cuts, cfg.tta, result.post),
+                                            chosen_on(folds)))
     result.cases.to_csv(folder / "per_case.csv", index=False, float_format="%.6f")
     for cname in trained.classes.names:
         result.per_class_cases[cname].to_csv(folder / f"per_case_{cname}.csv", index=False, float_format="%.6f")

@@ -5,6 +5,8 @@ The one loader of `predict` (PyTorch path) and `export`, so both read the two la
 """
 from __future__ import annotations
 
+from functools import partial
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from medseg.classes import BINARY, Classes, of_preprocess
 from medseg.errors import MedsegError
 from medseg.folds import ENSEMBLE, checkpoint_paths, mean_probs, read_ensemble
 from medseg.inference import predict_class_probs, predict_probs
+from medseg.tta import with_tta
 
 SHARED = ("model", "model_params", "in_channels", "preprocess")  # what every fold of one model must agree on
 
@@ -60,8 +63,8 @@ class TrainedModel:
                     batch_size: int | None = None, amp_dtype: torch.dtype | None = None) -> np.ndarray:
         """A multi-class model's (N, channels, H, W) float32 probabilities, the mean over its folds."""
         batch, exclusive = batch_size or self.batch_size, self.classes.mode == "exclusive"
-        return mean_probs([predict_class_probs(m, images, device, exclusive, batch, amp_dtype, tta)
-                           for m in self.members])
+        infer = partial(predict_class_probs, device=device, exclusive=exclusive, batch_size=batch, amp_dtype=amp_dtype)
+        return mean_probs([(with_tta(infer) if tta else infer)(m, images) for m in self.members])
 
 
 def check_fits_slices(trained: TrainedModel, name: str, slices_info: dict[str, Any], slices: Path) -> None:

@@ -10,6 +10,7 @@ from typing import TypeVar
 import numpy as np
 
 A = TypeVar("A")
+M = TypeVar("M")
 
 
 def mirrored(a: A, axis: int = -1) -> A:
@@ -17,6 +18,11 @@ def mirrored(a: A, axis: int = -1) -> A:
     if hasattr(a, "flip"):  # torch.Tensor
         return a.flip(axis)
     return np.ascontiguousarray(np.flip(a, axis))
+
+
+def with_tta(infer: Callable[[M, A], A], width_axis: int = 2) -> Callable[[M, A], A]:
+    """`infer(model, images)` averaged with its run on the mirrored images (N x H x W x C: width axis 2)."""
+    return lambda model, images: flip_averaged(lambda x: infer(model, x), images, width_axis)
 
 
 def flip_averaged(probs_of: Callable[[A], A], x: A, width_axis: int = -1) -> A:

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medseg.class_scores import class_comparisons, score_classes
+from medseg.class_scores import Predicted, class_comparisons, score_classes
 from medseg.reporting import classes_markdown
 from medseg.classes import from_params
 from medseg.params import EvaluateParams
@@ -37,7 +37,7 @@ def test_exclusive_per_class_and_macro_dice_are_the_hand_computed_ones():
     pred = truth.copy()
     pred[0, 5, 4:6] = 0  # case a's lesion: 2 of 4 pixels found, none false -> Dice 2*2/(2+4)
     cases = rows(["a", "b"])
-    result = score_classes(EXCLUSIVE, None, CFG, cases, one_hot(pred, 3), truth, cases, one_hot(pred, 3), truth)
+    result = score_classes(EXCLUSIVE, None, CFG, Predicted(cases, one_hot(pred, 3), truth), Predicted(cases, one_hot(pred, 3), truth))
     organ, lesion = result.metrics["classes"]["organ"], result.metrics["classes"]["lesion"]
     assert organ["dice"] == pytest.approx(1.0)
     assert lesion["dice"] == pytest.approx((2 / 3 + 1.0) / 2)  # case b: empty truth, empty prediction -> 1 (rule one)
@@ -55,10 +55,10 @@ def test_regions_overlap_and_each_takes_its_threshold():
     probs[:, 0] = np.array([[[0.6, 0.6, 0.9, 0.1]], [[0.1, 0.9, 0.9, 0.1]]])  # whole: right at 0.5
     probs[:, 1] = np.array([[[0.3, 0.3, 0.7, 0.0]], [[0.0, 0.7, 0.35, 0.0]]])  # core: needs a cut below 0.35
     cases = rows(["a", "b"])
-    at_half = score_classes(regions, [0.5, 0.5], CFG, cases, probs, truth, cases, probs, truth)
+    at_half = score_classes(regions, [0.5, 0.5], CFG, Predicted(cases, probs, truth), Predicted(cases, probs, truth))
     assert at_half.metrics["classes"]["whole"]["dice"] == pytest.approx(1.0)
     assert at_half.metrics["classes"]["core"]["dice"] == pytest.approx((1.0 + 2 / 3) / 2)
-    tuned = score_classes(regions, [0.5, 0.32], CFG, cases, probs, truth, cases, probs, truth)
+    tuned = score_classes(regions, [0.5, 0.32], CFG, Predicted(cases, probs, truth), Predicted(cases, probs, truth))
     assert tuned.metrics["classes"]["core"]["dice"] == pytest.approx(1.0)
     assert tuned.metrics["classes"]["core"]["threshold"] == pytest.approx(0.32)
 

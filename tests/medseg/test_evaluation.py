@@ -64,7 +64,7 @@ OLD_KEYS = {"dice", "iou", "dice_fg", "dice_ci_low", "dice_ci_high", "iou_ci_low
 
 
 def test_metrics_json_gains_pixel_and_surface_scores_and_keeps_its_keys():
-    from medseg.evaluation import per_case_table, summarize
+    from medseg.evaluation import Decided, per_case_table, summarize
     from medseg.reporting import summary_markdown
 
     slices, probs, gt = two_cases()
@@ -73,7 +73,7 @@ def test_metrics_json_gains_pixel_and_surface_scores_and_keeps_its_keys():
     images, cases = per_image_table(slices, pred, gt, "one"), per_case_table(slices, pred, gt, "one", 2.0)
     cfg = shipped(EvaluateParams, pr_max_pixels=10_000, seed=0, resamples=2_000, empty="one", nsd_tolerance_mm=2.0)
     post = {"min_area": 0, "largest_component": False, "min_volume": 0, "largest_volume": False}
-    metrics, _ = summarize(images, cases, pred, gt, probs, 0.5, post, cfg)
+    metrics, _ = summarize(images, cases, Decided(probs, 0.5, post, pred, gt), cfg)
     assert OLD_KEYS <= metrics.keys()
     assert metrics["min_volume"] == 0 and metrics["largest_volume"] is False
     assert metrics["case_nsd"] == pytest.approx(0.5)  # a: 1, b: specks on an empty truth -> 0 under `one`

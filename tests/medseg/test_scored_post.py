@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from medseg.errors import MedsegError
-from medseg.scored_post import (apply_slices, check_belongs, check_record, checkpoint_digests, make_record,
+from medseg.scored_post import (Applied, apply_slices, check_belongs, check_record, checkpoint_digests, make_record,
                                 read_record, scaled)
 
 STEPS = {"min_area": 4, "largest_component": False, "min_volume": 0, "largest_volume": False}
@@ -17,7 +17,7 @@ STEPS = {"min_area": 4, "largest_component": False, "min_volume": 0, "largest_vo
 def record(tmp_path, steps=None, names=("foreground",)):
     ckpt = tmp_path / "best.pt"
     ckpt.write_bytes(b"weights")
-    return make_record("unet", [ckpt], 32, 0.4, None, False, {n: dict(steps or STEPS) for n in names}, "the val split")
+    return make_record("unet", [ckpt], 32, Applied(0.4, None, False, {n: dict(steps or STEPS) for n in names}), "the val split")
 
 
 def test_a_record_round_trips_and_names_its_checkpoints(tmp_path):

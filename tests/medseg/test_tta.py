@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from medseg.inference import predict_class_probs, predict_probs
-from medseg.tta import flip_averaged, mirrored
+from medseg.tta import flip_averaged, mirrored, with_tta
 
 
 class LeftWeighted(nn.Module):
@@ -40,4 +40,5 @@ def test_torch_tta_is_the_mean_of_plain_and_mirrored_back_predictions():
     three = LeftWeighted(3)
     expected = (predict_class_probs(three, images, torch.device("cpu"), True)
                 + predict_class_probs(three, mirrored_images, torch.device("cpu"), True)[..., ::-1]) / 2
-    assert np.allclose(predict_class_probs(three, images, torch.device("cpu"), True, tta=True), expected, atol=1e-6)
+    tta = with_tta(lambda model, imgs: predict_class_probs(model, imgs, torch.device("cpu"), True))
+    assert np.allclose(tta(three, images), expected, atol=1e-6)
