@@ -1,7 +1,7 @@
 """Loss factory keyed by `loss.type`; MONAI losses where they exist, segmentation-models-pytorch's
 for the IoU losses MONAI lacks (soft Jaccard, Lovász hinge).
 
-Hand-written: balanced_ce (per-image class-area weighting, seed 000) and the focal exponent on
+Hand-written: balanced_ce (each image's foreground and background weighted by half their area share) and the focal exponent on
 MONAI's Tversky loss, which MONAI does not provide for the binary sigmoid case; for overlapping
 regions, the sum of MONAI's sigmoid Dice and a per-channel BCE (MONAI's DiceCELoss switches to a
 softmax cross-entropy as soon as there is more than one channel).

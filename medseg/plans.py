@@ -49,7 +49,7 @@ class DatasetPlan:
     patience: dict[str, int]
     why: str
     fractions: dict[str, float] | None = None
-    normalize: str = "none"  # convert.normalize, for readers that have the choice (NORMALIZES)
+    normalize: str = "none"  # convert.normalize, for readers that have the choice (DatasetFormat.normalizes)
     normalize_why: str = "the files' own intensity scale"
 
 

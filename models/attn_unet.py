@@ -1,7 +1,7 @@
 """Attention U-Net (Oktay et al. 2018) from MONAI's AttentionUnet.
 
 The U-Net above with additive attention gates on every skip connection; widths w..16w, four
-down steps. MONAI's blocks use BatchNorm + ReLU and transposed-conv upsampling, as seed 000 draws it.
+down steps. MONAI's blocks use BatchNorm + ReLU and transposed-conv upsampling, as Oktay et al. 2018 draw it.
 """
 from __future__ import annotations
 

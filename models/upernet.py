@@ -1,6 +1,6 @@
 """UPerNet (Xiao et al. 2018) from segmentation_models_pytorch: pyramid pooling + FPN fusion.
 
-Any smp or timm (`tu-` prefix) encoder: seed 001's Swin-B is `tu-swin_base_patch4_window7_224`
+Any smp or timm (`tu-` prefix) encoder: the Swin-B of SIIM's reference setup is `tu-swin_base_patch4_window7_224`
 (needs input sides that suit its windows); the CPU default is resnet18 (UPerNet as the paper ran it, on a small ResNet).
 """
 from __future__ import annotations

@@ -37,8 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 REALDATA = REPO.parent / "shared" / "realdata"
 
 # phantom kind -> its dataset name, read off the registry: "medseg.datasets.phantom_lgg" is kind "lgg"
-PHANTOM_KINDS: dict[str, str] = {writer.rpartition(".phantom_")[2]: name
-                                 for name, (_, writer) in DATASETS.items() if writer}
+PHANTOM_KINDS: dict[str, str] = {fmt.phantom.rpartition(".phantom_")[2]: name
+                                 for name, fmt in DATASETS.items() if fmt.phantom}
 
 S = TypeVar("S", bound=Section)
 

@@ -2,7 +2,6 @@
 more than 6 parameters, so a reader sees each step whole and hand-offs are typed objects, not long
 argument lists. bench/ is excepted: its timing loops mirror the seeds' scripts on purpose."""
 import ast
-from pathlib import Path
 
 from tests.conftest import REPO
 

@@ -8,9 +8,8 @@ A format module provides:
     list_cases(raw: Path) -> list[CaseRef]
     read_case(case: CaseRef, cfg: ReaderConfig) -> Iterator[Slice]
     count_summary(cases: list[CaseRef]) -> dict[str, int]    same keys as EXPECTED
-and optionally LABEL_VOLUMES = True when its masks come from label volumes or maps, so that
-`dataset.labels` (cfg.labels) selects the foreground values, and NORMALIZES = True
-when its cases are stacks of 2D files that `convert.normalize: volume` rescales as one volume.
+What a reader can do beyond that (label volumes or maps that `dataset.labels` selects from; stacks of
+2D files that `convert.normalize: volume` rescales) is declared in medseg.datasets.registry.DATASETS.
 A phantom module provides write(root: Path, cases: int, depth: int, size: int, seed: int),
 writing the raw layout of the format it mimics into `root`.
 """
@@ -33,8 +32,8 @@ class ReaderConfig:
     size: int
     window_level: float
     window_width: float
-    normalize: str = "none"  # "volume": a case's 2D slice files rescaled to its own range (NORMALIZES readers)
-    labels: list[int] | None = None  # raw label values of the binary foreground (LABEL_VOLUMES readers)
+    normalize: str = "none"  # "volume": a case's 2D slice files rescaled to its own range (readers that normalize)
+    labels: list[int] | None = None  # raw label values of the binary foreground (readers of label volumes)
     classes: Classes = BINARY
 
 
@@ -60,6 +59,6 @@ class Slice:
     image: np.ndarray
     mask: np.ndarray
     spacing: tuple[float, float, float] | None  # row mm, col mm, slice mm
-    # the raw non-zero label values its label volume or map holds (readers with LABEL_VOLUMES), so that
+    # the raw non-zero label values its label volume or map holds (readers of label volumes), so that
     # convert can tell a `dataset.labels` value that matches nothing
     label_values: tuple[int, ...] = ()

@@ -30,8 +30,6 @@ MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")  # lossless only: a JPEG mask'
 MASK_TAILS = ("", "_mask", "_seg", "_segmentation", "_label")
 IMAGES, MASKS, GROUPS = "images", "masks", "groups.csv"
 MAX_SEARCH_DEPTH = 2
-LABEL_VOLUMES = True  # masks may be label maps: `dataset.labels` selects the foreground values
-NORMALIZES = True  # with a groups.csv, `convert.normalize: volume` rescales each group as one volume
 
 
 def count_summary(cases: list[CaseRef]) -> dict[str, int]:

@@ -26,7 +26,6 @@ EXPECTED = {"patients": 110, "slices": 3929}  # Buda et al. 2019, the Kaggle rel
 ROOT_NAME = "kaggle_3m"
 MASK_SUFFIX = "_mask"
 MAX_SEARCH_DEPTH = 3
-NORMALIZES = True  # `convert.normalize: volume` applies: a patient's slice files form one volume
 
 
 def count_summary(cases: list[CaseRef]) -> dict[str, int]:

@@ -22,7 +22,6 @@ from medseg.preprocess import nifti_volume, upright, volume_slice
 
 CHANNELS = 1  # of a single-modality task; convert records the channels a task's images have
 EXPECTED: dict[str, int] = {}  # any task: its dataset.json's numTraining is checked instead
-LABEL_VOLUMES = True  # masks come from label volumes, so `dataset.labels` applies
 
 log = logging.getLogger(__name__)
 

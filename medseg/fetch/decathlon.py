@@ -31,7 +31,7 @@ DECATHLON_READERS = ("medseg.datasets.msd", "medseg.datasets.lung")  # the reade
 
 def convert_task_layout(name: str, target: Path) -> None:
     """TaskNNN_*/CT/*.nii + GroundTruth/*.pkl(.gz) (the Kaggle lung mirror) -> imagesTr/labelsTr."""
-    if DATASETS.get(name, ("",))[0] not in DECATHLON_READERS or _has_decathlon_root(target):
+    if (DATASETS[name].reader if name in DATASETS else "") not in DECATHLON_READERS or _has_decathlon_root(target):
         return
     tasks = _task_folders(target)
     if not tasks:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medseg.datasets.registry import DATASET_PLANS, DATASETS, convert_choices, dataset_plan, format_for, planned_size
+from medseg.datasets.registry import DATASET_PLANS, DATASETS, convert_choices, dataset_plan, planned_size
 from medseg.errors import MedsegError
 from medseg.params import BalanceParams, ConvertParams, SplitParams, TrainParams
 from medseg.reporting import plan_markdown
@@ -47,7 +47,7 @@ def test_every_dataset_has_a_plan_for_every_profile():
         for profile in ("cpu", "gpu"):
             plan = plan_for(name, profile)
             # convert.normalize is planned only for readers of 2D slice stacks (lgg, its phantom, folder)
-            has_choice = getattr(format_for(name), "NORMALIZES", False)
+            has_choice = DATASETS[name].normalizes
             expected = set(PLANNED) if has_choice else set(PLANNED) - {"convert.normalize"}
             assert set(plan["values"]) == expected, name
             assert all(entry["why"] for entry in plan["values"].values())
