@@ -16,7 +16,7 @@ import cv2
 import nibabel as nib
 import numpy as np
 
-from medseg.datasets.files import NIFTI_SUFFIXES, is_clutter, load_nifti
+from medseg.image_files import NIFTI_SUFFIXES, is_clutter, load_nifti
 from medseg import paths
 from medseg.classes import BINARY, Classes
 from medseg.errors import MedsegError

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pydicom
 
-from medseg.datasets.files import read_dicom, read_image, read_nifti
+from medseg.image_files import read_dicom, read_image, read_nifti
 from medseg.errors import MedsegError
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ import pandas as pd
 
 from medseg import paths
 from medseg.classes import BINARY, Classes, of_preprocess
-from medseg.datasets.files import read_image
+from medseg.image_files import read_image
 from medseg.errors import MedsegError, cannot
 
 SLICES = paths.SLICES

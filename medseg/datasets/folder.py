@@ -19,7 +19,7 @@ import numpy as np
 
 from medseg.classes import BINARY, Classes
 from medseg.datasets import CaseRef, ReaderConfig, Slice
-from medseg.datasets.files import find_shallowest, is_clutter, label_values, read_label_map
+from medseg.image_files import find_shallowest, is_clutter, label_values, read_label_map
 from medseg.errors import MedsegError
 from medseg.preprocess import channel_ranges, file_image, match_channels, rescale_channels
 

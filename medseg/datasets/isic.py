@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from medseg.datasets import CaseRef, ReaderConfig, Slice
-from medseg.datasets.files import find_shallowest, is_clutter, read_binary_mask, read_image
+from medseg.image_files import find_shallowest, is_clutter, read_binary_mask, read_image
 from medseg.errors import MedsegError
 from medseg.preprocess import match_channels, unit_image
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from medseg.datasets import CaseRef, ReaderConfig, Slice
-from medseg.datasets.files import find_shallowest, is_clutter, read_binary_mask, read_image, subfolders
+from medseg.image_files import find_shallowest, is_clutter, read_binary_mask, read_image, subfolders
 from medseg.errors import MedsegError
 from medseg.preprocess import channel_ranges, rescale_channels, unit_image
 

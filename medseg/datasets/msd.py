@@ -16,7 +16,7 @@ import numpy as np
 
 from medseg.classes import BINARY, Classes
 from medseg.datasets import CaseRef, ReaderConfig, Slice
-from medseg.datasets.files import NIFTI_SUFFIXES, check_same_grid, label_values, read_nifti
+from medseg.image_files import NIFTI_SUFFIXES, check_same_grid, label_values, read_nifti
 from medseg.errors import MedsegError
 from medseg.preprocess import nifti_volume, upright, volume_slice
 

@@ -30,7 +30,7 @@ import pydicom
 
 from medseg.datasets import CaseRef, ReaderConfig, Slice
 from medseg.datasets.rle import EMPTY, parse_rle, rle_decode
-from medseg.datasets.files import find_shallowest, is_clutter
+from medseg.image_files import find_shallowest, is_clutter
 from medseg.errors import MedsegError, cannot
 from medseg.preprocess import dicom_image
 

@@ -16,7 +16,7 @@ import os
 import shutil
 from pathlib import Path
 
-from medseg.datasets.files import is_clutter
+from medseg.image_files import is_clutter
 from medseg.errors import MedsegError
 from medseg.fetch.archives import ARCHIVE_DIR, ARCHIVE_SUFFIXES, is_archive, unpack_archive, unpack_nested
 from medseg.fetch.decathlon import convert_task_layout

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from medseg.datasets.files import is_clutter
+from medseg.image_files import is_clutter
 from medseg.errors import MedsegError, cannot
 
 log = logging.getLogger("medseg.fetch")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medseg.datasets.files import read_label_map
+from medseg.image_files import read_label_map
 from medseg.datasets.folder import CHANNELS, count_summary, foreground, list_cases, pair_files, read_case
 from medseg.errors import MedsegError
 from tests.conftest import make_workdir, reader, stage

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medseg.datasets.files import read_binary_mask, read_image
+from medseg.image_files import read_binary_mask, read_image
 from medseg.datasets.rle import rle_decode, rle_encode
 from medseg.errors import MedsegError
 
