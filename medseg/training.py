@@ -460,13 +460,13 @@ def train_epoch(run: Run, loader: Iterable) -> tuple[float, float]:
     for step, (x, y) in enumerate(batches, start=1):
         x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
         y = y.to(device, non_blocking=True)
-        steps = step % cfg.grad_accum == 0 or step == len(loader)
-        with gradient_sync(model, steps):
+        updates = step % cfg.grad_accum == 0 or step == len(loader)  # this batch ends an accumulation: step
+        with gradient_sync(model, updates):
             with autocast(device, amp_dtype):
                 logits = model(x)
             loss = criterion(logits.float(), y)
             scaler.scale(loss / cfg.grad_accum).backward()
-        if steps:
+        if updates:
             scaler.unscale_(optimizer)  # the norm (and clipping) of the true gradients, not the fp16-scaled ones
             norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
             finite = torch.isfinite(norm)  # an fp16 overflow step (skipped by the scaler) is left out

@@ -61,11 +61,11 @@ def train_model(name: str, cfg: TrainParams, loss_cfg: LossParams, aug_cfg: Augm
         torch.manual_seed(cfg.seed)
         model = build_network(name, channels, model_cfg.as_dict(), classes.channels)
         header = {"model": name, "model_params": model_cfg.as_dict(), "in_channels": channels, "preprocess": info}
-        where = None if folds == 1 else fold
-        if where is not None:
+        fold_or_none = None if folds == 1 else fold  # without folds the model folder has no fold_<k>/
+        if fold_or_none is not None:
             header |= {"fold": fold, "folds": folds, "run": run}
             log.info("%s: fold %d of %d", name, fold, folds)
-        dirs = RunDirs(paths.model_dir(name, where), paths.train_log_dir(name, where))
+        dirs = RunDirs(paths.model_dir(name, fold_or_none), paths.train_log_dir(name, fold_or_none))
         states.append(train(model, header, data, Recipe(cfg, loss_cfg, aug_cfg), dirs, keep_finished=folds > 1))
     if is_main:
         if folds > 1:
@@ -130,8 +130,8 @@ def main() -> None:
         cleanup()
     if dist_info.is_main:
         for fold, state in enumerate(states):
-            where = f" fold {fold}" if len(states) > 1 else ""
-            log.info("%s%s: best val Dice %.4f at epoch %d", name, where, state.best_dice, state.best_epoch)
+            which = f" fold {fold}" if len(states) > 1 else ""
+            log.info("%s%s: best val Dice %.4f at epoch %d", name, which, state.best_dice, state.best_epoch)
 
 
 if __name__ == "__main__":
