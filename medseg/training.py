@@ -3,7 +3,6 @@ val Dice, best/last checkpoints, exact resume from last.pt, and DDP when launche
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import json
 import logging
@@ -17,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from dvclive import Live
 from torch import nn
@@ -28,7 +26,6 @@ from tqdm import tqdm
 from medseg.augment import build_augmentation
 from medseg.checkpoints import load_checkpoint, save_checkpoint
 from medseg.classes import Classes, of_preprocess
-from medseg.errors import MedsegError
 from medseg.distributed import (DistInfo, barrier, broadcast_from_main, current, gradient_sync,
                                 local_device, mean_over_ranks, unwrap, wrap)
 from medseg.hardware import amp_name, device_name, peak_memory_mb, pick_amp_dtype, pick_device, pick_workers
@@ -36,7 +33,7 @@ from medseg.inference import autocast, batch_logits, predict_class_probs, predic
 from medseg.live_images import grid_slices, prediction_grid
 from medseg.losses import LossParams, build_loss
 from medseg.metrics import best_threshold, global_dice
-from medseg.outputs import write_atomic
+from medseg.resume import RunState, finished_run, resume_from, rewind_live
 from medseg.params import AugmentParams, TrainParams
 from medseg.torchdata import SliceDataset
 
@@ -91,16 +88,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-@dataclass
-class RunState:
-    epoch: int = 0
-    best_dice: float = -1.0
-    best_epoch: int = -1
-    bad_epochs: int = 0
-    finished: bool = False
-    train_seconds: float = 0.0  # wall time of the training epochs (validation excluded), over resumes
 
 
 @dataclass(frozen=True)
@@ -315,82 +302,6 @@ def save_last(run: Run, last: Path, fingerprint: str) -> None:
                            "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
                            "fingerprint": fingerprint, "ema": run.ema.state_dict() if run.ema is not None else {},
                            "amp": amp_name(run.amp_dtype), "train_state": vars(run.state).copy()})
-
-
-RESUME_KEYS = ("state_dict", "optimizer", "scheduler", "scaler", "ema", "train_state")
-
-
-def _readable(path: Path, run_state: bool) -> dict[str, Any] | None:
-    """The checkpoint at `path` (with `run_state`, one holding a last.pt's run state), or None, reported, when it
-    cannot be read (cut short, foreign): a run cannot resume from it, so it starts over instead of stopping."""
-    try:
-        ckpt = load_checkpoint(path)
-    except MedsegError as err:
-        log.warning("%s; cannot resume from it, starting over", err)
-        return None
-    if run_state and (any(k not in ckpt for k in RESUME_KEYS) or not isinstance(ckpt["train_state"], dict)):
-        log.warning("%s: lacks the optimizer or run state of a last.pt; cannot resume from it, starting over", path)
-        return None
-    return ckpt
-
-
-def resume_from(last: Path, best: Path, fingerprint: str, amp: str, run: Run) -> RunState | None:
-    """Load an unfinished run of the same fingerprint from `last` into the run's training objects and
-    return its state; None (nothing loaded, the reason logged) when there is no such run to continue."""
-    if not last.exists():
-        return None
-    ckpt = _readable(last, run_state=True)
-    if ckpt is None or ckpt["train_state"].get("finished", True) or not best.exists():
-        return None
-    if ckpt.get("fingerprint") != fingerprint:
-        made_under = ckpt.get("amp", amp)
-        why = (f"it was made under {made_under} and this run resolves train.amp to {amp}" if made_under != amp
-               else "the params or the data changed since it was written")
-        log.info("not resuming from %s: %s; starting over", last, why)
-        return None
-    if _readable(best, run_state=False) is None:
-        return None
-    targets = [(run.core, ckpt["state_dict"]), (run.optimizer, ckpt["optimizer"]), (run.scheduler, ckpt["scheduler"]),
-               (run.scaler, ckpt["scaler"])] + ([(run.ema, ckpt["ema"])] if run.ema is not None else [])
-    before = [copy.deepcopy(obj.state_dict()) for obj, _ in targets]
-    try:
-        for obj, state in targets:
-            obj.load_state_dict(state)
-        return RunState(**ckpt["train_state"])
-    except (KeyError, ValueError, RuntimeError, TypeError) as err:  # a last.pt that does not fit: as unreadable
-        for (obj, _), state in zip(targets, before):  # a fresh start from the untouched initial weights
-            obj.load_state_dict(state)
-        log.warning("cannot resume from %s: it does not fit this run (%s); starting over", last, type(err).__name__)
-        return None
-
-
-def finished_run(last: Path, best: Path, fingerprint: str) -> RunState | None:
-    """The state of a finished run of this fingerprint whose best.pt is complete, else None."""
-    if not (last.exists() and best.exists()):
-        return None
-    state = _readable(last, run_state=True)
-    if state is None or state.get("fingerprint") != fingerprint or not state["train_state"].get("finished"):
-        return None
-    done = _readable(best, run_state=False)
-    if done is None or "threshold_source" not in done:
-        return None
-    try:
-        return RunState(**state["train_state"])
-    except TypeError:  # a run state of another version
-        return None
-
-
-def rewind_live(live_dir: Path, epochs_done: int) -> None:
-    """Drop dvclive rows logged after the checkpoint we resume from.
-
-    dvclive resumes at the step in its summary, which a kill between logging and checkpointing
-    leaves one epoch off (and step 0 it cannot tell from a fresh run), so the rows are trimmed here.
-    """
-    for tsv in sorted((live_dir / "plots" / "metrics").glob("*.tsv")):
-        rows = pd.read_csv(tsv, sep="\t")
-        kept = rows[rows["step"] < epochs_done]
-        if len(kept) != len(rows):
-            write_atomic(tsv, kept.to_csv(sep="\t", index=False).encode())
 
 
 def make_loader(dataset: SliceDataset, cfg: TrainParams, epoch: int, epoch_seed: int, device: torch.device,

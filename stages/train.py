@@ -33,7 +33,8 @@ from medseg.inference import predict_class_probs, predict_probs
 from medseg.slices import SLICES, dataset_info, fold_count, fold_rows, load_arrays, read_sampling, slice_classes
 from medseg.metrics import best_threshold
 from medseg.oof import fold_of_rows, out_of_fold_probs
-from medseg.training import Recipe, RunDirs, RunState, TrainData, class_thresholds, train
+from medseg.resume import RunState
+from medseg.training import Recipe, RunDirs, TrainData, class_thresholds, train
 from models import MODEL_NAMES
 
 log = logging.getLogger("medseg.train")

@@ -17,7 +17,8 @@ from medseg.checkpoints import save_checkpoint
 from medseg.distributed import DistInfo
 from medseg.inference import predict_probs
 from medseg.torchdata import SliceDataset
-from medseg.training import TrainData, make_loader, resume_from
+from medseg.resume import resume_from
+from medseg.training import TrainData, make_loader
 from medseg.losses import LossParams
 from medseg.params import AugmentParams, TrainParams
 from tests.conftest import shipped
