@@ -24,7 +24,7 @@ from medseg.params import is_count, is_probability
 
 log = logging.getLogger(__name__)
 
-ENSEMBLE = "ensemble.json"
+ENSEMBLE = paths.ENSEMBLE
 MAX_FOLDS = 20  # split.folds' largest value: an edited fold count is refused before any path is listed
 CURVES = ("train_loss", "val_loss", "val_dice")
 
@@ -52,7 +52,7 @@ def read_ensemble(folder: Path) -> dict[str, Any]:
 
 def fold_folders(model: Path) -> list[int]:
     """The k of every fold_<k>/ in `model` that holds a best.pt."""
-    return sorted(int(p.name[5:]) for p in model.iterdir() if FOLD_DIR.fullmatch(p.name) and (p / "best.pt").is_file())
+    return sorted(int(p.name[5:]) for p in model.iterdir() if FOLD_DIR.fullmatch(p.name) and (p / paths.BEST).is_file())
 
 
 def checkpoint_paths(model: Path) -> list[Path]:
@@ -64,12 +64,12 @@ def checkpoint_paths(model: Path) -> list[Path]:
         raise MedsegError(f"{model}: no such checkpoint or model folder")
     folds = fold_folders(model)
     if not (model / ENSEMBLE).exists():
-        if folds and not (model / "best.pt").exists():
+        if folds and not (model / paths.BEST).exists():
             raise MedsegError(f"{model}: holds fold_{folds[0]}..fold_{folds[-1]} but no {ENSEMBLE} (its k-fold training "
                               "did not finish); run its train stage again")
-        return [model / "best.pt"]
+        return [model / paths.BEST]
     count = read_ensemble(model)["folds"]
-    found = [model / f"fold_{k}" / "best.pt" for k in range(count)]
+    found = [model / paths.fold_name(k) / paths.BEST for k in range(count)]
     for path in found:
         if not path.exists():
             raise MedsegError(f"{path}: missing from the k-fold model {model}; rerun its train stage")
@@ -94,7 +94,7 @@ def mean_probs(per_model: list[np.ndarray]) -> np.ndarray:
 
 
 FOLD_DIR = re.compile(r"fold_\d+")
-CHECKPOINTS = ("best.pt", "last.pt")
+CHECKPOINTS = (paths.BEST, paths.LAST)
 LIVE = ("metrics.json", "plots")  # what dvclive writes into a run's log folder (medseg.training)
 
 
@@ -103,7 +103,7 @@ def tidy_layout(model: str, folds: int) -> None:
     outputs persist across runs), once the run of this fold count has written its own. Only what
     medseg writes there is removed, by name (checkpoints, ensemble.json, fold_<k>/, dvclive's files);
     anything else is left where it is and named in a warning."""
-    fold_dirs = {f"fold_{k}" for k in range(folds)} if folds > 1 else set()
+    fold_dirs = {paths.fold_name(k) for k in range(folds)} if folds > 1 else set()
     model_keep = fold_dirs | {ENSEMBLE} if folds > 1 else set(CHECKPOINTS)
     _tidy(paths.model_dir(model), model_keep, (*CHECKPOINTS, ENSEMBLE), CHECKPOINTS)
     log_keep = fold_dirs | {paths.fold_curves(model).name} if folds > 1 else {*LIVE, paths.fold_curves(model).name}

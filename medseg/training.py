@@ -23,6 +23,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from medseg import paths
 from medseg.augment import build_augmentation
 from medseg.checkpoints import load_checkpoint, save_checkpoint
 from medseg.classes import Classes, of_preprocess
@@ -183,7 +184,7 @@ def train(model: nn.Module, header: dict[str, Any], data: TrainData, recipe: Rec
     """
     name, run = header["model"], build_run(model, header, recipe)
     fingerprint = run_fingerprint(run, data, recipe)
-    last, best = dirs.checkpoints / "last.pt", dirs.checkpoints / "best.pt"
+    last, best = dirs.checkpoints / paths.LAST, dirs.checkpoints / paths.BEST
     if keep_finished and (done := finished_run(last, best, fingerprint)) is not None:
         log.info("%s: %s already holds this run, finished; kept", name, dirs.checkpoints)
         return done

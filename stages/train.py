@@ -96,7 +96,7 @@ def out_of_fold_thresholds(name: str, folds: int, channels: int, cfg: TrainParam
     they came from."""
     device = pick_device(cfg.device)
     amp, exclusive = pick_amp_dtype(cfg.amp, device), classes.mode == "exclusive"
-    best = [paths.model_dir(name, fold) / "best.pt" for fold in range(folds)]
+    best = [paths.model_dir(name, fold) / paths.BEST for fold in range(folds)]
     members = [model_from_checkpoint(load_checkpoint(path), path).to(device) for path in best]
     parts = [fold_rows(fold, "val") for fold in range(folds)]
     images, masks = load_arrays(SLICES, pd.concat(parts)["slice_id"].tolist(), channels)
