@@ -95,6 +95,12 @@ _RULES = (
 )
 
 
+def execution_providers(available: list[str]) -> list[str]:
+    """CUDA first where this onnxruntime build offers it (onnxruntime-gpu on a GPU machine), the CPU always
+    as the fallback onnxruntime uses for any node the first cannot run."""
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available or p.startswith("CPU")]
+
+
 class OnnxModel:
     """uint8 slices in, foreground probabilities out, computed as predict_probs computes them."""
 
@@ -106,7 +112,8 @@ class OnnxModel:
         options.log_severity_level = 3  # errors only: its warnings are about graph rewrites, not the user's input
         try:
             model = str(graph) if isinstance(graph, Path) else graph
-            self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+            providers = execution_providers(ort.get_available_providers())
+            self.session = ort.InferenceSession(model, options, providers=providers)
         except Exception as err:  # onnxruntime raises its own exception types for unreadable graphs
             reason = str(err).strip().splitlines()[0].rpartition(" failed:")[2][-160:] if str(err).strip() else ""
             raise MedsegError(f"{where}: not a loadable ONNX model ({type(err).__name__}: {reason})") from err

@@ -89,3 +89,11 @@ def test_a_graph_that_model_json_does_not_describe_is_refused_before_any_image(e
     (export / "model.json").write_text(json.dumps({**META, **edit}))
     with pytest.raises(MedsegError, match=r"model\.onnx: " + needle):
         OnnxModel.load(export)
+
+
+def test_the_cuda_provider_is_used_where_onnxruntime_offers_it():
+    from medseg.onnx_runtime import execution_providers
+
+    assert execution_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    assert execution_providers(["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]) == [
+        "CUDAExecutionProvider", "CPUExecutionProvider"]
