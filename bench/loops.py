@@ -98,7 +98,7 @@ def train_ours(model: nn.Module, batches: Iterable, n_batches: int, warmup: int,
     amp_key = {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]  # as train.amp names it
     cfg = replace(cfg, channels_last=memory_format == torch.channels_last, amp=amp_key)
     run = build_run(model, {"model": "bench"}, Recipe(cfg, loss_cfg, AugmentParams.load()))
-    if run.device != device or run.amp_dtype != amp:
+    if run.device.type != device.type or run.amp_dtype != amp:
         raise ValueError(f"bench asked for {device}/{amp}, the train params give {run.device}/{run.amp_dtype}")
     torch.backends.cudnn.benchmark = device.type == "cuda"
     timed = TimedLoader(batches, n_batches, warmup)

@@ -45,7 +45,7 @@ from medseg.inference import predict_probs
 from medseg.losses import LossParams
 from medseg.networks import build_network, model_section
 from medseg.outputs import write_json
-from medseg.params import AugmentParams, BalanceParams, ConvertParams, Section, TrainParams
+from medseg.params import AugmentParams, BalanceParams, ConvertParams, EvaluateParams, Section, TrainParams
 from medseg.plans import build_plan, fingerprint, resolve, resolve_profile
 from medseg.postprocess import clean_predictions, clean_stack, clean_volumes
 from medseg.sampling import sampling_table
@@ -182,8 +182,6 @@ def run(slices: Path, model: str, name: str, out: Path, overrides: list[str], fo
 
 
 POSTPROCESS = ("none", "min_area_2d", "largest_3d", "min_volume_3d", "auto")
-EVALUATE_AUTO = {"min_area": "auto", "largest_component": False, "min_volume": "auto", "largest_volume": "auto",
-                 "empty": "one"}
 
 
 def _post(variant: str, binary: np.ndarray, rows: pd.DataFrame, fold: np.ndarray, probs: np.ndarray,
@@ -198,7 +196,9 @@ def _post(variant: str, binary: np.ndarray, rows: pd.DataFrame, fold: np.ndarray
     if variant == "largest_3d":
         return clean_volumes(binary, rows, 0, True), ""
     if variant == "auto":  # evaluate's defaults: each step chosen on these (pooled out-of-fold) predictions
-        post = choose_postprocessing(EVALUATE_AUTO, rows, probs, gt, threshold)
+        auto = EvaluateParams.load().with_values(min_area="auto", largest_component=False, min_volume="auto",
+                                                 largest_volume="auto", empty="one")
+        post = choose_postprocessing(auto, rows, probs, gt, threshold)
         return clean_predictions(binary, rows, **post), ", ".join(f"{k} {v}" for k, v in post.items())
     out, chosen = binary.copy(), []
     for k in np.unique(fold):  # the volume cut-off of fold k chosen on the other folds' patients only
