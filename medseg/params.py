@@ -270,8 +270,7 @@ class TrainParams(Section):
                            "selects the epoch")
 
     def check(self) -> None:
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
-            raise MedsegError(f"params.yaml: train.device={self.device!r} is not allowed; use auto, cpu, cuda or cuda:N")
+        _check_device("train.device", self.device)
         _auto_or_int("train.workers", self.workers, 0, 256)
         _check_schedule(self)
 
@@ -290,6 +289,7 @@ class EvaluateParams(Section):
     largest_volume: bool | str = key(Spec((bool, str)), "keep the largest 3D component per case; auto: chosen on "
                                      "val")
     batch_size: int | str = key(Spec((int, str)), "images per forward pass; auto: the training's")
+    device: str = key(Spec(str), "auto, cpu, cuda or cuda:N (e.g. the GPU a queued experiment was pinned to)")
     amp: str = key(Spec(str, ("auto", "bf16", "fp16", "off")), "mixed precision of inference")
     nsd_tolerance_mm: float = key(num(0, 1_000), "NSD boundary tolerance in mm (pixels where no spacing is "
                                   "recorded)")
@@ -298,6 +298,7 @@ class EvaluateParams(Section):
     seed: int = key(seed(), "seed of the bootstrap and the pixel sample")
 
     def check(self) -> None:
+        _check_device("evaluate.device", self.device)
         _auto_or_int("evaluate.batch_size", self.batch_size, 1, 4_096)
         thr = self.threshold
         if isinstance(thr, str) and thr != "auto" or is_number(thr) and not 0 < thr < 1:
@@ -380,6 +381,11 @@ def read_params(path: Path = PARAMS_FILE) -> Any:
         raise MedsegError(f"{path}: {err}") from None
     except (OSError, yaml.YAMLError) as err:
         raise cannot(path, "read params", err) from err
+
+
+def _check_device(key: str, value: str) -> None:
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+        raise MedsegError(f"params.yaml: {key}={value!r} is not allowed; use auto, cpu, cuda or cuda:N")
 
 
 def _auto_or_int(key: str, value: Any, low: int, high: int) -> None:

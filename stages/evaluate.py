@@ -38,7 +38,7 @@ def main() -> None:
     argparse.ArgumentParser(prog="python -m stages.evaluate", description=__doc__).parse_args()
     cfg, folds, info = EvaluateParams.load(), fold_count(), dataset_info()
     splits = load_splits(folds, info["channels"])
-    device = pick_device("auto")
+    device = pick_device(cfg.device, key="evaluate.device")
     amp = pick_amp_dtype(cfg.amp, device, key="evaluate.amp")
     with staged_dir(paths.EVALUATE) as out, staged_dir(paths.PREDICTIONS) as preds:
         how = Scoring(cfg, device, amp, out, preds, info)

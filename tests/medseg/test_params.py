@@ -150,3 +150,12 @@ def test_a_changed_value_is_checked_like_a_loaded_one():
     with pytest.raises(MedsegError, match="sum to 1"):
         split.with_values(fractions={"train": 0.5, "val": 0.1, "test": 0.1})
     assert split.with_values(folds=5).folds == 5 and split.folds == 1
+
+
+@pytest.mark.parametrize("section", ["train", "evaluate"])
+def test_a_device_is_auto_cpu_cuda_or_cuda_n(tmp_path, section):
+    """evaluate has its own device key, so a queued experiment pinned to one GPU evaluates there too."""
+    path = write_params(tmp_path, lambda p: p[section].update(device="gpu0"))
+    with pytest.raises(MedsegError, match=rf"{section}\.device='gpu0' is not allowed; use auto, cpu, cuda or cuda:N"):
+        load_section(section, path)
+    assert load_section(section, write_params(tmp_path, lambda p: p[section].update(device="cuda:1"))).device == "cuda:1"
