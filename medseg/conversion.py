@@ -8,7 +8,9 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -106,7 +108,7 @@ def manifest_columns(classes: Classes) -> list[str]:
     return MANIFEST_COLUMNS + (list(class_pixels(classes, np.zeros((1, 1), np.uint8))) if classes.multi else [])
 
 
-def convert_or_skip(fmt_name: str, case: CaseRef, cfg: ReaderConfig, raw: Path, out: Path,
+def convert_or_skip(case: CaseRef, fmt_name: str, cfg: ReaderConfig, raw: Path, out: Path,
                     skip: bool) -> tuple[list[dict], dict[str, str] | None]:
     """(rows, None) for a converted case; ([], skipped-row) for an unreadable one when `skip`
     (convert.on_error: skip); otherwise the MedsegError propagates."""
@@ -118,15 +120,15 @@ def convert_or_skip(fmt_name: str, case: CaseRef, cfg: ReaderConfig, raw: Path, 
         return [], {"case_id": case.case_id, "source": str(case.image.relative_to(raw)), "error": str(err)}
 
 
-def _convert_in_pool(fmt_name: str, cases: list[CaseRef], cfg: ReaderConfig, convert: ConvertParams,
-                     where: tuple[Path, Path], bar: tqdm) -> list[tuple[list[dict], dict[str, str] | None]]:
-    """convert_or_skip over `cases` in worker processes, results in case order. On the first
-    error the queued cases are cancelled and the running ones finish before it propagates, so
-    no worker still writes into `out` when the caller removes it."""
+def _convert_in_pool(convert_one: Callable, cases: list[CaseRef], workers: int,
+                     bar: tqdm) -> list[tuple[list[dict], dict[str, str] | None]]:
+    """`convert_one` (convert_or_skip with all but the case bound) over `cases` in `workers`
+    processes, results in case order. On the first error the queued cases are cancelled and the
+    running ones finish before it propagates, so no worker still writes into the output folder when
+    the caller removes it."""
     results = []
-    skip = convert.on_error == "skip"
-    with ProcessPoolExecutor(max_workers=convert.workers) as pool:
-        futures = [pool.submit(convert_or_skip, fmt_name, c, cfg, *where, skip) for c in cases]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(convert_one, c) for c in cases]
         try:
             for fut in futures:
                 results.append(fut.result())
@@ -144,13 +146,15 @@ def convert_all(fmt_name: str, cases: list[CaseRef], cfg: ReaderConfig, convert:
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(exist_ok=True)
     with tqdm(total=len(cases), desc="convert", unit="case") as bar:  # closed before an error line prints
+        convert_one = partial(convert_or_skip, fmt_name=fmt_name, cfg=cfg, raw=raw, out=out,
+                              skip=convert.on_error == "skip")
         if convert.workers <= 1:
             results = []
             for case in cases:
-                results.append(convert_or_skip(fmt_name, case, cfg, raw, out, convert.on_error == "skip"))
+                results.append(convert_one(case))
                 bar.update()
         else:
-            results = _convert_in_pool(fmt_name, cases, cfg, convert, (raw, out), bar)
+            results = _convert_in_pool(convert_one, cases, convert.workers, bar)
     rows = [row for case_rows, _ in results for row in case_rows]
     skipped = pd.DataFrame([s for _, s in results if s is not None], columns=SKIPPED_COLUMNS)
     if cases and len(skipped) == len(cases):

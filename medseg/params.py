@@ -1,9 +1,9 @@
 """Load and validate params.yaml sections.
 
-The schema of a section lives here unless a registry owns its allowed values: `dataset` is
-described in medseg.datasets.registry, `loss` in medseg.losses, `models.<name>` in
-medseg.networks; the stage that reads such a section passes its schema. That keeps every stage's
-imports (and so its DVC deps) to what it runs: validating `split` imports no network or reader.
+Each section is a frozen dataclass (Section) whose fields carry their rule and help; it lives here unless
+its owner defines it: `dataset` in medseg.datasets.registry, `loss` in medseg.losses, `models.<name>` in
+medseg.networks. That keeps every stage's imports (and so its DVC deps) to what it runs: validating
+`split` imports no network or reader.
 
 Hand-written because the checks must name the exact dotted key, value and allowed set in one
 line; a schema library would add a dependency for ~80 lines and word its errors its own way.
@@ -185,9 +185,9 @@ class Section:
 
     def with_values(self: S, **changes: Any) -> S:
         """A copy with `changes` (each checked against its Spec), then the rules across keys."""
-        for name, value in changes.items():
-            _check_leaf(f"{self.NAME}.{name}", type(self).schema()[name], value)
-        return replace(self, **changes)
+        schema = type(self).schema()
+        checked = {name: _check_leaf(f"{self.NAME}.{name}", schema[name], value) for name, value in changes.items()}
+        return replace(self, **checked)
 
 
 @dataclass(frozen=True)

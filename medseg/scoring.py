@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from medseg import paths
-from medseg.class_scores import ClassResults, Predicted, class_comparisons, score_classes
+from medseg.class_scores import Predicted, class_comparisons, score_classes
 from medseg.compute import compute_cost, provenance
 from medseg.crossval import cv_metrics
 from medseg.errors import MedsegError
@@ -97,10 +97,7 @@ def score_model(name: str, trained: TrainedModel, splits: Splits, how: Scoring) 
     if trained.classes.multi:
         infer = partial(predict_class_probs, device=how.device, exclusive=trained.classes.mode == "exclusive",
                         batch_size=batch, amp_dtype=how.amp)
-        infer = with_tta(infer) if cfg.tta else infer
-        result, speed, oof = evaluate_classes(name, trained, splits, how, infer, made_by)
-        cost = model_records(how.out / name, result.metrics, trained, how.info, how.device)
-        return Scored(result.metrics, result.cases, oof, result.per_class_cases, cost, speed)
+        return score_multiclass(name, trained, splits, how, with_tta(infer) if cfg.tta else infer, made_by)
     infer = partial(predict_probs, device=how.device, batch_size=batch, amp_dtype=how.amp, tta=cfg.tta)
     return score_binary(name, trained, splits, how, infer, made_by)
 
@@ -136,17 +133,17 @@ def score_binary(name: str, trained: TrainedModel, splits: Splits, how: Scoring,
     cases = per_case_table(s.test, pred, gt, cfg.empty, cfg.nsd_tolerance_mm)
     metrics, pr = summarize(images, cases, Decided(probs, threshold, post, pred, gt), cfg)
     metrics |= made_by
-    write_model_results(folder, metrics, cases, images, pr)
-    applied = Applied(threshold, None, cfg.tta, {BINARY_NAME: post})
-    write_json(folder / RECORD, make_record(name, trained.paths, how.info["size"], applied, chosen_on(folds)))
     oof = None
     if folds > 1:
         oof_pred = clean_predictions(val_probs >= threshold, s.val, **post)
         oof = per_case_table(s.val, oof_pred, s.val_masks.astype(bool), cfg.empty, cfg.nsd_tolerance_mm)
         oof.insert(1, "fold", oof["group"].map(dict(zip(s.val["group"], s.val["fold"]))))
         metrics["cv"] = cv_metrics(oof, cfg.resamples, cfg.seed)
-        write_json(folder / "metrics.json", metrics)
+    write_model_results(folder, metrics, cases, images, pr)
+    if oof is not None:
         oof.to_csv(folder / "per_case_oof.csv", index=False, float_format="%.6f")
+    applied = Applied(threshold, None, cfg.tta, {BINARY_NAME: post})
+    write_json(folder / RECORD, make_record(name, trained.paths, how.info["size"], applied, chosen_on(folds)))
     cost = model_records(folder, metrics, trained, how.info, how.device)
     np.savez_compressed(how.preds / f"{name}.npz", slice_id=s.test["slice_id"].to_numpy().astype(str),
                         probs=np.round(probs * 255).astype(np.uint8), masks=pred, threshold=threshold, **post)
@@ -186,51 +183,46 @@ def load_model(name: str, folds: int, device) -> TrainedModel:
     return trained.to(device)
 
 
-def evaluate_classes(name: str, trained: TrainedModel, splits: Splits, how: Scoring, infer: Callable,
-                     made_by: dict[str, Any]) -> tuple[ClassResults, float, pd.DataFrame | None]:
+def score_multiclass(name: str, trained: TrainedModel, splits: Splits, how: Scoring, infer: Callable,
+                     made_by: dict[str, Any]) -> Scored:
     """A multi-class model: per-class and macro scores (medseg.class_scores) written like a binary
     model's, each class's tables beside them (per_case_<class>.csv, pr_<class>.csv). With K folds the
     test probabilities are the folds' mean, the thresholds and post-processing come from the
-    out-of-fold predictions, which are also scored as the CV estimate (`cv`, per_case_oof.csv).
-    Returns the results, the test images per second and the out-of-fold macro per-case table."""
-    cfg, folder, preds = how.cfg, how.out / name, how.preds
+    out-of-fold predictions, which are also scored as the CV estimate (`cv`, per_case_oof.csv)."""
+    cfg, folder, folds, classes = how.cfg, how.out / name, trained.folds, trained.classes
     thresholds = trained.class_thresholds
-    if cfg.threshold != "auto" and trained.classes.mode == "regions":
-        thresholds = [float(cfg.threshold)] * len(trained.classes.names)
-    val_rows, val_images, val_codes, val_fold = splits.val, splits.val_images, splits.val_masks, splits.val_fold
-    test, folds = (splits.test, splits.test_images, splits.test_masks), trained.folds
-    val_probs = out_of_fold_probs(trained.members, val_images, val_fold, infer)
+    if cfg.threshold != "auto" and classes.mode == "regions":
+        thresholds = [float(cfg.threshold)] * len(classes.names)
+    val_split = Predicted(splits.val, out_of_fold_probs(trained.members, splits.val_images, splits.val_fold, infer),
+                          splits.val_masks)
     started = time.perf_counter()
-    test_probs = mean_probs([infer(model, test[1]) for model in trained.members])
-    speed = len(test[1]) / max(time.perf_counter() - started, 1e-9)
-    val_split = Predicted(val_rows, val_probs, val_codes)
-    result = score_classes(trained.classes, thresholds, cfg, val_split, Predicted(test[0], test_probs, test[2]))
+    test_probs = mean_probs([infer(model, splits.test_images) for model in trained.members])
+    speed = len(splits.test_images) / max(time.perf_counter() - started, 1e-9)
+    result = score_classes(classes, thresholds, cfg, val_split, Predicted(splits.test, test_probs, splits.test_masks))
     result.metrics |= made_by
     folder.mkdir()
     oof = None
     if folds > 1:  # the out-of-fold cases scored with what was chosen on them, as the binary path does
-        scored = score_classes(trained.classes, thresholds, cfg, val_split, val_split, result.post)
-        oof = scored.cases.copy()
-        oof.insert(1, "fold", oof["group"].map(dict(zip(val_rows["group"], val_rows["fold"]))))
+        oof = score_classes(classes, thresholds, cfg, val_split, val_split, result.post).cases.copy()
+        oof.insert(1, "fold", oof["group"].map(dict(zip(splits.val["group"], splits.val["fold"]))))
         result.metrics["cv"] = cv_metrics(oof, cfg.resamples, cfg.seed)
         oof.to_csv(folder / "per_case_oof.csv", index=False, float_format="%.6f")
     write_json(folder / "metrics.json", result.metrics)
-    regions = trained.classes.mode == "regions"
-    cuts = (thresholds or [0.5] * len(trained.classes.names)) if regions else None
-    write_json(folder / RECORD, make_record(name, trained.paths, test[1].shape[1], Applied(None, cuts, cfg.tta, result.post),
-                                            chosen_on(folds)))
+    cuts = (thresholds or [0.5] * len(classes.names)) if classes.mode == "regions" else None
+    write_json(folder / RECORD, make_record(name, trained.paths, how.info["size"],
+                                            Applied(None, cuts, cfg.tta, result.post), chosen_on(folds)))
     result.cases.to_csv(folder / "per_case.csv", index=False, float_format="%.6f")
-    for cname in trained.classes.names:
+    for cname in classes.names:
         result.per_class_cases[cname].to_csv(folder / f"per_case_{cname}.csv", index=False, float_format="%.6f")
         result.per_class_images[cname].to_csv(folder / f"per_image_{cname}.csv", index=False, float_format="%.6f")
         result.pr[cname].to_csv(folder / f"pr_{cname}.csv", index=False, float_format="%.6f")
-    np.savez_compressed(preds / f"{name}.npz", slice_id=test[0]["slice_id"].to_numpy().astype(str),
+    np.savez_compressed(how.preds / f"{name}.npz", slice_id=splits.test["slice_id"].to_numpy().astype(str),
                         probs=np.round(test_probs * 255).astype(np.uint8), masks=result.masks,
-                        classes=np.array(trained.classes.names), class_mode=trained.classes.mode)
-    log.info("%s: macro case Dice %.4f over %d classes (%s)", name, result.metrics["dice"] or 0,
-             len(trained.classes.names), ", ".join(f"{c} {m['dice'] or 0:.3f}"
-                                                   for c, m in result.metrics["classes"].items()))
-    return result, speed, oof
+                        classes=np.array(classes.names), class_mode=classes.mode)
+    log.info("%s: macro case Dice %.4f over %d classes (%s)", name, result.metrics["dice"] or 0, len(classes.names),
+             ", ".join(f"{c} {m['dice'] or 0:.3f}" for c, m in result.metrics["classes"].items()))
+    cost = model_records(folder, result.metrics, trained, how.info, how.device)
+    return Scored(result.metrics, result.cases, oof, result.per_class_cases, cost, speed)
 
 
 HEADLINE = "headline.json"  # the one metrics file per model DVC tables show: dvc metrics show / exp show / diff

@@ -133,12 +133,16 @@ class Run:
 
     @property
     def memory_format(self) -> torch.memory_format:
-        return torch.channels_last if self.cfg.channels_last else torch.preserve_format
+        return memory_format(self.cfg)
 
     @property
     def scored(self) -> nn.Module:
         """What is validated and kept: the EMA average when there is one, else the network itself."""
         return self.core if self.ema is None else self.ema.module
+
+
+def memory_format(cfg: TrainParams) -> torch.memory_format:
+    return torch.channels_last if cfg.channels_last else torch.preserve_format
 
 
 def build_run(model: nn.Module, header: dict[str, Any], recipe: Recipe) -> Run:
@@ -150,7 +154,7 @@ def build_run(model: nn.Module, header: dict[str, Any], recipe: Recipe) -> Run:
     amp_dtype = pick_amp_dtype(cfg.amp, device)
     if device.type == "cuda":  # fixed input sizes: let cuDNN pick its fastest kernels (GPU runs are not bit-exact)
         torch.backends.cudnn.benchmark = True
-    model = model.to(device=device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
+    model = model.to(device=device, memory_format=memory_format(cfg))
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, cfg))
     classes = of_preprocess(header.get("preprocess"), f"{header['model']} checkpoint header")
@@ -199,7 +203,7 @@ def train(model: nn.Module, header: dict[str, Any], data: TrainData, recipe: Rec
     log.info("%s on %s, %s, %d train draws/epoch, %d val slices, %d process(es)", name, run.device,
              amp_name(run.amp_dtype), int(data.repeats.sum()), len(data.val_images), run.info.world_size)
     run.model = wrap(run.core, run.device, run.info)
-    order = np.repeat(np.arange(len(data.train_images)), data.repeats)
+    order, shown = np.repeat(np.arange(len(data.train_images)), data.repeats), grid_slices(data.val_masks)
     if resume and run.info.is_main:
         rewind_live(dirs.live, run.state.epoch)
     with contextlib.ExitStack() as opened:
@@ -214,7 +218,7 @@ def train(model: nn.Module, header: dict[str, Any], data: TrainData, recipe: Rec
                                                  resume=resume, report=None))
                 if resume:
                     live.step = run.state.epoch - 1  # epoch e is logged at step e-1; the checkpoint, not dvclive, is the truth
-            log_epoch(run, live, epoch, data)
+            log_epoch(run, live, epoch, data, shown)
             save_last(run, last, fingerprint)
             log.info("epoch %d/%d train_loss %.4f val_loss %.4f val_dice %.4f", run.state.epoch, run.cfg.epochs,
                      epoch.train_loss, epoch.val_loss, epoch.val_dice)
@@ -287,13 +291,12 @@ def select_and_stop(run: Run, epoch: Epoch, best: Path, stale_best: bool) -> boo
     return stale_best
 
 
-def log_epoch(run: Run, live: Live, epoch: Epoch, data: TrainData) -> None:
-    """The epoch's curves and its image grid into dvclive."""
+def log_epoch(run: Run, live: Live, epoch: Epoch, data: TrainData, shown: np.ndarray) -> None:
+    """The epoch's curves and its image grid of the val slices `shown` into dvclive."""
     for key in ("train_loss", "val_loss", "val_dice", "lr", "grad_norm"):
         live.log_metric(key, getattr(epoch, key))
     live.log_image(f"val_predictions/{live.step}.png", prediction_grid(data.val_images, data.val_masks,
-                                                                      epoch.val_probs, grid_slices(data.val_masks),
-                                                                      run.cfg.threshold))
+                                                                      epoch.val_probs, shown, run.cfg.threshold))
     live.log_metric("best_val_dice", run.state.best_dice, plot=False)
 
 
