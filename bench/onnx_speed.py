@@ -28,7 +28,9 @@ from medseg.onnx_runtime import OnnxModel
 from medseg.datasets.registry import DatasetParams, planned_size
 from medseg.params import ConvertParams
 from medseg.slices import dataset_info, load_arrays, split_rows
-from medseg.trained import TrainedModel
+from medseg.classes import BINARY
+from medseg.model_card import Header, ModelCard, Threshold
+from medseg.model_loader import TrainedModel
 from models import MODEL_NAMES, build_model
 
 CPU = torch.device("cpu")
@@ -48,8 +50,8 @@ def onnx_vs_torch(models: dict[str, dict[str, Any]], images: np.ndarray, preproc
     for name, params in models.items():
         torch.manual_seed(0)
         net = build_model(name, images.shape[3], **params).eval()
-        header = {"model": name, "model_params": params, "in_channels": images.shape[3], "preprocess": preprocess}
-        trained = TrainedModel([net], header, 0.5, "bench", [Path(name)])
+        header = Header(name, params, images.shape[3], preprocess)
+        trained = TrainedModel([net], ModelCard(header, Threshold(0.5, "bench", False), [Path(name)], BINARY))
         session = OnnxModel(onnx_graph(trained), metadata(trained, None), threads=threads)
         runs = {"torch_ips": lambda x: predict_probs(net, x, CPU, batch), "ort_ips": lambda x: session.probs(x, batch_size=batch)}
         diff = float(np.abs(runs["ort_ips"](images[:batch]) - runs["torch_ips"](images[:batch])).max())  # and warm-up

@@ -32,7 +32,8 @@ import torch
 import yaml
 
 from medseg import paths
-from medseg.checkpoints import load_checkpoint, model_from_checkpoint
+from medseg.model_card import Header, load_checkpoint
+from medseg.model_loader import network_from_checkpoint
 from medseg.cli import run_stage
 from medseg.conversion import MANIFEST_COLUMNS, convert_all
 from medseg.datasets.registry import DatasetParams, convert_choices, dataset_plan, format_for, reader_config
@@ -154,12 +155,11 @@ def run(slices: Path, model: str, name: str, out: Path, overrides: list[str], fo
         data = TrainData(images[ti], masks[ti], repeats[keep].astype(np.int64), images[held], masks[held])
         torch.manual_seed(cfg["train"].seed)
         network = build_network(model, channels, cfg["model"].as_dict())
-        header = {"model": model, "model_params": cfg["model"].as_dict(), "in_channels": channels,
-                  "preprocess": info, "fold": k, "folds": folds}
+        header = Header(model, cfg["model"].as_dict(), channels, info, fold=k, folds=folds)
         state = train(network, header, data, Recipe(cfg["train"], cfg["loss"], cfg["augment"]),
                       RunDirs(work / "models" / f"fold_{k}", work / "live" / f"fold_{k}"), keep_finished=True)
         best = work / "models" / f"fold_{k}" / "best.pt"
-        fitted = model_from_checkpoint(load_checkpoint(best), best).to(device)
+        fitted = network_from_checkpoint(load_checkpoint(best), best).to(device)
         for tta in (False, True):
             probs[tta][held] = predict_probs(fitted, images[held], device, cfg["train"].batch_size, amp, tta)
         fold_stats.append({"fold": k, "epochs": state.epoch, "best_epoch": state.best_epoch,

@@ -20,7 +20,7 @@ from medseg.errors import MedsegError, first_line
 from medseg.onnx_runtime import FORMAT, INPUT, OUTPUT, UINT8_DIVISOR, OnnxModel
 from medseg.preprocess import (channel_ranges, dicom_unit_range, modality, model_input, normalise_volume,
                                rescale_channels, unit_image)
-from medseg.trained import TrainedModel
+from medseg.model_loader import TrainedModel
 from models.padding import PadToMultiple, padded_side
 
 OPSET = 18  # the opset torch.onnx's dynamo exporter writes natively (>= 17: LayerNormalization)
@@ -83,8 +83,8 @@ class MeanProbability(nn.Module):
 
 def onnx_graph(trained: TrainedModel) -> bytes:
     """The serialized ONNX model: input INPUT (N, C, H, W) float32, output OUTPUT (N, channels, H, W)."""
-    graph = MeanProbability(trained.members, trained.classes.mode == "exclusive").eval()
-    example = torch.rand(2, trained.header["in_channels"], *EXAMPLE_HW, generator=torch.Generator().manual_seed(0))
+    graph = MeanProbability(trained.members, trained.card.classes.mode == "exclusive").eval()
+    example = torch.rand(2, trained.card.header.in_channels, *EXAMPLE_HW, generator=torch.Generator().manual_seed(0))
     dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height"), 3: torch.export.Dim("width")}
     for quiet in ("onnxscript", "onnx_ir"):  # their INFO lines list every rewrite of the graph
         logging.getLogger(quiet).setLevel(logging.WARNING)
@@ -94,7 +94,7 @@ def onnx_graph(trained: TrainedModel) -> bytes:
                                         output_names=[OUTPUT], dynamic_shapes=(dims,), external_data=False,
                                         verbose=False)
     except Exception as err:  # the exporter raises many types; its message is pages long
-        raise MedsegError(f"{trained.paths[0]}: ONNX export of {trained.header['model']!r} failed "
+        raise MedsegError(f"{trained.card.checkpoints[0]}: ONNX export of {trained.card.header.model!r} failed "
                           f"({first_line(err)})") from err
     return program.model_proto.SerializeToString()
 
@@ -108,19 +108,19 @@ def metadata(trained: TrainedModel, record: dict | None = None, record_source: s
     """model.json: what the graph needs around it, from the checkpoint(s) and medseg.preprocess, with
     the threshold(s) and post-processing evaluate scored the model with (`record`, from
     medseg.scored_post; None: the val threshold alone and no post-processing)."""
-    header, pre = trained.header, trained.header["preprocess"]
-    channels = header["in_channels"]
+    card = trained.card
+    header, pre, channels = card.header, card.header.preprocess, card.header.in_channels
     return {
-        "format": FORMAT, "model": header["model"], "model_params": header["model_params"], "in_channels": channels,
-        "folds": trained.folds, "checkpoints": [str(p) for p in trained.paths], "checkpoint_sha256": digests or [],
+        "format": FORMAT, "model": header.model, "model_params": header.model_params, "in_channels": channels,
+        "folds": card.folds, "checkpoints": [str(p) for p in card.checkpoints], "checkpoint_sha256": digests or [],
         "opset": OPSET,
         "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
         "input": {"name": INPUT, "dtype": "float32", "shape": ["batch", channels, "height", "width"],
                   "divisor": UINT8_DIVISOR, "from_uint8": "the (N, H, W, C) uint8 model input transposed to "
                   "(N, C, H, W), converted to float32 and divided by 255.0"},
-        "output": {"name": OUTPUT, "dtype": "float32", "shape": ["batch", trained.classes.channels, "height", "width"],
-                   "meaning": OUTPUT_MEANING[trained.classes.mode]
-                              + (f", averaged over {trained.folds} folds" if trained.folds > 1 else "")},
+        "output": {"name": OUTPUT, "dtype": "float32", "shape": ["batch", trained.card.classes.channels, "height", "width"],
+                   "meaning": OUTPUT_MEANING[trained.card.classes.mode]
+                              + (f", averaged over {trained.card.folds} folds" if trained.card.folds > 1 else "")},
         **class_record(trained, record),
         "preprocess": pre,
         "ct_window_hu": [pre["window_level"] - pre["window_width"] / 2, pre["window_level"] + pre["window_width"] / 2],
@@ -129,8 +129,8 @@ def metadata(trained: TrainedModel, record: dict | None = None, record_source: s
                   **({"normalize_volume": _doc(channel_ranges) + " " + _doc(rescale_channels)
                       + " predict takes the 2D files of one folder (mask files left out) as the volume."}
                      if pre.get("normalize") == "volume" else {})},
-        "threshold": trained.threshold if record is None or record["threshold"] is None else record["threshold"],
-        "threshold_source": trained.threshold_source if record is None or record["threshold"] is None
+        "threshold": trained.card.threshold.value if record is None or record["threshold"] is None else record["threshold"],
+        "threshold_source": trained.card.threshold.source if record is None or record["threshold"] is None
         else f"evaluate's scored threshold ({record_source})",
         "postprocess": record, "postprocess_source": record_source,
     }
@@ -144,12 +144,12 @@ OUTPUT_MEANING = {"binary": "foreground probability: the sigmoid of the logits",
 def class_record(trained: TrainedModel, record: dict | None = None) -> dict:
     """model.json's classes (none for a binary model): their names, raw label values, mode, how a
     mask is decided from the output, and the order a label map is painted in."""
-    classes = trained.classes
+    classes = trained.card.classes
     if not classes.multi:
         return {}
     exclusive = classes.mode == "exclusive"
     return {"classes": classes.as_json(),
-            "class_thresholds": None if exclusive else (record or {}).get("class_thresholds") or trained.class_thresholds,
+            "class_thresholds": None if exclusive else (record or {}).get("class_thresholds") or trained.card.threshold.per_class,
             "decision": ("argmax over the output channels; channel 0 is background, channel k is class k"
                          if exclusive else "region k where output channel k >= class_thresholds[k]"),
             "painting_order": None if exclusive else list(classes.names)}
@@ -158,14 +158,14 @@ def class_record(trained: TrainedModel, record: dict | None = None) -> dict:
 def check_parity(trained: TrainedModel, graph: bytes, meta: dict) -> dict:
     """Run onnxruntime and PyTorch on the same random uint8 batches (at preprocess.size and at an odd
     size); refuse the export when their probabilities differ by more than MAX_DIFF."""
-    session, rng, diffs = OnnxModel(graph, meta, where=str(trained.paths[0])), np.random.default_rng(0), []
+    session, rng, diffs = OnnxModel(graph, meta, where=str(trained.card.checkpoints[0])), np.random.default_rng(0), []
     size, channels = meta["preprocess"]["size"], meta["in_channels"]
     for shape in ((2, size, size, channels), (1, *EXAMPLE_HW, channels)):
         images = rng.integers(0, 256, shape, dtype=np.uint8)
-        ours = (trained.class_probs(images, torch.device("cpu")) if trained.classes.multi
+        ours = (trained.class_probs(images, torch.device("cpu")) if trained.card.classes.multi
                 else trained.probs(images, torch.device("cpu")))
         diffs.append(float(np.abs(session.probs(images) - ours).max()))
     if max(diffs) > MAX_DIFF:
-        raise MedsegError(f"{trained.paths[0]}: the ONNX graph disagrees with PyTorch (max |difference| "
+        raise MedsegError(f"{trained.card.checkpoints[0]}: the ONNX graph disagrees with PyTorch (max |difference| "
                           f"{max(diffs):.2g} > {MAX_DIFF}); not exported")
     return {"max_abs_diff": max(diffs), "sizes": [[size, size], list(EXAMPLE_HW)], "against": "PyTorch fp32 on CPU"}

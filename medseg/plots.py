@@ -106,22 +106,24 @@ def forest_plot(metrics: dict[str, dict], path: Path) -> None:
     overlapping bars are the first sign that a ranking is noise."""
     names = list(metrics)
     fig, ax = plt.subplots(figsize=(6.5, 0.6 * len(names) + 1.6))
-    for offset, key, colour in ((-0.15, "dice", "#1f5fa8"), (0.15, "dice_fg", "#d9822b")):
+    for offset, key, colour, meaning in ((-0.15, "dice", "#1f5fa8", "dice (every case)"),
+                                         (0.15, "dice_fg", "#d9822b", "dice_fg (cases with foreground)")):
         for row, name in enumerate(names):
             m = metrics[name]
             if m.get(key) is None:
                 continue
             low, high = m.get(f"{key}_ci_low", m[key]), m.get(f"{key}_ci_high", m[key])
             ax.errorbar(m[key], row + offset, xerr=[[m[key] - low], [high - m[key]]], fmt="o", color=colour,
-                        capsize=4, label=key if row == 0 else None)
+                        capsize=4, label=meaning if row == 0 else None)
     ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()
     ax.set_xlim(max(0.0, ax.get_xlim()[0]), 1.0)
     ax.set_xlabel("mean per-case Dice on the test cases, 95% bootstrap CI")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8)
+    # above the axes: inside, the legend covered the error bars of whichever row sat under it
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -181,5 +183,5 @@ def epoch_panels(grids: list[tuple[str, Path]], title: str, path: Path) -> None:
         ax.set_xlabel(caption, fontsize=9)
     fig.suptitle(f"{title}: val slices with the most foreground, thresholded at train.threshold", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")  # tight_layout alone cut the epoch captions in half
     plt.close(fig)

@@ -160,19 +160,19 @@ def load_predictor(model: Path, tta: bool | None, batch_size: int | None = None,
                                       float(meta["threshold"]), "onnxruntime", onnx.classes,
                                       meta.get("class_thresholds")), record, source)
     from medseg.hardware import pick_amp_dtype, pick_device
-    from medseg.trained import load_trained
+    from medseg.model_loader import load_trained
 
     device = pick_device("auto")
     dtype = pick_amp_dtype(amp, device, key="--amp")  # auto: what this hardware runs natively, as training chose
     trained = load_trained(model)
-    record, source = find_record(postprocess, trained.header["model"], trained.classes,
-                                 checkpoint_digests(trained.paths) if str(postprocess) != "off" else [])
+    card = trained.card
+    record, source = find_record(postprocess, card.header.model, card.classes,
+                                 checkpoint_digests(card.checkpoints) if str(postprocess) != "off" else [])
     flip, trained = _tta(tta, record), trained.to(device)
-    runtime = f"PyTorch on {device.type}, {trained.folds} fold(s)"
-    probs = trained.class_probs if trained.classes.multi else trained.probs
-    return _with_record(Predictor(lambda images: probs(images, device, flip, batch_size, dtype),
-                                  trained.header["preprocess"], trained.threshold, runtime, trained.classes,
-                                  trained.class_thresholds), record, source)
+    runtime = f"PyTorch on {device.type}, {card.folds} fold(s)"
+    probs = trained.class_probs if card.classes.multi else trained.probs
+    return _with_record(Predictor(lambda images: probs(images, device, flip, batch_size, dtype), card.header.preprocess,
+                                  card.threshold.value, runtime, card.classes, card.threshold.per_class), record, source)
 
 
 def _tta(tta: bool | None, record: dict[str, Any] | None) -> bool:

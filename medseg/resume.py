@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from medseg.checkpoints import load_checkpoint
+from medseg.model_card import is_finalised, load_checkpoint
 from medseg.errors import MedsegError
 from medseg.outputs import write_atomic
 
@@ -86,7 +86,7 @@ def finished_run(last: Path, best: Path, fingerprint: str) -> RunState | None:
     if state is None or state.get("fingerprint") != fingerprint or not state["train_state"].get("finished"):
         return None
     done = _readable(best, run_state=False)
-    if done is None or "threshold_source" not in done:
+    if done is None or not is_finalised(done):
         return None
     try:
         return RunState(**state["train_state"])

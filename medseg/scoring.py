@@ -32,7 +32,7 @@ from medseg.params import EvaluateParams
 from medseg.postprocess import clean_predictions
 from medseg.scored_post import BINARY_NAME, RECORD, Applied, make_record
 from medseg.slices import SLICES, dataset_info, fold_rows, load_arrays, split_rows
-from medseg.trained import TrainedModel, check_fits_slices, load_trained
+from medseg.model_loader import TrainedModel, check_fits_slices, load_trained
 from medseg.tta import with_tta
 from medseg.uncertainty import paired_comparison
 
@@ -92,10 +92,10 @@ class Scored:
 def score_model(name: str, trained: TrainedModel, splits: Splits, how: Scoring) -> Scored:
     """Score `trained` (one model, or a k-fold ensemble) and write its files."""
     cfg = how.cfg
-    batch = trained.batch_size if cfg.batch_size == "auto" else cfg.batch_size
-    made_by = provenance(trained.computes[0], how.device, amp_name(how.amp))
-    if trained.classes.multi:
-        infer = partial(predict_class_probs, device=how.device, exclusive=trained.classes.mode == "exclusive",
+    batch = trained.card.batch_size if cfg.batch_size == "auto" else cfg.batch_size
+    made_by = provenance(trained.card.computes[0], how.device, amp_name(how.amp))
+    if trained.card.classes.multi:
+        infer = partial(predict_class_probs, device=how.device, exclusive=trained.card.classes.mode == "exclusive",
                         batch_size=batch, amp_dtype=how.amp)
         return score_multiclass(name, trained, splits, how, with_tta(infer) if cfg.tta else infer, made_by)
     infer = partial(predict_probs, device=how.device, batch_size=batch, amp_dtype=how.amp, tta=cfg.tta)
@@ -120,7 +120,7 @@ def score_binary(name: str, trained: TrainedModel, splits: Splits, how: Scoring,
                  made_by: dict[str, Any]) -> Scored:
     """A binary model: threshold and post-processing from val, the test scores, and with K folds the
     out-of-fold cases scored as the CV estimate (`cv`, per_case_oof.csv)."""
-    cfg, folds, folder, s = how.cfg, trained.folds, how.out / name, splits
+    cfg, folds, folder, s = how.cfg, trained.card.folds, how.out / name, splits
     needs_val = folds > 1 or any(getattr(cfg, k) == "auto" for k in AUTO_STEPS) or cfg.threshold == "auto" and cfg.tta
     val_probs = out_of_fold_probs(trained.members, s.val_images, s.val_fold, infer) if needs_val else None
     threshold, source = choose_threshold(trained, cfg, val_probs, s.val_masks)
@@ -143,7 +143,7 @@ def score_binary(name: str, trained: TrainedModel, splits: Splits, how: Scoring,
     if oof is not None:
         oof.to_csv(folder / "per_case_oof.csv", index=False, float_format="%.6f")
     applied = Applied(threshold, None, cfg.tta, {BINARY_NAME: post})
-    write_json(folder / RECORD, make_record(name, trained.paths, how.info["size"], applied, chosen_on(folds)))
+    write_json(folder / RECORD, make_record(name, trained.card.checkpoints, how.info["size"], applied, chosen_on(folds)))
     cost = model_records(folder, metrics, trained, how.info, how.device)
     np.savez_compressed(how.preds / f"{name}.npz", slice_id=s.test["slice_id"].to_numpy().astype(str),
                         probs=np.round(probs * 255).astype(np.uint8), masks=pred, threshold=threshold, **post)
@@ -165,10 +165,10 @@ def choose_threshold(trained: TrainedModel, cfg: EvaluateParams, val_probs: np.n
         return float(cfg.threshold), "evaluate.threshold"
     if cfg.tta:
         return best_threshold(val_probs, val_masks, cfg.seed, cfg.pr_max_pixels), "best pixel F1 on val, with TTA"
-    if not trained.tuned:
-        raise MedsegError(f"{trained.paths[0]}: holds no val threshold (its training did not finish); "
+    if not trained.card.threshold.tuned:
+        raise MedsegError(f"{trained.card.checkpoints[0]}: holds no val threshold (its training did not finish); "
                           "run its train stage")
-    return trained.threshold, trained.threshold_source
+    return trained.card.threshold.value, trained.card.threshold.source
 
 
 def load_model(name: str, folds: int, device) -> TrainedModel:
@@ -177,8 +177,8 @@ def load_model(name: str, folds: int, device) -> TrainedModel:
         raise MedsegError(f"{paths.model_dir(name)}: missing; run the train_{name} stage first")
     trained = load_trained(paths.model_dir(name))
     check_fits_slices(trained, name, dataset_info(), SLICES)
-    if trained.folds != folds:
-        raise MedsegError(f"{paths.model_dir(name)}: holds {trained.folds} model(s) but data/split.csv has "
+    if trained.card.folds != folds:
+        raise MedsegError(f"{paths.model_dir(name)}: holds {trained.card.folds} model(s) but data/split.csv has "
                           f"{folds} fold(s); run the train_{name} stage")
     return trained.to(device)
 
@@ -189,8 +189,8 @@ def score_multiclass(name: str, trained: TrainedModel, splits: Splits, how: Scor
     model's, each class's tables beside them (per_case_<class>.csv, pr_<class>.csv). With K folds the
     test probabilities are the folds' mean, the thresholds and post-processing come from the
     out-of-fold predictions, which are also scored as the CV estimate (`cv`, per_case_oof.csv)."""
-    cfg, folder, folds, classes = how.cfg, how.out / name, trained.folds, trained.classes
-    thresholds = trained.class_thresholds
+    cfg, folder, folds, classes = how.cfg, how.out / name, trained.card.folds, trained.card.classes
+    thresholds = trained.card.threshold.per_class
     if cfg.threshold != "auto" and classes.mode == "regions":
         thresholds = [float(cfg.threshold)] * len(classes.names)
     val_split = Predicted(splits.val, out_of_fold_probs(trained.members, splits.val_images, splits.val_fold, infer),
@@ -209,7 +209,7 @@ def score_multiclass(name: str, trained: TrainedModel, splits: Splits, how: Scor
         oof.to_csv(folder / "per_case_oof.csv", index=False, float_format="%.6f")
     write_json(folder / "metrics.json", result.metrics)
     cuts = (thresholds or [0.5] * len(classes.names)) if classes.mode == "regions" else None
-    write_json(folder / RECORD, make_record(name, trained.paths, how.info["size"],
+    write_json(folder / RECORD, make_record(name, trained.card.checkpoints, how.info["size"],
                                             Applied(None, cuts, cfg.tta, result.post), chosen_on(folds)))
     result.cases.to_csv(folder / "per_case.csv", index=False, float_format="%.6f")
     for cname in classes.names:
@@ -241,7 +241,7 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
 def model_records(folder: Path, metrics: dict[str, Any], trained: TrainedModel, info: dict[str, Any],
                   device) -> dict[str, Any]:
     """Write a scored model's headline.json and compute.json (what it cost, from its checkpoints); return the cost."""
-    cost = compute_cost(trained.computes, trained.members[0], info["channels"], info["size"], device)
+    cost = compute_cost(trained.card.computes, trained.members[0], info["channels"], info["size"], device)
     write_json(folder / HEADLINE, headline(metrics))
     write_json(folder / "compute.json", cost)
     return cost

@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 from medseg import paths
 from medseg.augment import build_augmentation
-from medseg.checkpoints import load_checkpoint, save_checkpoint
-from medseg.classes import Classes, of_preprocess
+from medseg.model_card import Compute, Header, Threshold, finalise_best, load_checkpoint, write_best, write_last
+from medseg.classes import Classes
 from medseg.distributed import (DistInfo, barrier, broadcast_from_main, current, gradient_sync,
                                 local_device, mean_over_ranks, unwrap, wrap)
 from medseg.hardware import amp_name, device_name, peak_memory_mb, pick_amp_dtype, pick_device, pick_workers
@@ -114,7 +114,7 @@ class Run:
     module that is scored and saved), optimizer, schedule, loss, device and dtype, and its state."""
 
     cfg: TrainParams
-    header: dict[str, Any]
+    header: Header
     core: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -145,7 +145,7 @@ def memory_format(cfg: TrainParams) -> torch.memory_format:
     return torch.channels_last if cfg.channels_last else torch.preserve_format
 
 
-def build_run(model: nn.Module, header: dict[str, Any], recipe: Recipe) -> Run:
+def build_run(model: nn.Module, header: Header, recipe: Recipe) -> Run:
     """Set up a run: the device (this rank's under torchrun), the autocast dtype, the network on it, the
     optimizer with its warm-up and decay, the loss for the header's classes, the scaler and EMA."""
     info = current()
@@ -157,7 +157,7 @@ def build_run(model: nn.Module, header: dict[str, Any], recipe: Recipe) -> Run:
     model = model.to(device=device, memory_format=memory_format(cfg))
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, cfg))
-    classes = of_preprocess(header.get("preprocess"), f"{header['model']} checkpoint header")
+    classes = header.classes
     criterion = build_loss(recipe.loss, classes).to(device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
@@ -170,14 +170,14 @@ def run_fingerprint(run: Run, data: TrainData, recipe: Recipe) -> str:
     """What makes two runs the same run (a resume never mixes two): the header, the sections, the
     resolved dtype (a last.pt made under bf16 must not resume under fp16 and its GradScaler), the
     world size under DDP (another effective batch) and every array."""
-    config = {"model": run.header, "train": run.cfg.as_dict(), "loss": recipe.loss.as_dict(),
+    config = {"model": run.header.fields(), "train": run.cfg.as_dict(), "loss": recipe.loss.as_dict(),
               "augment": recipe.augment.as_dict(), "amp": amp_name(run.amp_dtype)}
     if run.info.world_size > 1:
         config["world_size"] = run.info.world_size
     return data.fingerprint(config)
 
 
-def train(model: nn.Module, header: dict[str, Any], data: TrainData, recipe: Recipe, dirs: RunDirs,
+def train(model: nn.Module, header: Header, data: TrainData, recipe: Recipe, dirs: RunDirs,
           keep_finished: bool = False) -> RunState:
     """Train `model`; `header` (model name, params, channels) goes into every checkpoint.
 
@@ -186,7 +186,7 @@ def train(model: nn.Module, header: dict[str, Any], data: TrainData, recipe: Rec
     `keep_finished` a run of the same fingerprint that already finished is kept, not repeated
     (the folds before the one a killed k-fold run was in).
     """
-    name, run = header["model"], build_run(model, header, recipe)
+    name, run = header.model, build_run(model, header, recipe)
     fingerprint = run_fingerprint(run, data, recipe)
     last, best = dirs.checkpoints / paths.LAST, dirs.checkpoints / paths.BEST
     if keep_finished and (done := finished_run(last, best, fingerprint)) is not None:
@@ -275,8 +275,7 @@ def select_and_stop(run: Run, epoch: Epoch, best: Path, stale_best: bool) -> boo
     if epoch.val_dice > state.best_dice:
         state.best_dice, state.best_epoch, state.bad_epochs = epoch.val_dice, state.epoch, 0
         if run.info.is_main:
-            save_checkpoint(best, {**run.header, "state_dict": run.scored.state_dict(), "epoch": state.epoch,
-                                   "val_dice": epoch.val_dice, "threshold": run.cfg.threshold})
+            write_best(best, run.header, run.scored.state_dict(), state.epoch, epoch.val_dice, run.cfg.threshold)
     else:
         state.bad_epochs += 1
     if stale_best:  # the previous run's best.pt, unless this epoch just replaced it
@@ -302,10 +301,11 @@ def log_epoch(run: Run, live: Live, epoch: Epoch, data: TrainData, shown: np.nda
 
 def save_last(run: Run, last: Path, fingerprint: str) -> None:
     """last.pt: everything an exact resume needs (weights, optimizer, schedule, scaler, EMA, run state)."""
-    save_checkpoint(last, {**run.header, "state_dict": run.core.state_dict(), "optimizer": run.optimizer.state_dict(),
-                           "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
-                           "fingerprint": fingerprint, "ema": run.ema.state_dict() if run.ema is not None else {},
-                           "amp": amp_name(run.amp_dtype), "train_state": vars(run.state).copy()})
+    write_last(last, run.header, run.core.state_dict(), {
+        "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict(), "fingerprint": fingerprint,
+        "ema": run.ema.state_dict() if run.ema is not None else {}, "amp": amp_name(run.amp_dtype),
+        "train_state": vars(run.state).copy()})
 
 
 def make_loader(dataset: SliceDataset, cfg: TrainParams, epoch: int, epoch_seed: int, device: torch.device,
@@ -328,28 +328,24 @@ def _finalise_best(best: Path, data: TrainData, run: Run, draws_per_epoch: int) 
     """Put into best.pt the val best-F1 threshold (one per region; none for exclusive classes,
     decided by argmax), so the checkpoint alone is enough to predict, and what training cost
     (device, dtype, time, epochs, throughput, peak memory)."""
-    from medseg.checkpoints import model_from_checkpoint
+    from medseg.model_loader import network_from_checkpoint
 
     cfg, device, amp_dtype, state, classes = run.cfg, run.device, run.amp_dtype, run.state, run.classes
-    ckpt = load_checkpoint(best)
-    model = model_from_checkpoint(ckpt, best).to(device)
+    model = network_from_checkpoint(load_checkpoint(best), best).to(device)
     if classes.multi:
         probs = predict_class_probs(model, data.val_images, device, classes.mode == "exclusive", cfg.batch_size,
                                     amp_dtype)
-        ckpt["class_thresholds"] = class_thresholds(probs, data.val_masks, classes, cfg.seed)
-        ckpt["threshold_source"] = ("argmax over background and the classes" if classes.mode == "exclusive"
-                                    else "best pixel F1 of each region on the val split")
+        threshold = Threshold(cfg.threshold, "argmax over background and the classes" if classes.mode == "exclusive"
+                              else "best pixel F1 of each region on the val split", True,
+                              class_thresholds(probs, data.val_masks, classes, cfg.seed))
     else:
         probs = predict_probs(model, data.val_images, device, cfg.batch_size, amp_dtype)
-        ckpt["threshold"] = best_threshold(probs, data.val_masks, cfg.seed)
-        ckpt["threshold_source"] = "best pixel F1 on the val split"
-    ckpt["compute"] = {"device": device_name(device), "amp": amp_name(amp_dtype), "torch": str(torch.__version__),
-                       "batch_size": cfg.batch_size,
-                       "epochs": state.epoch, "train_seconds": state.train_seconds,
-                       "train_images_per_s": draws_per_epoch * state.epoch / max(state.train_seconds, 1e-9),
-                       "peak_memory_mb": peak_memory_mb(device)}
-    save_checkpoint(best, {k: v for k, v in ckpt.items() if k != "format"})
-    log.info("val threshold(s) %s stored in %s", ckpt.get("class_thresholds", ckpt.get("threshold")), best)
+        threshold = Threshold(best_threshold(probs, data.val_masks, cfg.seed), "best pixel F1 on the val split", True)
+    finalise_best(best, threshold, Compute(device_name(device), amp_name(amp_dtype), str(torch.__version__),
+                                           cfg.batch_size, state.epoch, state.train_seconds,
+                                           draws_per_epoch * state.epoch / max(state.train_seconds, 1e-9),
+                                           peak_memory_mb(device)))
+    log.info("val threshold(s) %s stored in %s", threshold.per_class or threshold.value, best)
 
 
 def class_thresholds(probs: np.ndarray, codes: np.ndarray, classes: Classes, seed: int) -> list[float] | None:

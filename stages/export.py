@@ -21,7 +21,7 @@ from medseg.onnx_runtime import GRAPH, METADATA
 from medseg.outputs import staged_files, write_atomic, write_json
 from medseg.prediction import find_record
 from medseg.scored_post import checkpoint_digests, describe
-from medseg.trained import load_trained
+from medseg.model_loader import load_trained
 
 log = logging.getLogger("medseg.export")
 
@@ -40,8 +40,8 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     trained = load_trained(args.model)
-    digests = checkpoint_digests(trained.paths)
-    record, source = find_record(args.postprocess, trained.header["model"], trained.classes, digests)
+    digests = checkpoint_digests(trained.card.checkpoints)
+    record, source = find_record(args.postprocess, trained.card.header.model, trained.card.classes, digests)
     graph = onnx_graph(trained)
     meta = metadata(trained, record, source, digests)
     meta["check"] = check_parity(trained, graph, meta)

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import torch
 
-from medseg.checkpoints import load_checkpoint
+from medseg.model_card import load_checkpoint
 from tests.test_pipeline_e2e import MODELS, copy_repo, run, smaller_params
 
 FOLDS, EPOCHS = 2, 3

@@ -97,6 +97,6 @@ def test_the_check_sees_a_removed_dep_and_lazy_imports():
     module, deps = STAGES["train_unet"]
     closure = {str(p.relative_to(REPO)) for p in import_closure(module)}
     # lazy imports and registries count: the model builders (importlib by name), the loss registry
-    assert {"models/unet.py", "medseg/losses.py", "medseg/metrics.py", "medseg/checkpoints.py"} <= closure
+    assert {"models/unet.py", "medseg/losses.py", "medseg/metrics.py", "medseg/model_card.py"} <= closure
     assert missing_deps(module, [d for d in deps if d != "medseg/metrics.py"]) == ["medseg/metrics.py"]
     assert "medseg/fetch/__init__.py" in {str(p.relative_to(REPO)) for p in import_closure("stages.download")}

@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from medseg.checkpoints import load_checkpoint
+from medseg.model_card import load_checkpoint
 from medseg.preprocess import upright
 from tests.conftest import REPO
 MODELS = ("unet", "attn_unet", "deeplab", "upernet")
@@ -166,12 +166,12 @@ def test_plots_page_renders_offline(repo_copy):
     run(["dvc", "plots", "show", "-o", "plots_page"], dest, env)
     page = (dest / "plots_page/index.html").read_text()
     assert "cdn.jsdelivr" not in page and "<script src=" not in page
-    for chart in ("train_loss", "val_dice", "pr_curves"):
+    for chart in ("train_loss", "val_loss", "val_dice"):
         assert f'<div id = "{chart}"' in page
-    for name in MODELS:  # one line per model in the training-curve and PR charts
+    for name in MODELS:  # one line per model in the training-curve charts
         assert f'"filename": "{name}/folds.tsv"' in page
-        assert f'"filename": "{name}/pr.csv"' in page
         assert (dest / f"plots_page/static/workspace_results_plots_overlays_{name}.png").exists()
+    assert (dest / "plots_page/static/workspace_results_plots_pr_curves.png").exists()  # with each model's AP
     assert page.count('"as": "model"') >= 4  # the repo's template: colour by model, dash by experiment
     assert (dest / "plots_page/static/workspace_results_plots_forest.png").exists()
     static = [p.name for p in (dest / "plots_page/static").iterdir()]

@@ -16,7 +16,7 @@ import cv2
 import pytest
 import yaml
 
-from medseg.checkpoints import load_checkpoint
+from medseg.model_card import load_checkpoint
 from tests.test_pipeline_e2e import MODELS, copy_repo, run, smaller_params
 
 EPOCHS = 2

@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medseg.checkpoints import save_checkpoint
-from medseg.folds import write_ensemble
+from medseg.model_card import Threshold, save_checkpoint, write_ensemble
 from torch import nn
 
 from models import build_model
@@ -53,7 +52,7 @@ def save_tiny(path: Path, name: str = "unet", seed: int = 0, threshold: float = 
 def kfold_folder(root: Path, folds: int = 3, name: str = "unet", threshold: float = 0.42) -> Path:
     for k in range(folds):
         save_tiny(root / f"fold_{k}" / "best.pt", name, seed=k, threshold=0.9)  # the fold's own: not the ensemble's
-    write_ensemble(root, folds, threshold, "test: out-of-fold best F1")
+    write_ensemble(root, folds, Threshold(threshold, "test: out-of-fold best F1", True))
     return root
 
 

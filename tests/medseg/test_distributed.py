@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from medseg.checkpoints import load_checkpoint, model_from_checkpoint
+from medseg.model_card import load_checkpoint
+from medseg.model_loader import network_from_checkpoint
 from medseg.distributed import DistInfo, broadcast_from_main, current, mean_over_ranks
 from tests.conftest import REPO
 
@@ -21,10 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import medseg.model_card as model_card
 import medseg.training as training
 from medseg.datasets import ReaderConfig
 from medseg.datasets.msd import list_cases, read_case
 from medseg.losses import LossParams
+from medseg.model_card import Header
 from medseg.params import AugmentParams, TrainParams
 from medseg.distributed import cleanup, init_distributed
 from models import build_model
@@ -32,7 +35,7 @@ from models import build_model
 raw, run = Path(sys.argv[1]), Path(sys.argv[2])
 info = init_distributed("cpu")
 writes = []
-real_save, real_live = training.save_checkpoint, training.Live
+real_save, real_live = model_card.save_checkpoint, training.Live
 
 
 def save_checkpoint(path, payload):
@@ -45,7 +48,7 @@ def live(*args, **kwargs):
     return real_live(*args, **kwargs)
 
 
-training.save_checkpoint, training.Live = save_checkpoint, live
+model_card.save_checkpoint, training.Live = save_checkpoint, live
 slices = [s for c in list_cases(raw) for s in read_case(c, ReaderConfig(96, -600, 1500))]
 images = np.stack([np.round(s.image * 255).astype(np.uint8) for s in slices])
 masks = np.stack([s.mask.astype(np.uint8) for s in slices])
@@ -55,7 +58,7 @@ cfg = TrainParams.load().with_values(epochs=2, batch_size=4, patience=0, lr=0.01
                                      amp="off", workers=0)
 torch.manual_seed(0)
 model = build_model("unet", 1, width=4)
-header = {"model": "unet", "model_params": {"width": 4}, "in_channels": 1}
+header = Header("unet", {"width": 4}, 1, {"size": data.train_images.shape[1], "channels": 1})
 state = training.train(model, header, data, training.Recipe(cfg, LossParams.load(), AugmentParams.load()),
                        training.RunDirs(run / "models", run / "live"))
 weights = float(sum(p.detach().double().sum() for p in model.parameters()))
@@ -97,7 +100,7 @@ def test_torchrun_two_cpu_ranks_train_and_only_rank0_writes(tmp_path, msd_phanto
     for name in ("best.pt", "last.pt"):
         ckpt = load_checkpoint(models / name)
         assert not any(k.startswith("module.") for k in ckpt["state_dict"])
-        model_from_checkpoint(ckpt, models / name)  # loads strictly into a plain, non-DDP U-Net
+        network_from_checkpoint(ckpt, models / name)  # loads strictly into a plain, non-DDP U-Net
     assert "threshold_source" in load_checkpoint(models / "best.pt")
     losses = np.loadtxt(tmp_path / "run/live/plots/metrics/train_loss.tsv", skiprows=1, usecols=1, ndmin=1)
     assert len(losses) == 2 and np.isfinite(losses).all()

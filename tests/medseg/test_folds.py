@@ -1,67 +1,12 @@
-"""medseg.folds: which checkpoints a model folder is, the ensemble mean, and tidying another
-fold count's leftovers out of the persisted model and log folders."""
-import re
+"""medseg.folds: the ensemble mean, tidying another fold count's leftovers out of the persisted model
+and log folders, and every fold's curves in one table."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from medseg import paths
-from medseg.errors import MedsegError
-from medseg.folds import checkpoint_paths, mean_probs, read_ensemble, tidy_layout, write_ensemble, write_fold_curves
-
-
-def test_a_file_a_folder_and_a_k_fold_folder(tmp_path):
-    single = tmp_path / "unet"
-    single.mkdir()
-    (single / "best.pt").write_bytes(b"x")
-    assert checkpoint_paths(single / "best.pt") == [single / "best.pt"]
-    assert checkpoint_paths(single) == [single / "best.pt"]
-    folds = tmp_path / "deeplab"
-    for k in range(3):
-        (folds / f"fold_{k}").mkdir(parents=True)
-        (folds / f"fold_{k}/best.pt").write_bytes(b"x")
-    write_ensemble(folds, 3, 0.42, "out-of-fold")
-    assert checkpoint_paths(folds) == [folds / f"fold_{k}/best.pt" for k in range(3)]
-    assert read_ensemble(folds)["threshold"] == 0.42
-    (folds / "fold_2/best.pt").unlink()
-    with pytest.raises(MedsegError, match=r"fold_2/best.pt: missing from the k-fold model"):
-        checkpoint_paths(folds)
-    with pytest.raises(MedsegError, match="no such checkpoint or model folder"):
-        checkpoint_paths(tmp_path / "nothing")
-
-
-def test_a_broken_ensemble_json_is_one_line(tmp_path):
-    (tmp_path / "ensemble.json").write_text('{"folds": "three"}')
-    with pytest.raises(MedsegError, match="ensemble.json: not a medseg ensemble description"):
-        read_ensemble(tmp_path)
-
-
-@pytest.mark.parametrize(("text", "needle"), [
-    ('{"folds": 3, "threshold": NaN}', "threshold=nan is not a number in [0, 1]"),
-    ('{"folds": 3, "threshold": -0.1}', "threshold=-0.1 is not a number in [0, 1]"),
-    ('{"folds": 3, "threshold": 1.5}', "threshold=1.5 is not a number in [0, 1]"),
-    ('{"folds": 1, "threshold": 0.5}', "folds=1 is not a fold count"),
-    ('{"folds": "3", "threshold": 0.5}', "folds='3' is not a fold count"),
-])
-def test_an_edited_ensemble_json_is_one_line_naming_the_value(tmp_path, text, needle):
-    (tmp_path / "ensemble.json").write_text(text)
-    with pytest.raises(MedsegError, match=re.escape(f"ensemble.json: {needle}")):
-        read_ensemble(tmp_path)
-
-
-def test_fold_folders_that_disagree_with_ensemble_json(tmp_path):
-    """More fold models than ensemble.json names, or fold models without ensemble.json (issue 27, family 1)."""
-    for k in range(3):
-        (tmp_path / f"fold_{k}").mkdir()
-        (tmp_path / f"fold_{k}/best.pt").write_bytes(b"x")
-    with pytest.raises(MedsegError, match=r"holds fold_0..fold_2 but no ensemble.json \(its k-fold training did not "):
-        checkpoint_paths(tmp_path)
-    write_ensemble(tmp_path, 2, 0.5, "test")
-    with pytest.raises(MedsegError, match=r"ensemble.json: names 2 folds but the folder holds fold_0, fold_1, fold_2"):
-        checkpoint_paths(tmp_path)
-    (tmp_path / "fold_2/best.pt").unlink()  # a fold folder without a model (e.g. the user's notes left there) is not one
-    assert len(checkpoint_paths(tmp_path)) == 2
+from medseg.folds import mean_probs, tidy_layout, write_fold_curves
 
 
 def test_mean_probs_is_the_member_mean():

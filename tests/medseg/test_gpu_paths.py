@@ -13,7 +13,7 @@ from torch import nn
 import medseg.distributed as distributed
 import medseg.hardware as hardware
 import medseg.training as training
-from medseg.checkpoints import save_checkpoint
+from medseg.model_card import save_checkpoint
 from medseg.distributed import DistInfo
 from medseg.inference import predict_probs
 from medseg.torchdata import SliceDataset

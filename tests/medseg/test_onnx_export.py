@@ -10,7 +10,7 @@ from medseg.errors import MedsegError
 from medseg.onnx_export import AveragingPool2d, MeanProbability, check_parity, metadata, onnx_graph
 from medseg.onnx_runtime import OnnxModel
 from medseg.prediction import model_inputs, unit_images
-from medseg.trained import load_trained
+from medseg.model_loader import load_trained
 from models import MODEL_NAMES, build_model
 from tests.tiny_models import PRE, TINY, kfold_folder, safe_threshold, save_tiny
 
@@ -50,7 +50,7 @@ def test_onnx_probabilities_match_pytorch(name, slices, tmp_path):
 def test_kfold_ensemble_graph_matches_pytorch_ensemble(slices, tmp_path):
     folder = kfold_folder(tmp_path / "unet", folds=3)
     trained = load_trained(folder)
-    assert trained.folds == 3 and trained.threshold == pytest.approx(0.42)
+    assert trained.card.folds == 3 and trained.card.threshold.value == pytest.approx(0.42)
     graph, session = assert_parity(trained, slices, tta=True)
     images = slices[0]
     single = load_trained(folder / "fold_0" / "best.pt").probs(images, CPU)

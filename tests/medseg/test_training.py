@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+import medseg.model_card as model_card
 import medseg.training as training
-from medseg.checkpoints import load_checkpoint
+from medseg.model_card import Header, load_checkpoint
 from medseg.training import Recipe, RunDirs, TrainData, lr_factor, make_optimizer, train
 from models import build_model
 from medseg.losses import LossParams
@@ -51,7 +52,7 @@ def config(epochs: int, ema: float = 0.0) -> TrainParams:
 def run(tmp: Path, data: TrainData, epochs: int, hflip: float = 0.5, ema: float = 0.0):
     torch.manual_seed(0)
     model = build_model("unet", 1, width=8)
-    header = {"model": "unet", "model_params": {"width": 8}, "in_channels": 1}
+    header = Header("unet", {"width": 8}, 1, {"size": data.train_images.shape[1], "channels": 1})
     aug = no_augment().with_values(hflip=hflip)
     state = train(model, header, data, Recipe(config(epochs, ema), shipped(LossParams), aug),
                   RunDirs(tmp / "models", tmp / "live"))
@@ -103,17 +104,17 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, data, monkeypatch
 def test_kill_between_checkpoint_and_dvclive_step_logs_each_epoch_once(tmp_path, data, monkeypatch):
     """The worst moment: last.pt of epoch 1 is written, dvclive's summary still says nothing."""
     _, reference = run(tmp_path / "a", data, epochs=3)
-    real_save = training.save_checkpoint
+    real_save = model_card.save_checkpoint
 
     def dies_after_first_last_pt(path, payload):
         real_save(path, payload)
         if path.name == "last.pt":
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(training, "save_checkpoint", dies_after_first_last_pt)
+    monkeypatch.setattr(model_card, "save_checkpoint", dies_after_first_last_pt)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "b", data, epochs=3)
-    monkeypatch.setattr(training, "save_checkpoint", real_save)
+    monkeypatch.setattr(model_card, "save_checkpoint", real_save)
     run(tmp_path / "b", data, epochs=3)
     for name in ("val_dice", "train_loss", "lr"):
         resumed = np.loadtxt(tmp_path / f"b/live/plots/metrics/{name}.tsv", skiprows=1, usecols=(0, 1))
@@ -136,7 +137,7 @@ def test_kill_after_dvclive_logged_but_before_last_pt_resumes_exactly(tmp_path, 
     """The other worst moment: dvclive has the rows of epoch 2, last.pt still holds epoch 1, so
     the resume must drop those rows (rewind_live) and train epoch 2 again."""
     ref_state, reference = run(tmp_path / "a", data, epochs=3)
-    real_save, saves = training.save_checkpoint, []
+    real_save, saves = model_card.save_checkpoint, []
 
     def dies_before_second_last_pt(path, payload):
         if path.name == "last.pt":
@@ -145,13 +146,13 @@ def test_kill_after_dvclive_logged_but_before_last_pt_resumes_exactly(tmp_path, 
                 raise KeyboardInterrupt
         real_save(path, payload)
 
-    monkeypatch.setattr(training, "save_checkpoint", dies_before_second_last_pt)
+    monkeypatch.setattr(model_card, "save_checkpoint", dies_before_second_last_pt)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "b", data, epochs=3)
     assert load_checkpoint(tmp_path / "b/models/last.pt")["train_state"]["epoch"] == 1
     logged = np.loadtxt(tmp_path / "b/live/plots/metrics/val_dice.tsv", skiprows=1, usecols=0)
     assert list(logged) == [0, 1]  # epoch 2 logged, not checkpointed: exactly the moment
-    monkeypatch.setattr(training, "save_checkpoint", real_save)
+    monkeypatch.setattr(model_card, "save_checkpoint", real_save)
     state, resumed = run(tmp_path / "b", data, epochs=3)
     assert (state.epoch, state.best_dice, state.best_epoch) == (ref_state.epoch, ref_state.best_dice,
                                                                 ref_state.best_epoch)

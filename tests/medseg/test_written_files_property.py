@@ -14,11 +14,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from medseg.checkpoints import load_checkpoint, save_checkpoint
+from medseg.model_card import load_checkpoint, save_checkpoint
 from medseg.errors import MedsegError
-from medseg.folds import write_ensemble
+from medseg.model_card import Threshold, write_ensemble
 from medseg.onnx_runtime import FORMAT, read_metadata
-from medseg.trained import load_trained
+from medseg.model_loader import load_trained
 from tests.tiny_models import PRE, kfold_folder, save_tiny
 
 ANY = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.sampled_from([0, 1, -1, 2, 3]),
@@ -72,7 +72,7 @@ def folder(tmp_path_factory) -> Path:
 @SETTINGS
 @given(key=st.sampled_from(["folds", "threshold", "threshold_source", "run"]), value=st.one_of(ANY, st.just(MISSING)))
 def test_any_edit_of_ensemble_json(folder, key, value):
-    write_ensemble(folder, 2, 0.42, "test")
+    write_ensemble(folder, 2, Threshold(0.42, "test", True))
     spec = with_value(json.loads((folder / "ensemble.json").read_text()), (key,), value)
     (folder / "ensemble.json").write_text(json.dumps(spec))
     try:
@@ -80,7 +80,7 @@ def test_any_edit_of_ensemble_json(folder, key, value):
     except MedsegError as err:
         assert "\n" not in str(err) and str(folder) in str(err)
         return
-    assert trained.folds == 2 and 0 <= trained.threshold <= 1
+    assert trained.card.folds == 2 and 0 <= trained.card.threshold.value <= 1
 
 
 @pytest.fixture(scope="module")
@@ -109,4 +109,4 @@ def test_any_edit_of_a_checkpoint_header(tmp_path, checkpoint, path, value):
     except MedsegError as err:
         assert str(err).startswith(str(tmp_path / "best.pt")) and "\n" not in str(err)
         return
-    assert 0 <= trained.threshold <= 1 and ckpt["in_channels"] >= 1
+    assert 0 <= trained.card.threshold.value <= 1 and ckpt["in_channels"] >= 1

@@ -3,6 +3,7 @@ phantom slices, drives its loss down and fits them to Dice >= 0.9."""
 import numpy as np
 import pytest
 
+from medseg.model_card import Header
 from medseg.training import Recipe, RunDirs, TrainData, train
 from models import build_model
 from medseg.losses import LossParams
@@ -30,8 +31,7 @@ def test_overfits_a_handful_of_slices(name, handful, tmp_path):
     cfg = shipped(TrainParams, epochs=60, batch_size=3, lr=0.01, warmup_epochs=0, patience=0, device="cpu", amp="off",
                   weight_decay=0.0, threshold=0.5)
     model = build_model(name, 1, **SMALL[name])
-    header = {"model": name, "model_params": SMALL[name], "in_channels": 1,
-              "preprocess": {"size": handful.train_images.shape[1], "channels": 1}}
+    header = Header(name, SMALL[name], 1, {"size": handful.train_images.shape[1], "channels": 1})
     state = train(model, header, handful, Recipe(cfg, shipped(LossParams), no_augment()),
                   RunDirs(tmp_path / "m", tmp_path / "live"))
     losses = np.loadtxt(tmp_path / "live/plots/metrics/train_loss.tsv", skiprows=1, usecols=1)

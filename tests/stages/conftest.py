@@ -63,7 +63,7 @@ def stage_phantoms(make_phantom) -> Callable[[str], Path]:
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    from medseg.checkpoints import save_checkpoint
+    from medseg.model_card import save_checkpoint
     from models import build_model
 
     path = tmp_path_factory.mktemp("ckpt") / "best.pt"

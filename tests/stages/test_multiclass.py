@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from medseg.checkpoints import load_checkpoint
+from medseg.model_card import load_checkpoint
 from tests.conftest import edited_params, make_workdir, stage
 from tests.test_pipeline_e2e import copy_repo
 

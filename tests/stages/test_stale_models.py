@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from medseg.checkpoints import save_checkpoint
+from medseg.model_card import save_checkpoint
 from tests.stages.test_bad_inputs import refused_and_untouched
 from tests.tiny_models import save_tiny
 

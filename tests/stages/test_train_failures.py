@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from medseg.checkpoints import load_checkpoint
+from medseg.model_card import load_checkpoint
 from tests.conftest import REPO, make_workdir, stage
 from tests.stages.test_bad_inputs import tree, truncate
 

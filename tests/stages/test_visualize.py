@@ -11,8 +11,8 @@ from PIL import Image
 
 from medseg.activations import look_inside
 from medseg.plots import map_grid
-from medseg.trained import load_trained
-from stages.visualize import chosen_cases, feature_rows
+from medseg.model_loader import load_trained
+from medseg.figures import chosen_cases, feature_rows
 from tests.tiny_models import PRE, kfold_folder, save_tiny
 
 SIZE = PRE["size"]

@@ -1,4 +1,4 @@
-"""medseg.trained.check_fits_slices: a model scored on slices it was not trained on, or found in another
+"""medseg.model_loader.check_fits_slices: a model scored on slices it was not trained on, or found in another
 model's folder, is refused naming both sides (issue 27, family 2); the stage-level case is in
 tests/stages/test_stale_models.py."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from medseg.errors import MedsegError
-from medseg.trained import check_fits_slices, load_trained
+from medseg.model_loader import check_fits_slices, load_trained
 from tests.tiny_models import PRE, save_tiny
 
 SLICES = Path("data/slices")
@@ -38,25 +38,3 @@ def test_another_models_checkpoint_is_refused(tmp_path):
     trained = load_trained(save_tiny(tmp_path / "unet" / "best.pt", "attn_unet"))
     with pytest.raises(MedsegError, match=r"unet/best\.pt: holds a attn_unet model, not unet; run the train_unet"):
         check_fits_slices(trained, "unet", dict(PRE), SLICES)
-
-
-def test_folds_of_two_runs_are_refused(tmp_path):
-    """A retrain killed after its first fold leaves a new fold_0 beside the old run's folds (issue 27, family 1)."""
-    from medseg.checkpoints import load_checkpoint, save_checkpoint
-    from medseg.folds import write_ensemble
-    from tests.tiny_models import kfold_folder
-
-    folder = kfold_folder(tmp_path / "unet", folds=3)
-    assert load_trained(folder).folds == 3  # folders written before run ids existed load as before
-    for k in range(3):
-        path = folder / f"fold_{k}" / "best.pt"
-        save_checkpoint(path, load_checkpoint(path) | {"run": "new" if k == 0 else "old"})
-    write_ensemble(folder, 3, 0.42, "test", "old")
-    with pytest.raises(MedsegError, match=r"fold_1/best\.pt: trained by another run than .*fold_0/best\.pt"):
-        load_trained(folder)
-    path = folder / "fold_0" / "best.pt"
-    save_checkpoint(path, load_checkpoint(path) | {"run": "old"})
-    assert load_trained(folder).threshold == 0.42
-    write_ensemble(folder, 3, 0.42, "test", "newer")
-    with pytest.raises(MedsegError, match=r"ensemble\.json: written by another run than its fold checkpoints"):
-        load_trained(folder)
