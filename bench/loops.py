@@ -30,6 +30,7 @@ from medseg.losses import LossParams, build_loss
 from medseg.params import AugmentParams, ConvertParams, TrainParams
 from medseg.conversion import convert_all
 from medseg.torchdata import SliceDataset
+from medseg.model_card import Header
 from medseg.training import Recipe, build_run, make_loader, train_epoch
 
 NAIVE_WORKERS = 4
@@ -97,7 +98,9 @@ def train_ours(model: nn.Module, batches: Iterable, n_batches: int, warmup: int,
     with cuDNN autotuning on a GPU as medseg.training enables it."""
     amp_key = {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]  # as train.amp names it
     cfg = replace(cfg, channels_last=memory_format == torch.channels_last, amp=amp_key)
-    run = build_run(model, {"model": "bench"}, Recipe(cfg, loss_cfg, AugmentParams.load()))
+    first_conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    header = Header("bench", {}, first_conv.in_channels, {})  # a binary network; nothing is saved
+    run = build_run(model, header, Recipe(cfg, loss_cfg, AugmentParams.load()))
     if run.device.type != device.type or run.amp_dtype != amp:
         raise ValueError(f"bench asked for {device}/{amp}, the train params give {run.device}/{run.amp_dtype}")
     torch.backends.cudnn.benchmark = device.type == "cuda"

@@ -13,7 +13,7 @@ from torch import nn
 import medseg.distributed as distributed
 import medseg.hardware as hardware
 import medseg.training as training
-from medseg.model_card import save_checkpoint
+from medseg.model_card import Header, save_checkpoint
 from medseg.distributed import DistInfo
 from medseg.inference import predict_probs
 from medseg.torchdata import SliceDataset
@@ -98,7 +98,7 @@ def test_inference_and_the_val_loss_hold_one_batch_at_a_time():
     model.largest = 0
     recipe = training.Recipe(shipped(TrainParams, batch_size=8, threshold=0.5, device="cpu", amp="off"),
                              shipped(LossParams, type="bce"), shipped(AugmentParams))
-    run = training.build_run(model, {"model": "unet"}, recipe)
+    run = training.build_run(model, Header("unet", {}, 1, {}), recipe)
     loss, _, _ = training._validate(run, data)
     assert model.largest == 8
     with torch.no_grad():  # per-pixel mean BCE: the batch-size-weighted mean of batch means is the global mean
