@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +22,18 @@ log = logging.getLogger(__name__)
 CURVES = ("train_loss", "val_loss", "val_dice")
 
 
-def mean_probs(per_model: list[np.ndarray]) -> np.ndarray:
-    """The ensemble's probability: the mean of its members' (nnU-Net's fold ensembling)."""
-    return np.mean(np.stack(per_model), axis=0, dtype=np.float32) if len(per_model) > 1 else per_model[0]
+def mean_probs(per_model: Iterable[np.ndarray]) -> np.ndarray:
+    """The ensemble's probability: the mean of its members' (nnU-Net's fold ensembling), summed as each
+    member's arrives, so at most two arrays are held whatever the fold count (stacking K float32 arrays
+    took K times the memory: ≈76 GB for SIIM at 512 px, 5 folds). The same bytes as np.mean over the
+    stack: numpy reduces the outer axis by the same float32 additions in the same order."""
+    total, count = None, 0
+    for probs in per_model:
+        total = probs if total is None else (total + probs if count == 1 else np.add(total, probs, out=total))
+        count += 1
+    if total is None:
+        raise ValueError("mean_probs of no member")
+    return total if count == 1 else np.true_divide(total, count, dtype=np.float32)
 
 
 CHECKPOINTS = (paths.BEST, paths.LAST)

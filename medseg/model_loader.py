@@ -40,14 +40,14 @@ class TrainedModel:
         """(N, H, W, C) uint8 -> (N, H, W) float32: the mean of the folds' sigmoid probabilities,
         one batch (default: the training batch) on the device at a time."""
         batch = batch_size or self.card.batch_size
-        return mean_probs([predict_probs(m, images, device, batch, amp_dtype, tta) for m in self.members])
+        return mean_probs(predict_probs(m, images, device, batch, amp_dtype, tta) for m in self.members)
 
     def class_probs(self, images: np.ndarray, device: torch.device, tta: bool = False,
                     batch_size: int | None = None, amp_dtype: torch.dtype | None = None) -> np.ndarray:
         """A multi-class model's (N, channels, H, W) float32 probabilities, the mean over its folds."""
         batch, exclusive = batch_size or self.card.batch_size, self.card.classes.mode == "exclusive"
         infer = partial(predict_class_probs, device=device, exclusive=exclusive, batch_size=batch, amp_dtype=amp_dtype)
-        return mean_probs([(with_tta(infer) if tta else infer)(m, images) for m in self.members])
+        return mean_probs((with_tta(infer) if tta else infer)(m, images) for m in self.members)
 
 
 def network_from_checkpoint(ckpt: dict[str, Any], path: Path) -> torch.nn.Module:

@@ -126,7 +126,7 @@ def score_binary(name: str, trained: TrainedModel, splits: Splits, how: Scoring,
     threshold, source = choose_threshold(trained, cfg, val_probs, s.val_masks)
     post = choose_postprocessing(cfg, s.val, val_probs, s.val_masks.astype(bool), threshold)
     started = time.perf_counter()
-    probs = mean_probs([infer(model, s.test_images) for model in trained.members])
+    probs = mean_probs(infer(model, s.test_images) for model in trained.members)
     speed = len(s.test_images) / max(time.perf_counter() - started, 1e-9)
     pred, gt = clean_predictions(probs >= threshold, s.test, **post), s.test_masks.astype(bool)
     images = per_image_table(s.test, pred, gt, cfg.empty)
@@ -196,7 +196,7 @@ def score_multiclass(name: str, trained: TrainedModel, splits: Splits, how: Scor
     val_split = Predicted(splits.val, out_of_fold_probs(trained.members, splits.val_images, splits.val_fold, infer),
                           splits.val_masks)
     started = time.perf_counter()
-    test_probs = mean_probs([infer(model, splits.test_images) for model in trained.members])
+    test_probs = mean_probs(infer(model, splits.test_images) for model in trained.members)
     speed = len(splits.test_images) / max(time.perf_counter() - started, 1e-9)
     result = score_classes(classes, thresholds, cfg, val_split, Predicted(splits.test, test_probs, splits.test_masks))
     result.metrics |= made_by
