@@ -88,7 +88,9 @@ def our_loader(setting: Setting, cfg: TrainParams, aug_cfg: AugmentParams, n_bat
     """The training loader of medseg.training: SliceDataset on decoded arrays, augmented, cfg workers."""
     order = np.resize(np.random.default_rng(0).permutation(len(setting.images)), n_batches * setting.batch)
     dataset = SliceDataset(setting.images, setting.masks, order, build_augmentation(aug_cfg, 1))
-    return make_loader(dataset, replace(cfg, batch_size=setting.batch), 0, 0, device, DistInfo())
+    loader = make_loader(dataset, replace(cfg, batch_size=setting.batch), device, DistInfo())
+    loader.sampler.set_epoch(0, 0, dataset.base_seed)
+    return loader
 
 
 def train_ours(model: nn.Module, batches: Iterable, n_batches: int, warmup: int, batch: int,

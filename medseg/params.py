@@ -258,7 +258,12 @@ class TrainParams(Section):
     grad_clip: float = key(num(0, 1e6), "gradient-norm clip (0: none)")
     amp: str = key(Spec(str, ("auto", "bf16", "fp16", "off")), "mixed precision; auto: bf16 where the CPU or GPU "
                    "runs it natively, else fp32")
-    channels_last: bool = key(Spec(bool), "NHWC memory format")
+    channels_last: bool | str = key(Spec((bool, str)), "NHWC memory format; auto: on CUDA (cuDNN's bf16 and fp16 "
+                                    "kernels are NHWC), off on CPU")
+    compile: str = key(Spec(str, ("off", "default", "reduce-overhead", "max-autotune")), "torch.compile the "
+                       "network for training (off, or a torch.compile mode)")
+    sync_bn: bool | str = key(Spec((bool, str)), "SyncBatchNorm across DDP processes; auto: on under DDP on CUDA "
+                              "when a process's batch is below 16")
     patience: int | str = key(auto(integer(0, 100_000)), "epochs without a better val Dice before stopping (0: "
                               "never); auto: from the plan")
     ema: float = key(num(0, 0.99999), "weight EMA decay (0: off)")
@@ -266,12 +271,18 @@ class TrainParams(Section):
     device: str = key(Spec(str), "auto, cpu, cuda or cuda:N")
     workers: int | str = key(Spec((int, str)), "DataLoader workers, or auto (0 on CPU, 4 on CUDA)")
     processes: int = key(integer(1, 64), "DDP processes (torchrun), one per GPU")
+    checkpoint_every: int | str = key(auto(integer(1, 100_000)), "write last.pt every N epochs (and at the last "
+                                      "one and whenever best.pt is written); auto: 1 on CPU, 5 on CUDA")
+    image_every: int | str = key(auto(integer(1, 100_000)), "log the val prediction grid every N epochs (and at "
+                                 "the last one); auto: 1 on CPU, 5 on CUDA")
     threshold: float = key(num(0, 1, open_low=True, open_high=True), "probability cut-off of the val Dice that "
                            "selects the epoch")
 
     def check(self) -> None:
         _check_device("train.device", self.device)
         _auto_or_int("train.workers", self.workers, 0, 256)
+        for name in ("channels_last", "sync_bn"):
+            _auto_or_bool(f"train.{name}", getattr(self, name))
         _check_schedule(self)
 
 
@@ -306,9 +317,7 @@ class EvaluateParams(Section):
         if self.nsd_tolerance_mm <= 0:
             raise MedsegError(f"params.yaml: evaluate.nsd_tolerance_mm={self.nsd_tolerance_mm!r} must be "
                               "positive (mm; pixels where no spacing is recorded)")
-        if self.largest_volume not in (True, False, "auto"):
-            raise MedsegError(f"params.yaml: evaluate.largest_volume={self.largest_volume!r} is not allowed; "
-                              "use true, false or 'auto'")
+        _auto_or_bool("evaluate.largest_volume", self.largest_volume)
         area = self.min_area
         if isinstance(area, str) and area != "auto" or isinstance(area, int) and not 0 <= area <= 1_000_000:
             raise MedsegError(f"params.yaml: evaluate.min_area={area!r} is not allowed; use 'auto' or pixels in "
@@ -392,6 +401,12 @@ def _auto_or_int(key: str, value: Any, low: int, high: int) -> None:
     if value == "auto" or isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:
         return
     raise MedsegError(f"params.yaml: {key}={value!r} is not allowed; use 'auto' or an integer in [{low}, {high}]")
+
+
+def _auto_or_bool(key: str, value: Any) -> None:
+    if value == "auto" or isinstance(value, bool):
+        return
+    raise MedsegError(f"params.yaml: {key}={value!r} is not allowed; use 'auto', true or false")
 
 
 def _check_schedule(cfg: TrainParams) -> None:

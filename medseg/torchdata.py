@@ -7,14 +7,20 @@ other's draws, and the recipe would change with `train.workers`. Per-item seeds 
 with 0, 2 or 4 workers."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import albumentations as A
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 
 class SliceDataset(Dataset):
-    """Items (image C x H x W float in [0, 1], mask 1 x H x W float {0, 1}) from uint8 arrays."""
+    """Items (image C x H x W uint8, mask 1 x H x W uint8 {0, 1}) from uint8 arrays: a quarter of the
+    float32 bytes through the worker queue and the pinned copy; the training step scales on the device.
+
+    An item is asked for by its position in the epoch, or by (epoch seed, position) from EpochOrder,
+    which lets one loader and its workers serve every epoch."""
 
     def __init__(self, images: np.ndarray, masks: np.ndarray, order: np.ndarray | None = None,
                  transform: A.Compose | None = None) -> None:
@@ -26,15 +32,53 @@ class SliceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.order)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, item: int | tuple[int | None, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        base, i = item if isinstance(item, tuple) else (self.base_seed, item)
         image, mask = self.images[self.order[i]], self.masks[self.order[i]]
         if self.transform is not None:
-            self.transform.set_random_seed(item_seed(self.base_seed, i))
+            self.transform.set_random_seed(item_seed(base, i))
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
-        x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
-        y = torch.from_numpy(np.ascontiguousarray(mask[None])).float()
+        x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        y = torch.from_numpy(np.ascontiguousarray(mask[None]))
         return x, y
+
+
+def model_batch_of(x: torch.Tensor, y: torch.Tensor, device: torch.device,
+                   memory_format: torch.memory_format) -> tuple[torch.Tensor, torch.Tensor]:
+    """A loader batch on the device as the network takes it: images scaled to [0, 1] float32 in
+    `memory_format`, masks float."""
+    x = x.to(device, non_blocking=True).float().div_(255.0).contiguous(memory_format=memory_format)
+    return x, y.to(device, non_blocking=True).float()
+
+
+class EpochOrder(Sampler):
+    """The items of each epoch, shuffled and tagged with the epoch's augmentation seed, so one loader
+    (its workers kept alive) serves every epoch. The order is the one a fresh loader shuffling with a
+    generator seeded by the epoch seed gave (its iterator's first draw, the workers' base seed,
+    included); under DDP it is DistributedSampler's share of this rank."""
+
+    def __init__(self, size: int, shuffle_seed: int, world_size: int = 1, rank: int = 0) -> None:
+        self.size = size
+        self.shared = (DistributedSampler(range(size), num_replicas=world_size, rank=rank, shuffle=True,
+                                          seed=shuffle_seed) if world_size > 1 else None)
+        self.epoch, self.epoch_seed, self.augment_seed = 0, 0, None
+
+    def set_epoch(self, epoch: int, epoch_seed: int, augment_seed: int | None) -> None:
+        self.epoch, self.epoch_seed, self.augment_seed = epoch, epoch_seed, augment_seed
+
+    def __len__(self) -> int:
+        return self.size if self.shared is None else len(self.shared)
+
+    def __iter__(self) -> Iterator[tuple[int | None, int]]:
+        if self.shared is not None:
+            self.shared.set_epoch(self.epoch)
+            positions = list(self.shared)
+        else:
+            generator = torch.Generator().manual_seed(self.epoch_seed)
+            torch.empty((), dtype=torch.int64).random_(generator=generator)
+            positions = torch.randperm(self.size, generator=generator).tolist()
+        return iter([(self.augment_seed, p) for p in positions])
 
 
 def item_seed(base: int | None, position: int) -> int | None:

@@ -3,6 +3,7 @@ val Dice, best/last checkpoints, exact resume from last.pt, and DDP when launche
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import logging
@@ -10,7 +11,8 @@ import math
 import random
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,7 @@ import numpy as np
 import torch
 from dvclive import Live
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from medseg import paths
@@ -28,15 +29,16 @@ from medseg.augment import build_augmentation
 from medseg.model_card import Compute, Header, Threshold, finalise_best, load_checkpoint, write_best, write_last
 from medseg.classes import Classes
 from medseg.distributed import (DistInfo, barrier, broadcast_from_main, current, gradient_sync,
-                                local_device, mean_over_ranks, unwrap, wrap)
+                                local_device, mean_over_ranks, wrap)
+from medseg.ema import EMA
 from medseg.hardware import amp_name, device_name, peak_memory_mb, pick_amp_dtype, pick_device, pick_workers
 from medseg.inference import autocast, batch_logits, predict_class_probs, predict_probs
 from medseg.live_images import grid_slices, prediction_grid
 from medseg.losses import LossParams, build_loss
-from medseg.metrics import best_threshold, global_dice
+from medseg.metrics import best_threshold
 from medseg.resume import RunState, finished_run, resume_from, rewind_live
 from medseg.params import AugmentParams, TrainParams
-from medseg.torchdata import SliceDataset
+from medseg.torchdata import EpochOrder, SliceDataset, model_batch_of
 
 log = logging.getLogger("medseg.train")
 
@@ -77,12 +79,15 @@ def lr_factor(epoch: int, cfg: TrainParams) -> float:
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def make_optimizer(model: nn.Module, cfg: TrainParams) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: TrainParams, device: torch.device) -> torch.optim.Optimizer:
+    """The optimizer of train.optimizer; Adam(W) fused into one kernel per step on CUDA (the CPU keeps
+    the default implementation, whose numbers the committed results were made with)."""
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                weight_decay=cfg.weight_decay, nesterov=True)
     kind = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return kind(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    fused = {"fused": True} if device.type == "cuda" else {}
+    return kind(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
 
 
 def seed_everything(seed: int) -> None:
@@ -119,7 +124,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
-    ema: AveragedModel | None
+    ema: EMA | None
     criterion: nn.Module
     device: torch.device
     amp_dtype: torch.dtype | None
@@ -142,35 +147,61 @@ class Run:
 
 
 def memory_format(cfg: TrainParams) -> torch.memory_format:
-    return torch.channels_last if cfg.channels_last else torch.preserve_format
+    return torch.channels_last if cfg.channels_last is True else torch.preserve_format
+
+
+SMALL_BATCH = 16  # below this many images per process, BatchNorm's batch statistics are noisy: sync them under DDP
+
+
+def for_device(cfg: TrainParams, device: torch.device, world_size: int) -> TrainParams:
+    """train's `auto` keys that depend on the machine, resolved for `device` and the DDP world size."""
+    cuda = device.type == "cuda"
+
+    def pick(value: Any, on_cuda: Any, on_cpu: Any) -> Any:
+        return (on_cuda if cuda else on_cpu) if value == "auto" else value
+
+    return replace(cfg, workers=pick_workers(cfg.workers, device, world_size),
+                   channels_last=pick(cfg.channels_last, True, False),
+                   sync_bn=pick(cfg.sync_bn, world_size > 1 and cfg.batch_size < SMALL_BATCH, False),
+                   checkpoint_every=pick(cfg.checkpoint_every, 5, 1), image_every=pick(cfg.image_every, 5, 1))
+
+
+def compiled(model: nn.Module, mode: str) -> nn.Module:
+    """`model` through torch.compile in `mode` (train.compile), or itself when off. The compiled module
+    shares the parameters: checkpoints keep saving the plain module."""
+    return model if mode == "off" else torch.compile(model, mode=mode)
 
 
 def build_run(model: nn.Module, header: Header, recipe: Recipe) -> Run:
     """Set up a run: the device (this rank's under torchrun), the autocast dtype, the network on it, the
     optimizer with its warm-up and decay, the loss for the header's classes, the scaler and EMA."""
     info = current()
-    cfg = recipe.train
-    device = local_device(pick_device(cfg.device), info)
+    device = local_device(pick_device(recipe.train.device), info)
+    cfg = for_device(recipe.train, device, info.world_size)
     amp_dtype = pick_amp_dtype(cfg.amp, device)
     if device.type == "cuda":  # fixed input sizes: let cuDNN pick its fastest kernels (GPU runs are not bit-exact)
         torch.backends.cudnn.benchmark = True
+    if cfg.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # the same parameters and state_dict keys
     model = model.to(device=device, memory_format=memory_format(cfg))
-    optimizer = make_optimizer(model, cfg)
+    optimizer = make_optimizer(model, cfg, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, cfg))
     classes = header.classes
     criterion = build_loss(recipe.loss, classes).to(device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
-           if cfg.ema > 0 else None)
-    cfg = replace(cfg, workers=pick_workers(cfg.workers, device, info.world_size))
+    ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
     return Run(cfg, header, model, optimizer, scheduler, scaler, ema, criterion, device, amp_dtype, info, classes)
+
+
+RESUME_FREE = ("checkpoint_every", "image_every")  # how often the run writes, not what it trains: a resume may change them
 
 
 def run_fingerprint(run: Run, data: TrainData, recipe: Recipe) -> str:
     """What makes two runs the same run (a resume never mixes two): the header, the sections, the
     resolved dtype (a last.pt made under bf16 must not resume under fp16 and its GradScaler), the
     world size under DDP (another effective batch) and every array."""
-    config = {"model": run.header.fields(), "train": run.cfg.as_dict(), "loss": recipe.loss.as_dict(),
+    train = {k: v for k, v in run.cfg.as_dict().items() if k not in RESUME_FREE}
+    config = {"model": run.header.fields(), "train": train, "loss": recipe.loss.as_dict(),
               "augment": recipe.augment.as_dict(), "amp": amp_name(run.amp_dtype)}
     if run.info.world_size > 1:
         config["world_size"] = run.info.world_size
@@ -202,14 +233,15 @@ def train(model: nn.Module, header: Header, data: TrainData, recipe: Recipe, dir
     barrier()  # every rank has read last.pt before rank 0 may overwrite it
     log.info("%s on %s, %s, %d train draws/epoch, %d val slices, %d process(es)", name, run.device,
              amp_name(run.amp_dtype), int(data.repeats.sum()), len(data.val_images), run.info.world_size)
-    run.model = wrap(run.core, run.device, run.info)
-    order, shown = np.repeat(np.arange(len(data.train_images)), data.repeats), grid_slices(data.val_masks)
+    run.model = wrap(compiled(run.core, run.cfg.compile), run.device, run.info)
+    loader, shown = train_loader(run, data, recipe.augment), grid_slices(data.val_masks)
     if resume and run.info.is_main:
         rewind_live(dirs.live, run.state.epoch)
     with contextlib.ExitStack() as opened:
+        writer = opened.enter_context(BackgroundWriter())
         live = None  # opened at the first epoch's log: a fresh Live wipes the log folder, so the previous log stays till then
         while run.state.epoch < run.cfg.epochs and not run.state.finished:
-            epoch = one_epoch(run, data, epoch_loader(run, data, recipe.augment, order))
+            epoch = one_epoch(run, data, loader, shown)
             stale_best = select_and_stop(run, epoch, best, stale_best)
             if not run.info.is_main:
                 continue
@@ -219,12 +251,12 @@ def train(model: nn.Module, header: Header, data: TrainData, recipe: Recipe, dir
                 if resume:
                     live.step = run.state.epoch - 1  # epoch e is logged at step e-1; the checkpoint, not dvclive, is the truth
             log_epoch(run, live, epoch, data, shown)
-            save_last(run, last, fingerprint)
+            save_last(run, last, fingerprint, writer)
             log.info("epoch %d/%d train_loss %.4f val_loss %.4f val_dice %.4f", run.state.epoch, run.cfg.epochs,
                      epoch.train_loss, epoch.val_loss, epoch.val_dice)
             live.next_step()
     if run.info.is_main and run.state.finished and best.exists():
-        _finalise_best(best, data, run, len(order))
+        _finalise_best(best, data, run, int(data.repeats.sum()))
     barrier()  # no rank returns (and reads best.pt) before rank 0 has written it
     return run.state
 
@@ -239,32 +271,82 @@ class Epoch:
     lr: float
     val_loss: float
     val_dice: float
-    val_probs: np.ndarray | None
+    shown_probs: np.ndarray | None  # the grid slices' val probabilities, on rank 0
 
 
-def epoch_loader(run: Run, data: TrainData, augment: AugmentParams, order: np.ndarray) -> DataLoader:
-    """The epoch's shuffled, augmented loader, every draw seeded by the run seed and the epoch."""
+class BackgroundWriter(contextlib.AbstractContextManager):
+    """File writes on one background thread, one at a time: the loop hands over a host copy of what
+    to write and goes on. The next write, and leaving the context, wait for the previous one (whose
+    error is raised then); each file is written through a temp name, so a kill leaves the last whole one."""
+
+    def __init__(self) -> None:
+        self.pool, self.pending = ThreadPoolExecutor(max_workers=1), None
+        self.pending: Future | None
+
+    def submit(self, write: Callable[..., None], *args: Any) -> None:
+        self.wait()
+        self.pending = self.pool.submit(write, *args)
+
+    def check(self) -> None:
+        """Raise the error of a write that already failed (the loop stops at once, not at the next write)."""
+        if self.pending is not None and self.pending.done():
+            self.wait()
+
+    def wait(self) -> None:
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending.result()
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.wait()
+        finally:
+            self.pool.shutdown()
+
+
+def host_copy(state: Any) -> Any:
+    """A copy of a state (nested dicts and lists of tensors and values) with every tensor on the host,
+    which the loop may go on changing while it is written."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {k: host_copy(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(host_copy(v) for v in state)
+    return copy.deepcopy(state)
+
+
+def train_loader(run: Run, data: TrainData, augment: AugmentParams) -> DataLoader:
+    """One shuffled, augmented loader for the whole run (workers started once); each epoch's order and
+    draws are set by set_epoch_order."""
+    order = np.repeat(np.arange(len(data.train_images)), data.repeats)
+    dataset = SliceDataset(data.train_images, data.train_masks, order, build_augmentation(augment, run.cfg.seed))
+    return make_loader(dataset, run.cfg, run.device, run.info)
+
+
+def set_epoch_order(run: Run, loader: DataLoader) -> None:
+    """Seed the epoch: the global generators, the shuffle and the augmentation draws, from the run seed and
+    the epoch; each rank its own draws (rank 0, and a single process, keeps the epoch seed)."""
     epoch_seed = run.cfg.seed * 100_003 + run.state.epoch
     seed_everything(epoch_seed)
-    # each rank its own augmentation draws; rank 0 (and a single process) keeps epoch_seed
-    dataset = SliceDataset(data.train_images, data.train_masks, order,
-                           build_augmentation(augment, epoch_seed + 1_000_003 * run.info.rank))
-    return make_loader(dataset, run.cfg, run.state.epoch, epoch_seed, run.device, run.info)
+    seed = epoch_seed + 1_000_003 * run.info.rank if loader.dataset.transform is not None else None
+    loader.sampler.set_epoch(run.state.epoch, epoch_seed, seed)
 
 
-def one_epoch(run: Run, data: TrainData, loader: DataLoader) -> Epoch:
+def one_epoch(run: Run, data: TrainData, loader: DataLoader, shown: np.ndarray) -> Epoch:
     """Train over `loader`, step the schedule, validate (rank 0 scores; the others take its numbers, so
     all agree on the best epoch and on stopping) and count the epoch."""
+    set_epoch_order(run, loader)
     started = time.perf_counter()
     train_loss, grad_norm = train_epoch(run, loader)
     run.state.train_seconds += time.perf_counter() - started
     train_loss, grad_norm = mean_over_ranks(train_loss, run.device), mean_over_ranks(grad_norm, run.device)
     lr = run.optimizer.param_groups[0]["lr"]
     run.scheduler.step()
-    val_loss, val_dice, val_probs = _validate(run, data) if run.info.is_main else (0.0, 0.0, None)
+    val_loss, val_dice, shown_probs = _validate(run, data, shown) if run.info.is_main else (0.0, 0.0, None)
     val_loss, val_dice = broadcast_from_main((val_loss, val_dice), run.device)
     run.state.epoch += 1
-    return Epoch(train_loss, grad_norm, lr, val_loss, val_dice, val_probs)
+    return Epoch(train_loss, grad_norm, lr, val_loss, val_dice, shown_probs)
 
 
 def select_and_stop(run: Run, epoch: Epoch, best: Path, stale_best: bool) -> bool:
@@ -290,38 +372,44 @@ def select_and_stop(run: Run, epoch: Epoch, best: Path, stale_best: bool) -> boo
     return stale_best
 
 
+def due(every: int, epoch: int, last_epoch: bool) -> bool:
+    """Whether an every-N-epochs write falls on `epoch` (counted from 1); the run's last epoch always."""
+    return last_epoch or epoch % every == 0
+
+
 def log_epoch(run: Run, live: Live, epoch: Epoch, data: TrainData, shown: np.ndarray) -> None:
-    """The epoch's curves and its image grid of the val slices `shown` into dvclive."""
+    """The epoch's curves, and every train.image_every epochs its image grid of the val slices `shown`, into dvclive."""
     for key in ("train_loss", "val_loss", "val_dice", "lr", "grad_norm"):
         live.log_metric(key, getattr(epoch, key))
-    live.log_image(f"val_predictions/{live.step}.png", prediction_grid(data.val_images, data.val_masks,
-                                                                      epoch.val_probs, shown, run.cfg.threshold))
+    if due(run.cfg.image_every, run.state.epoch, run.state.finished):
+        live.log_image(f"val_predictions/{live.step}.png", prediction_grid(
+            data.val_images[shown], data.val_masks[shown], epoch.shown_probs, np.arange(len(shown)), run.cfg.threshold))
     live.log_metric("best_val_dice", run.state.best_dice, plot=False)
 
 
-def save_last(run: Run, last: Path, fingerprint: str) -> None:
-    """last.pt: everything an exact resume needs (weights, optimizer, schedule, scaler, EMA, run state)."""
-    write_last(last, run.header, run.core.state_dict(), {
-        "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
-        "scaler": run.scaler.state_dict(), "fingerprint": fingerprint,
-        "ema": run.ema.state_dict() if run.ema is not None else {}, "amp": amp_name(run.amp_dtype),
-        "train_state": vars(run.state).copy()})
+def save_last(run: Run, last: Path, fingerprint: str, writer: BackgroundWriter) -> None:
+    """last.pt: everything an exact resume needs (weights, optimizer, schedule, scaler, EMA, run state),
+    every train.checkpoint_every epochs, at the last one, and whenever best.pt was just written (a
+    resume never starts behind the best.pt on disk); copied to the host and written in the background."""
+    writer.check()
+    state = run.state
+    if not (due(run.cfg.checkpoint_every, state.epoch, state.finished) or state.best_epoch == state.epoch):
+        return
+    resume = host_copy({"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+                        "scaler": run.scaler.state_dict(), "fingerprint": fingerprint,
+                        "ema": run.ema.state_dict() if run.ema is not None else {}, "amp": amp_name(run.amp_dtype),
+                        "train_state": vars(state).copy()})
+    writer.submit(write_last, last, run.header, host_copy(run.core.state_dict()), resume)
 
 
-def make_loader(dataset: SliceDataset, cfg: TrainParams, epoch: int, epoch_seed: int, device: torch.device,
-                info: DistInfo) -> DataLoader:
-    """A shuffled loader over the epoch; under DDP over this rank's share (equal on every rank)."""
-    sampler = None
-    if info.world_size > 1:
-        sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True,
-                                     seed=cfg.seed)
-        sampler.set_epoch(epoch)
-    per_rank = len(dataset) if sampler is None else len(sampler)
-    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
-                      drop_last=per_rank > cfg.batch_size,
-                      num_workers=pick_workers(cfg.workers, device, info.world_size),
-                      generator=torch.Generator().manual_seed(epoch_seed),
-                      pin_memory=device.type == "cuda", persistent_workers=False)
+def make_loader(dataset: SliceDataset, cfg: TrainParams, device: torch.device, info: DistInfo) -> DataLoader:
+    """The run's shuffled loader (EpochOrder: under DDP this rank's share, equal on every rank), its
+    workers kept across epochs; set_epoch_order (or the sampler's set_epoch) seeds each epoch."""
+    workers = pick_workers(cfg.workers, device, info.world_size)
+    sampler = EpochOrder(len(dataset), cfg.seed, info.world_size, info.rank)
+    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=len(sampler) > cfg.batch_size,
+                      num_workers=workers, generator=torch.Generator().manual_seed(cfg.seed),
+                      pin_memory=device.type == "cuda", persistent_workers=workers > 0)
 
 
 def _finalise_best(best: Path, data: TrainData, run: Run, draws_per_epoch: int) -> None:
@@ -369,8 +457,7 @@ def train_epoch(run: Run, loader: Iterable) -> tuple[float, float]:
     optimizer.zero_grad(set_to_none=True)
     batches = tqdm(loader, desc="batches", unit="batch", leave=False, disable=not (progress and sys.stderr.isatty()))
     for step, (x, y) in enumerate(batches, start=1):
-        x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-        y = y.to(device, non_blocking=True)
+        x, y = model_batch_of(x, y, device, memory_format)
         updates = step % cfg.grad_accum == 0 or step == len(loader)  # this batch ends an accumulation: step
         with gradient_sync(model, updates):
             with autocast(device, amp_dtype):
@@ -387,35 +474,42 @@ def train_epoch(run: Run, loader: Iterable) -> tuple[float, float]:
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             if ema is not None:
-                ema.update_parameters(unwrap(model))
+                ema.update_parameters(run.core)
         total += loss.detach().double() * len(x)
         count += len(x)
     return float(total) / max(count, 1), float(norms) / max(float(steps_taken), 1.0)
 
 
 @torch.no_grad()
-def _validate(run: Run, data: TrainData) -> tuple[float, float, np.ndarray]:
+def _validate(run: Run, data: TrainData, shown: np.ndarray) -> tuple[float, float, np.ndarray]:
     """Val loss (mean over batches, weighted by their size), global val Dice (with several classes,
-    its mean over the classes) and the val foreground probabilities of the run's scored network, one
-    batch on the device at a time."""
+    its mean over the classes) and the probabilities of the grid slices `shown`, of the run's scored
+    network. The loss and the binary Dice's pixel counts are summed on the device and read once."""
     model, criterion, cfg, device, amp_dtype, classes = (run.scored, run.criterion, run.cfg, run.device, run.amp_dtype,
                                                          run.classes)
-    probs = np.empty(data.val_images.shape[:3], np.float32)
     total = torch.zeros((), dtype=torch.float64, device=device)
+    counts = torch.zeros(2, dtype=torch.int64, device=device)  # binary: intersection, pred + truth pixels
     hits = np.zeros((len(classes.names), 2), np.int64)  # per class: intersection, pred + truth pixels
+    picked, grid = torch.from_numpy(np.isin(np.arange(len(data.val_images)), shown)).to(device), []
     for rows, logits in batch_logits(model, data.val_images, device, cfg.batch_size, amp_dtype):
         target = torch.from_numpy(data.val_masks[rows, None]).to(device).float()
         total += criterion(logits, target).double() * len(logits)
         if not classes.multi:
-            probs[rows] = torch.sigmoid(logits)[:, 0].cpu().numpy()
+            probs = torch.sigmoid(logits)[:, 0]
+            pred, truth = probs >= cfg.threshold, target[:, 0] > 0
+            counts += torch.stack([(pred & truth).sum(), pred.sum() + truth.sum()])
+            grid.append(probs[picked[rows]])
             continue
         exclusive = classes.mode == "exclusive"
         channel = torch.softmax(logits, dim=1) if exclusive else torch.sigmoid(logits)
-        probs[rows] = (1 - channel[:, 0] if exclusive else channel.amax(dim=1)).cpu().numpy()
+        grid.append((1 - channel[:, 0] if exclusive else channel.amax(dim=1))[picked[rows]])
         pred = classes.decide(channel.cpu().numpy(), [cfg.threshold] * len(classes.names))
         truth = classes.masks_of(data.val_masks[rows])
         hits += np.stack([(pred & truth).sum(axis=(0, 2, 3)), pred.sum(axis=(0, 2, 3)) + truth.sum(axis=(0, 2, 3))], 1)
-    loss = float(total) / max(len(probs), 1)
+    loss = float(total) / max(len(data.val_images), 1)
+    # the grid's rows in the order of `shown` (they were gathered in slice order)
+    shown_probs = torch.cat(grid).cpu().numpy()[np.argsort(np.argsort(shown))]
     if classes.multi:
-        return loss, float(np.mean([1.0 if n == 0 else 2 * i / n for i, n in hits])), probs
-    return loss, global_dice(probs >= cfg.threshold, data.val_masks.astype(bool)), probs
+        return loss, float(np.mean([1.0 if n == 0 else 2 * i / n for i, n in hits])), shown_probs
+    inter, both = counts.tolist()
+    return loss, 1.0 if both == 0 else 2 * inter / both, shown_probs

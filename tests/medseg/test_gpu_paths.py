@@ -66,9 +66,9 @@ def test_the_gpu_loader_pins_memory_and_prepares_batches_in_workers(monkeypatch)
     images, masks = np.zeros((4, 8, 8, 1), np.uint8), np.zeros((4, 8, 8), np.uint8)
     dataset = SliceDataset(images, masks, np.arange(4), None)
     cfg = shipped(TrainParams, batch_size=2, workers="auto", seed=0)
-    gpu = make_loader(dataset, cfg, 0, 0, torch.device("cuda"), DistInfo())
-    assert gpu.pin_memory and gpu.num_workers == 4
-    cpu = make_loader(dataset, cfg, 0, 0, torch.device("cpu"), DistInfo())
+    gpu = make_loader(dataset, cfg, torch.device("cuda"), DistInfo())
+    assert gpu.pin_memory and gpu.num_workers == 4 and gpu.persistent_workers  # forked once per run, not per epoch
+    cpu = make_loader(dataset, cfg, torch.device("cpu"), DistInfo())
     assert not cpu.pin_memory and cpu.num_workers == 0
 
 
@@ -99,7 +99,7 @@ def test_inference_and_the_val_loss_hold_one_batch_at_a_time():
     recipe = training.Recipe(shipped(TrainParams, batch_size=8, threshold=0.5, device="cpu", amp="off"),
                              shipped(LossParams, type="bce"), shipped(AugmentParams))
     run = training.build_run(model, Header("unet", {}, 1, {}), recipe)
-    loss, _, _ = training._validate(run, data)
+    loss, _, _ = training._validate(run, data, np.arange(4))
     assert model.largest == 8
     with torch.no_grad():  # per-pixel mean BCE: the batch-size-weighted mean of batch means is the global mean
         logits = model(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255)
@@ -122,3 +122,52 @@ def test_a_last_pt_made_under_another_dtype_starts_over_and_says_why(tmp_path, c
     with caplog.at_level(logging.INFO, logger="medseg.train"):
         assert resume_from(last, best, "this-run", "float16", None) is None
     assert "the params or the data changed" in caplog.text
+
+
+@pytest.mark.parametrize("device, world, batch, expected", [
+    ("cpu", 1, 16, (False, False, 1, 1)),
+    ("cpu", 2, 4, (False, False, 1, 1)),  # gloo DDP on CPU: no SyncBatchNorm
+    ("cuda", 1, 4, (True, False, 5, 5)),
+    ("cuda", 2, 8, (True, True, 5, 5)),  # small per-GPU batches: BatchNorm statistics synced
+    ("cuda", 2, 32, (True, False, 5, 5)),
+])
+def test_the_card_keys_resolve_their_auto_per_device(device, world, batch, expected):
+    cfg = shipped(TrainParams, batch_size=batch, workers=0, channels_last="auto", sync_bn="auto",
+                  checkpoint_every="auto", image_every="auto")
+    got = training.for_device(cfg, torch.device(device), world)
+    assert (got.channels_last, got.sync_bn, got.checkpoint_every, got.image_every) == expected
+    explicit = training.for_device(cfg.with_values(channels_last=False, sync_bn=True, checkpoint_every=2),
+                                   torch.device(device), world)
+    assert (explicit.channels_last, explicit.sync_bn, explicit.checkpoint_every) == (False, True, 2)
+
+
+def test_adamw_is_fused_on_cuda_and_the_cpu_keeps_the_default_kernel():
+    cfg = shipped(TrainParams, optimizer="adamw")
+    assert training.make_optimizer(nn.Linear(2, 1), cfg, torch.device("cuda")).defaults["fused"] is True
+    assert not training.make_optimizer(nn.Linear(2, 1), cfg, torch.device("cpu")).defaults["fused"]
+
+
+def test_compile_wraps_the_trained_network_and_checkpoints_keep_plain_keys(monkeypatch):
+    modes = []
+
+    def fake_compile(model, mode=None):
+        modes.append(mode)
+        return torch._dynamo.eval_frame.OptimizedModule(model, lambda *a, **k: None)
+
+    monkeypatch.setattr(training.torch, "compile", fake_compile)
+    network = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
+    assert training.compiled(network, "off") is network and modes == []
+    wrapped = training.compiled(network, "max-autotune")
+    assert modes == ["max-autotune"] and wrapped._orig_mod is network
+    assert set(network.state_dict()) == {"0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean",
+                                         "1.running_var", "1.num_batches_tracked"}  # what best.pt and last.pt save
+
+
+def test_sync_bn_converts_the_network_without_renaming_its_state():
+    torch.manual_seed(0)
+    network = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
+    keys = list(network.state_dict())
+    recipe = training.Recipe(shipped(TrainParams, sync_bn=True, device="cpu", amp="off"), shipped(LossParams),
+                             shipped(AugmentParams))
+    run = training.build_run(network, Header("unet", {}, 1, {}), recipe)
+    assert isinstance(run.core[1], nn.SyncBatchNorm) and list(run.core.state_dict()) == keys

@@ -1,4 +1,6 @@
-"""The training loop: schedule, learning on real phantom slices, exact resume from last.pt."""
+"""The training loop: schedule, learning on real phantom slices, exact resume from last.pt, what it
+writes when, and the val Dice counted on the device."""
+import time
 from pathlib import Path
 
 import cv2
@@ -12,6 +14,7 @@ from medseg.model_card import Header, load_checkpoint
 from medseg.training import Recipe, RunDirs, TrainData, lr_factor, make_optimizer, train
 from models import build_model
 from medseg.losses import LossParams
+from medseg.metrics import global_dice
 from medseg.params import TrainParams
 from tests.conftest import no_augment, read_slices, shipped, slice_arrays
 
@@ -31,7 +34,8 @@ def test_poly_schedule_is_nnunets_decay_and_sgd_takes_the_momentum():
     cfg = shipped(TrainParams, scheduler="poly", warmup_epochs=0, epochs=10, lr=1e-2, min_lr=0.0)
     assert [lr_factor(e, cfg) for e in (0, 5)] == pytest.approx([1.0, 0.5 ** 0.9])
     assert lr_factor(10, cfg) == 0.0 and lr_factor(9, cfg) == pytest.approx(0.1 ** 0.9)
-    sgd = make_optimizer(torch.nn.Linear(2, 1), cfg.with_values(optimizer="sgd", momentum=0.99, weight_decay=3e-5))
+    sgd = make_optimizer(torch.nn.Linear(2, 1), cfg.with_values(optimizer="sgd", momentum=0.99, weight_decay=3e-5),
+                         torch.device("cpu"))
     assert sgd.param_groups[0]["momentum"] == 0.99 and sgd.param_groups[0]["nesterov"]
 
 
@@ -134,8 +138,9 @@ def test_ema_keeps_the_average_as_the_best_model(tmp_path, data):
 
 
 def test_kill_after_dvclive_logged_but_before_last_pt_resumes_exactly(tmp_path, data, monkeypatch):
-    """The other worst moment: dvclive has the rows of epoch 2, last.pt still holds epoch 1, so
-    the resume must drop those rows (rewind_live) and train epoch 2 again."""
+    """The other worst moment: dvclive has the rows of epoch 2 (and, as last.pt is written in the
+    background, maybe of epoch 3), last.pt still holds epoch 1, so the resume must drop those rows
+    (rewind_live) and train from epoch 2 again."""
     ref_state, reference = run(tmp_path / "a", data, epochs=3)
     real_save, saves = model_card.save_checkpoint, []
 
@@ -151,7 +156,7 @@ def test_kill_after_dvclive_logged_but_before_last_pt_resumes_exactly(tmp_path, 
         run(tmp_path / "b", data, epochs=3)
     assert load_checkpoint(tmp_path / "b/models/last.pt")["train_state"]["epoch"] == 1
     logged = np.loadtxt(tmp_path / "b/live/plots/metrics/val_dice.tsv", skiprows=1, usecols=0)
-    assert list(logged) == [0, 1]  # epoch 2 logged, not checkpointed: exactly the moment
+    assert list(logged)[:2] == [0, 1]  # epoch 2 logged, not checkpointed: exactly the moment
     monkeypatch.setattr(model_card, "save_checkpoint", real_save)
     state, resumed = run(tmp_path / "b", data, epochs=3)
     assert (state.epoch, state.best_dice, state.best_epoch) == (ref_state.epoch, ref_state.best_dice,
@@ -163,3 +168,61 @@ def test_kill_after_dvclive_logged_but_before_last_pt_resumes_exactly(tmp_path, 
         expected = np.loadtxt(tmp_path / f"a/live/plots/metrics/{name}.tsv", skiprows=1, usecols=(0, 1))
         assert np.array_equal(got, expected), name
     assert (tmp_path / "b/live/metrics.json").read_text() == (tmp_path / "a/live/metrics.json").read_text()
+
+
+def test_last_pt_and_the_image_grid_every_k_epochs_and_always_at_the_end(tmp_path, data, monkeypatch):
+    real_save, written = model_card.save_checkpoint, []
+
+    def recording(path, payload):
+        if path.name == "last.pt":
+            written.append(payload["train_state"]["epoch"])
+        real_save(path, payload)
+
+    monkeypatch.setattr(model_card, "save_checkpoint", recording)
+    torch.manual_seed(0)
+    cfg = config(7).with_values(checkpoint_every=3, image_every=3)
+    header = Header("unet", {"width": 8}, 1, {"size": data.train_images.shape[1], "channels": 1})
+    state = train(build_model("unet", 1, width=8), header, data, Recipe(cfg, shipped(LossParams), no_augment()),
+                  RunDirs(tmp_path / "models", tmp_path / "live"))
+    val_dice = np.loadtxt(tmp_path / "live/plots/metrics/val_dice.tsv", skiprows=1, usecols=1)
+    improved = {e + 1 for e in range(7) if val_dice[e] > max(val_dice[:e], default=-1)}
+    assert state.epoch == 7 and len(val_dice) == 7  # the curves every epoch
+    assert written == sorted(improved | {3, 6, 7})  # every third, the last, and each epoch that wrote best.pt
+    assert len(written) < 7, (written, improved)  # some epochs wrote no last.pt
+    grids = sorted(int(p.stem) for p in (tmp_path / "live/plots/images/val_predictions").glob("*.png"))
+    assert grids == [2, 5, 6]  # dvclive steps of epochs 3, 6 and the last, 7
+
+
+def test_the_val_dice_counted_on_the_device_is_the_numpy_dice(data):
+    torch.manual_seed(0)
+    model = build_model("unet", 1, width=8)
+    recipe = Recipe(config(1).with_values(threshold=0.5), shipped(LossParams), no_augment())
+    run_ = training.build_run(model, Header("unet", {"width": 8}, 1, {}), recipe)
+    shown = np.array([5, 0, 9])
+    _, dice, shown_probs = training._validate(run_, data, shown)
+    probs = training.predict_probs(run_.scored, data.val_images, run_.device, 4)
+    assert dice == global_dice(probs >= 0.5, data.val_masks.astype(bool))
+    assert np.array_equal(shown_probs, probs[shown])  # in the order asked for
+
+
+def test_last_pt_is_written_in_the_background_and_waited_for_at_the_end(tmp_path, monkeypatch):
+    finished = []
+
+    def slow_write(path, *args):
+        time.sleep(0.5)
+        finished.append(path)
+
+    started = time.perf_counter()
+    with training.BackgroundWriter() as writer:
+        writer.submit(slow_write, tmp_path / "a")
+        assert time.perf_counter() - started < 0.3 and not finished  # the loop goes on
+    assert finished == [tmp_path / "a"]  # leaving waits for it
+
+    def failing(path):
+        raise OSError(f"{path}: no space left on device")
+
+    with pytest.raises(OSError, match="no space left"):
+        with training.BackgroundWriter() as writer:
+            writer.submit(failing, tmp_path / "b")
+            time.sleep(0.1)
+            writer.check()
