@@ -25,7 +25,8 @@ from medseg.augment import build_augmentation
 from medseg.datasets import ReaderConfig
 from medseg.datasets.registry import format_for, planned_size
 from medseg.distributed import DistInfo
-from medseg.inference import autocast, predict_probs
+from medseg.hardware import pick_workers
+from medseg.inference import predict_probs
 from medseg.losses import LossParams, build_loss
 from medseg.params import AugmentParams, ConvertParams, TrainParams
 from medseg.conversion import convert_all
@@ -53,11 +54,21 @@ class Setting:
     batch: int
 
 
+def prefetch_depth(batches: Iterable) -> int:
+    """Batches a DataLoader's workers hold ready ahead of the consumer (0 without workers)."""
+    if isinstance(batches, DataLoader) and batches.num_workers > 0:
+        return batches.num_workers * (batches.prefetch_factor or 2)
+    return 0
+
+
 class TimedLoader:
-    """A batch iterable (for `train_epoch` or a plain loop) that times all but the first `warmup` batches."""
+    """A batch iterable (for `train_epoch` or a plain loop) that times `n_batches - warmup` batches: after the
+    first `warmup`, and after the batches a DataLoader's workers had ready by then (prefetched during the
+    warm-up, they would come at no cost and overstate a loader-bound rate), which it expects on top."""
 
     def __init__(self, batches: Iterable, n_batches: int, warmup: int) -> None:
-        self.batches, self.n_batches, self.warmup = batches, n_batches, warmup
+        depth = prefetch_depth(batches)
+        self.batches, self.n_batches, self.warmup = batches, n_batches + depth, warmup + depth
         self.started = self.stopped = 0.0
 
     def __len__(self) -> int:
@@ -85,7 +96,9 @@ def synchronize() -> None:
 
 def our_loader(setting: Setting, cfg: TrainParams, aug_cfg: AugmentParams, n_batches: int,
                device: torch.device) -> DataLoader:
-    """The training loader of medseg.training: SliceDataset on decoded arrays, augmented, cfg workers."""
+    """The training loader of medseg.training: SliceDataset on decoded arrays, augmented, cfg workers; with
+    workers, the batches they prefetch come on top of `n_batches` (TimedLoader leaves them untimed)."""
+    n_batches += pick_workers(cfg.workers, device, 1) * 2  # DataLoader's default prefetch_factor
     order = np.resize(np.random.default_rng(0).permutation(len(setting.images)), n_batches * setting.batch)
     dataset = SliceDataset(setting.images, setting.masks, order, build_augmentation(aug_cfg, 1))
     loader = make_loader(dataset, replace(cfg, batch_size=setting.batch), device, DistInfo())
@@ -147,7 +160,7 @@ def train_naive(model: nn.Module, setting: Setting, n_batches: int, warmup: int,
                 loss_cfg: LossParams, aug_cfg: AugmentParams, device: torch.device) -> float:
     """images/s of the seed-style loop: PNG decode per item, 4 workers, fp32, NCHW, AdamW, same loss."""
     torch.backends.cudnn.benchmark = False  # the seeds' default
-    ids = list(np.resize(np.array(setting.ids), n_batches * setting.batch))
+    ids = list(np.resize(np.array(setting.ids), (n_batches + NAIVE_WORKERS * 2) * setting.batch))  # + the prefetched
     dataset = PngDataset(setting.png_dir, ids, setting.images.shape[3], build_augmentation(aug_cfg, 1))
     warnings.filterwarnings("ignore", message="This DataLoader will create")  # more workers than cores
     loader = DataLoader(dataset, batch_size=setting.batch, shuffle=True, num_workers=NAIVE_WORKERS)
@@ -202,18 +215,20 @@ def write_pngs(images: np.ndarray, masks: np.ndarray, folder: Path) -> list[str]
     return ids
 
 
-def step_flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_cfg: LossParams,
-               device: torch.device, amp: torch.dtype | None) -> float:
-    """FLOPs of one forward + backward (FlopCounterMode; the optimizer update is left out, it is tiny)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    criterion = build_loss(loss_cfg).to(device)
-    with FlopCounterMode(display=False) as counter:
-        with autocast(device, amp):
-            logits = model(x)
-        criterion(logits.float(), y).backward()
-    model.zero_grad(set_to_none=True)
-    return float(counter.get_total_flops())
+def matmul_ceiling(device: torch.device, amp: torch.dtype | None, seconds: float = 1.0) -> float:
+    """FLOP/s of square 2048 matrix products in `amp` (fp32 without): about the most this machine's
+    convolutions can reach, the ceiling a CPU row's share is measured against."""
+    n = 2048
+    a, b = (torch.randn(n, n, device=device, dtype=amp or torch.float32) for _ in range(2))
+    a @ b  # warm-up (thread pool, kernel choice)
+    synchronize()
+    count, started = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < seconds or count < 2:
+        a @ b
+        count += 1
+        if device.type == "cuda":
+            synchronize()
+    return 2 * n**3 * count / elapsed
 
 
 def bf16_peak(device_name: str) -> float | None:

@@ -33,6 +33,7 @@ from bench import loops, onnx_speed
 from bench.loops import Setting
 from medseg.cli import run_stage
 from medseg.hardware import amp_name, device_name, pick_amp_dtype, pick_device
+from medseg.inference import forward_flops
 from medseg.outputs import write_json
 from medseg import paths
 from medseg.losses import LossParams
@@ -130,17 +131,26 @@ def upsampled(base: Setting, name: str, models: dict, size: int, channels: int, 
     return Setting(name, models, images, masks, loops.write_pngs(images, masks, folder), folder, None, batch)
 
 
-def gpu_efficiency(result: dict, s: Setting, ctx: Context) -> None:
-    """Add FLOPs per image (fwd + bwd), achieved TFLOP/s of our loop and the share of the device's
-    bf16 peak (if known) reached by our loop and by the train step alone."""
-    model = build_model("unet", s.images.shape[3], **s.models["unet"]).to(ctx.device)
-    x, y = next(iter(loops.our_loader(s, replace(ctx.cfg, batch_size=s.batch), ctx.aug_cfg, 1, ctx.device)))
-    per_image = loops.step_flops(model, x.to(ctx.device), y.to(ctx.device), ctx.loss_cfg, ctx.device, ctx.amp) / s.batch
-    m = result["models"]["unet"]
-    m["flops_per_image"], m["achieved_tflops"] = per_image, per_image * m["ours_ips"] / 1e12
-    peak = loops.bf16_peak(torch.cuda.get_device_name(ctx.device))
-    m["bf16_peak_fraction"] = per_image * m["ours_ips"] / peak if peak else None
-    m["bf16_peak_fraction_step"] = per_image * m["step_ips"] / peak if peak else None
+def efficiency(setting: dict, s: Setting, ctx: Context, ceiling: float) -> None:
+    """Per model: FLOPs per trained image (3 x the forward's: torch's counter overcounts the backward of
+    grouped convolutions, e.g. DeepLab's separable ones, about threefold), the TFLOP/s our loop and the
+    train step alone reach, and their share of `ceiling` (the card's bf16 peak, or on a CPU this
+    machine's measured matmul rate)."""
+    for name, m in setting["models"].items():
+        model = build_model(name, s.images.shape[3], **s.models[name]).to(ctx.device)
+        per_image = 3 * forward_flops(model, s.images.shape[3], s.images.shape[1], ctx.device)
+        m["flops_per_image"], m["achieved_tflops"] = per_image, per_image * m["ours_ips"] / 1e12
+        m["ceiling_share"], m["ceiling_share_step"] = per_image * m["ours_ips"] / ceiling, per_image * m["step_ips"] / ceiling
+
+
+def ceiling(ctx: Context) -> dict[str, Any]:
+    """What the shares are of: the card's dense bf16 peak where it is known and bf16 is what runs, else
+    this machine's measured matmul rate in the dtype training runs in (never emulated bf16)."""
+    peak = loops.bf16_peak(torch.cuda.get_device_name(ctx.device)) if ctx.device.type == "cuda" else None
+    if peak and ctx.amp == torch.bfloat16:
+        return {"flops": peak, "source": "bf16 dense peak of the card"}
+    return {"flops": loops.matmul_ceiling(ctx.device, ctx.amp),
+            "source": f"measured 2048 x 2048 matmul rate, {amp_name(ctx.amp)}"}
 
 
 def machine(device: torch.device) -> dict[str, Any]:
@@ -150,17 +160,20 @@ def machine(device: torch.device) -> dict[str, Any]:
 
 def table(result: dict) -> str:
     rows = ["| setting | model | ours img/s | layout | naive img/s | speedup | step img/s | data img/s "
-            "| headroom | infer img/s |", "|" + "---|" * 10]
+            "| headroom | infer img/s | share of ceiling |", "|" + "---|" * 11]
     for sname, s in result["settings"].items():
         for name, m in s["models"].items():
             infer = f"{m['infer_ips']:.0f}" if "infer_ips" in m else "—"
+            share = f"{m['ceiling_share']:.1%}" if "ceiling_share" in m else "—"
             rows.append(f"| {sname} | {name} | {m['ours_ips']:.3g} | {m['layout']} | {m['naive_ips']:.3g} "
                         f"| {m['speedup']:.2f}x | {m['step_ips']:.3g} | {s['data_ips']:.0f} "
-                        f"| {m['loader_headroom']:.0f}x | {infer} |")
+                        f"| {m['loader_headroom']:.0f}x | {infer} | {share} |")
     rows += ["", f"train_speedup (min over models, default) = {result['train_speedup']:.2f}x; "
              f"loader_headroom = {result['loader_headroom']:.1f}x; convert {result['convert_slices_per_s']:.0f} "
              f"slices/s; peak RSS {result['memory']['peak_rss_mb']:.0f} MB",
              "amp: " + ", ".join(f"{k} {s['amp']}" for k, s in result["settings"].items()),
+             *([f"ceiling: {result['ceiling']['flops'] / 1e12:.2f} TFLOP/s ({result['ceiling']['source']}); share = "
+                "3 x forward FLOPs x img/s / ceiling"] if "ceiling" in result else []),
              f"machine: {result['machine']}"]
     return "\n".join(rows)
 
@@ -180,7 +193,7 @@ def main() -> None:
     warmup, steps = (1, 1) if args.quick else (args.warmup, args.steps or (50 if gpu else 12))
     real_steps = args.real_steps or (30 if gpu else 2)
     base = default_setting(cfg.batch_size)
-    settings = {"default": bench_setting(base, ctx, warmup, steps)}
+    settings, real, big = {"default": bench_setting(base, ctx, warmup, steps)}, None, None
     with tempfile.TemporaryDirectory() as tmp:
         if not args.quick:
             real = upsampled(base, "real", REAL_MODELS, 256, 3, 8, Path(tmp) / "real")
@@ -188,9 +201,11 @@ def main() -> None:
         if gpu and not args.quick:  # in the card's native dtype: bf16 (and its share of the peak) only where native
             big = upsampled(base, "gpu_unet512", {"unet": {"width": 64}}, 512, 1, 16, Path(tmp) / "gpu")
             settings["gpu_unet512"] = bench_setting(big, ctx, warmup, real_steps)
-            if ctx.amp == torch.bfloat16:
-                gpu_efficiency(settings["gpu_unet512"], big, ctx)
-    result = {"quick": args.quick, "machine": machine(device), "settings": settings, **summarize(settings),
+    top = ceiling(ctx)
+    for name, setting in settings.items():
+        efficiency(setting, {"default": base, "real": real, "gpu_unet512": big}[name], ctx, top["flops"])
+    result = {"quick": args.quick, "machine": machine(device), "ceiling": top, "settings": settings,
+              **summarize(settings),
               "convert_slices_per_s": loops.convert_rate(RAW, ConvertParams.load())}
     result["memory"] = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                         "peak_rss_children_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,

@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from bench.loops import Setting, TimedLoader, bf16_peak, write_pngs
-from bench.run import Context, bench_setting, summarize, table
+from torch.utils.data import DataLoader
+
+from bench.loops import Setting, TimedLoader, bf16_peak, matmul_ceiling, write_pngs
+from bench.run import Context, bench_setting, efficiency, summarize, table
 from medseg.losses import LossParams
 from medseg.params import AugmentParams, TrainParams
 from tests.conftest import shipped
@@ -35,6 +37,21 @@ def test_timed_loader_times_only_after_warmup():
     assert timed.started > 0 and timed.images_per_s(batch=4) > 0
 
 
+def test_the_clock_starts_after_the_prefetched_batches_are_drained():
+    """With 2 workers prefetching 2 batches each, the 4 batches ready when the warm-up ends are not timed."""
+    loader = DataLoader(range(40), batch_size=4, num_workers=2)
+    timed = TimedLoader(loader, 5, warmup=2)
+    assert (timed.n_batches, timed.warmup) == (9, 6)  # 5 - 2 = 3 timed batches either way
+    assert len(list(timed)) == 9 and timed.started > 0
+    plain = TimedLoader(range(5), 5, warmup=2)
+    assert (plain.n_batches, plain.warmup) == (5, 2)
+
+
+def test_the_cpu_ceiling_is_a_measured_matmul_rate():
+    rate = matmul_ceiling(torch.device("cpu"), None, seconds=0.05)
+    assert 1e8 < rate < 1e14  # FLOP/s of fp32 products: from an old laptop core to far above any 2-core CPU
+
+
 def test_bf16_peak_by_device_name():
     assert bf16_peak("NVIDIA H100 80GB HBM3") == 989e12 and bf16_peak("NVIDIA H100 PCIe") == 756e12
     assert bf16_peak("NVIDIA A100-SXM4-80GB") == 312e12 and bf16_peak("NVIDIA GeForce RTX 3060") is None
@@ -61,4 +78,7 @@ def test_core_on_a_toy_setting(tmp_path):
     assert unet["ours_ips"] == max(unet["ours_ips_by_layout"].values())
     assert finite_positive(settings["default"]["data_ips"])
     assert finite_positive(result["train_speedup"]) and finite_positive(result["loader_headroom"])
+    efficiency(settings["default"], setting, ctx, ceiling=1e11)
+    assert unet["flops_per_image"] > 0 and unet["flops_per_image"] % 3 == 0  # 3 x the forward's
+    assert unet["ceiling_share"] == pytest.approx(unet["flops_per_image"] * unet["ours_ips"] / 1e11)
     assert "| default | unet |" in table(result)
