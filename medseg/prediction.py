@@ -236,11 +236,14 @@ def resize_probs(probs: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.stack([cv2.resize(p, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR) for p in probs])
 
 
-def predict_2d(path: Path, predictor: Predictor, threshold: float | None) -> tuple[np.ndarray, np.ndarray]:
-    """(image in [0, 1], bool mask at the file's own height x width, or (K, H, W) class masks) of a
-    2D image or DICOM; `threshold` None: the model's own."""
-    images, probs = file_probs(path, predictor)
-    return images[0], predictor.cleaned(predictor.masks(probs[0], threshold)[None], volume=False)[0]
+def predict_2d(paths: list[Path], predictor: Predictor, threshold: float | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per 2D image or DICOM of `paths`: (image in [0, 1], bool mask at the file's own height x width, or
+    (K, H, W) class masks); `threshold` None: the model's own. The files go through the model together
+    (each is resized to the model's side first, so files of any sizes share its forward batches)."""
+    images = [unit_images(path, predictor.preprocess)[0] for path in paths]
+    probs = predictor.probs(model_inputs(images, predictor.preprocess)) if images else []
+    return [(image, predictor.cleaned(predictor.masks(resize_probs(p, image.shape[:2]), threshold)[None],
+                                      volume=False)[0]) for image, p in zip(images, probs)]
 
 
 def label_map(classes: Classes, masks: np.ndarray) -> np.ndarray:

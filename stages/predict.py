@@ -66,18 +66,33 @@ def _encode_png(path: Path, array: np.ndarray) -> bytes:
     return data.tobytes()
 
 
-def predict_one(path: Path, target: Path, predictor: Predictor, threshold: float | None,
-                args: argparse.Namespace) -> None:
-    """Write the mask of one source file to `target` (and, for a 2D file, the optional overlay beside it):
-    exclusive classes as one label map of class indices, regions as one mask per region beside it."""
-    if target.exists():  # only where the disk ignores case: A.png and a.png
+FILES_PER_PASS = 32  # 2D files read and sent through the model together (without --batch-size)
+
+
+def predict_files(paths: list[Path], targets: dict[Path, Path], predictor: Predictor, threshold: float | None,
+                  args: argparse.Namespace) -> None:
+    """Write the masks of `paths` (their `targets`): each NIfTI volume alone, the 2D files together."""
+    for path in paths:
+        if kind_of(path) == "nifti":
+            volume = predict_nifti(path, predictor, threshold)
+            target = free(path, targets[path])
+            write_atomic(target, _gzip(volume) if target.name.lower().endswith(".gz") else volume.to_bytes())
+    flat = [path for path in paths if kind_of(path) != "nifti"]
+    for path, (image, mask) in zip(flat, predict_2d(flat, predictor, threshold)):
+        write_2d(free(path, targets[path]), image, mask, predictor, args)
+
+
+def free(path: Path, target: Path) -> Path:
+    """`target`, unless another input's mask already took it (only where the disk ignores case: A.png, a.png)."""
+    if target.exists():
         raise MedsegError(f"{path}: its mask {target.name} is taken by another input's (names that differ only "
                           "in case, on a file system that ignores case); rename one")
-    if kind_of(path) == "nifti":
-        volume = predict_nifti(path, predictor, threshold)
-        write_atomic(target, _gzip(volume) if target.name.lower().endswith(".gz") else volume.to_bytes())
-        return
-    image, mask = predict_2d(path, predictor, threshold)
+    return target
+
+
+def write_2d(target: Path, image: np.ndarray, mask: np.ndarray, predictor: Predictor, args: argparse.Namespace) -> None:
+    """Write one 2D file's mask to `target` (and the optional overlay beside it): exclusive classes as one
+    label map of class indices, regions as one mask per region beside it."""
     classes = predictor.classes
     if classes.mode == "exclusive":
         write_atomic(target, _encode_png(target, label_map(classes, mask)))
@@ -108,9 +123,13 @@ def main() -> None:
         if args.threshold is not None and predictor.classes.mode == "exclusive":
             raise MedsegError(f"--threshold={args.threshold}: {args.model} holds exclusive classes, decided by argmax; "
                               "leave --threshold out")
-        with tqdm(sources, desc="predict", unit="file", disable=len(sources) == 1) as bar:
-            for path in bar:
-                predict_one(path, tmp / targets[path], predictor, args.threshold, args)
+        step = args.batch_size or FILES_PER_PASS
+        staged = {path: tmp / target for path, target in targets.items()}
+        with tqdm(total=len(sources), desc="predict", unit="file", disable=len(sources) == 1) as bar:
+            for start in range(0, len(sources), step):
+                chunk = sources[start:start + step]
+                predict_files(chunk, staged, predictor, args.threshold, args)
+                bar.update(len(chunk))
     log.info("%d file(s) -> %s (%s, %s; %s from %s)", len(sources), args.out, cut_off(predictor, args.threshold),
              predictor.runtime, describe(predictor.post), predictor.post_source)
     if predictor.post is not None and has_volume_steps(list(predictor.post["steps"].values())) and any(

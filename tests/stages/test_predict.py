@@ -55,14 +55,34 @@ def test_a_nifti_takes_the_recorded_volume_steps_and_a_png_its_slice_steps(tmp_p
     image[2:5, 2:5], image[20:40, 20:40] = 255, 255  # 9 px and 400 px at 64 px
     cv2.imwrite(str(tmp_path / "two.png"), image)
     speck = {"min_area": 3, "largest_component": False, "min_volume": 0, "largest_volume": False}  # 12 px at 64 px
-    plain = prediction.predict_2d(tmp_path / "two.png", IDENTITY, 0.5)[1]
+    plain = prediction.predict_2d([tmp_path / "two.png"], IDENTITY, 0.5)[0][1]
     labels, count = ndimage.label(plain, np.ones((3, 3)))
     assert count == 2 and 4 < (labels == labels[3, 3]).sum() < 12  # the speck, about 9 px after the model's resize
     for size, speck_kept in ((32, False), (64, True)):  # 3 px at a 64-px model stays 3 px: the speck stays
         cleaned = prediction.Predictor(IDENTITY.probs, PRE, 0.5, "identity",
                                        post={"steps": {"foreground": speck}, "size": size})
-        mask = prediction.predict_2d(tmp_path / "two.png", cleaned, 0.5)[1]
+        mask = prediction.predict_2d([tmp_path / "two.png"], cleaned, 0.5)[0][1]
         assert (mask == (plain if speck_kept else plain & (labels != labels[3, 3]))).all()
+
+
+def test_2d_files_of_different_sizes_share_forward_passes_and_keep_their_masks(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for k, (h, w) in enumerate([(40, 40), (64, 48), (33, 70), (40, 40), (100, 20)]):
+        paths.append(tmp_path / f"s{k}.png")
+        cv2.imwrite(str(paths[-1]), rng.integers(0, 256, (h, w), dtype=np.uint8))
+    batches = []
+
+    def counted(images: np.ndarray) -> np.ndarray:
+        batches.append(len(images))
+        return IDENTITY.probs(images)
+
+    together = prediction.predict_2d(paths, prediction.Predictor(counted, PRE, 0.5, "identity"), 0.5)
+    assert batches == [5]  # one pass for the five files
+    for path, (image, mask) in zip(paths, together):
+        alone_image, alone_mask = prediction.predict_2d([path], IDENTITY, 0.5)[0]
+        assert mask.shape == cv2.imread(str(path), cv2.IMREAD_GRAYSCALE).shape  # back in the file's own size
+        assert np.array_equal(mask, alone_mask) and np.array_equal(image, alone_image)
 
 
 def test_cli_on_png_dicom_and_folder(tmp_path, checkpoint, make_phantom):
