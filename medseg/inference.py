@@ -18,9 +18,11 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def model_batch(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """(B, H, W, C) uint8 -> (B, C, H, W) float in [0, 1] on `device`, as training feeds the model."""
-    return torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+def model_batch(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """(B, H, W, C) uint8 (an array, or a tensor already held on the device) -> (B, C, H, W) float in
+    [0, 1] on `device`, as training feeds the model."""
+    held = images if isinstance(images, torch.Tensor) else torch.from_numpy(images)
+    return held.to(device).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 @torch.no_grad()

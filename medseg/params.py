@@ -271,6 +271,9 @@ class TrainParams(Section):
     device: str = key(Spec(str), "auto, cpu, cuda or cuda:N")
     workers: int | str = key(Spec((int, str)), "DataLoader workers, or auto (0 on CPU, 4 on CUDA)")
     processes: int = key(integer(1, 64), "DDP processes (torchrun), one per GPU")
+    data_path: str = key(Spec(str, ("auto", "loader", "device")), "where training batches are drawn and augmented: "
+                         "DataLoader workers with albumentations (loader), or slices held on the device and augmented "
+                         "there in batches (device); auto: device on CUDA, loader on CPU")
     checkpoint_every: int | str = key(auto(integer(1, 100_000)), "write last.pt every N epochs (and at the last "
                                       "one and whenever best.pt is written); auto: 1 on CPU, 5 on CUDA")
     image_every: int | str = key(auto(integer(1, 100_000)), "log the val prediction grid every N epochs (and at "

@@ -46,10 +46,11 @@ class SliceDataset(Dataset):
 
 def model_batch_of(x: torch.Tensor, y: torch.Tensor, device: torch.device,
                    memory_format: torch.memory_format) -> tuple[torch.Tensor, torch.Tensor]:
-    """A loader batch on the device as the network takes it: images scaled to [0, 1] float32 in
-    `memory_format`, masks float."""
-    x = x.to(device, non_blocking=True).float().div_(255.0).contiguous(memory_format=memory_format)
-    return x, y.to(device, non_blocking=True).float()
+    """A batch on the device as the network takes it: images float32 in [0, 1] (a loader's uint8 scaled
+    here; the device path's are already) in `memory_format`, masks float."""
+    x = x.to(device, non_blocking=True)
+    x = x.float().div_(255.0) if x.dtype == torch.uint8 else x
+    return x.contiguous(memory_format=memory_format), y.to(device, non_blocking=True).float()
 
 
 class EpochOrder(Sampler):

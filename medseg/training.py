@@ -30,6 +30,7 @@ from medseg.model_card import Compute, Header, Threshold, finalise_best, load_ch
 from medseg.classes import Classes
 from medseg.distributed import (DistInfo, barrier, broadcast_from_main, current, gradient_sync,
                                 local_device, mean_over_ranks, wrap)
+from medseg.device_data import DeviceFeed, uses_device_path
 from medseg.ema import EMA
 from medseg.hardware import amp_name, device_name, peak_memory_mb, pick_amp_dtype, pick_device, pick_workers
 from medseg.inference import autocast, batch_logits, predict_class_probs, predict_probs
@@ -132,6 +133,7 @@ class Run:
     classes: Classes
     state: RunState = field(default_factory=RunState)
     model: nn.Module | None = None
+    val: tuple[torch.Tensor, torch.Tensor] | None = None  # val images and masks held on the device (device path)
 
     def __post_init__(self) -> None:
         self.model = self.core if self.model is None else self.model
@@ -316,24 +318,29 @@ def host_copy(state: Any) -> Any:
     return copy.deepcopy(state)
 
 
-def train_loader(run: Run, data: TrainData, augment: AugmentParams) -> DataLoader:
-    """One shuffled, augmented loader for the whole run (workers started once); each epoch's order and
-    draws are set by set_epoch_order."""
+def train_loader(run: Run, data: TrainData, augment: AugmentParams) -> DataLoader | DeviceFeed:
+    """One shuffled, augmented source of batches for the whole run: a DataLoader (workers started once)
+    or, on the device path, the slices held on the device (the val slices too, in `run.val`); each
+    epoch's order and draws are set by set_epoch_order."""
     order = np.repeat(np.arange(len(data.train_images)), data.repeats)
+    if uses_device_path(run.cfg, augment, run.device):
+        run.val = (torch.from_numpy(data.val_images).to(run.device), torch.from_numpy(data.val_masks).to(run.device))
+        return DeviceFeed(data.train_images, data.train_masks, order, augment, run.cfg.batch_size, run.device,
+                          run.info.world_size, run.info.rank)
     dataset = SliceDataset(data.train_images, data.train_masks, order, build_augmentation(augment, run.cfg.seed))
     return make_loader(dataset, run.cfg, run.device, run.info)
 
 
-def set_epoch_order(run: Run, loader: DataLoader) -> None:
+def set_epoch_order(run: Run, loader: DataLoader | DeviceFeed) -> None:
     """Seed the epoch: the global generators, the shuffle and the augmentation draws, from the run seed and
     the epoch; each rank its own draws (rank 0, and a single process, keeps the epoch seed)."""
     epoch_seed = run.cfg.seed * 100_003 + run.state.epoch
     seed_everything(epoch_seed)
-    seed = epoch_seed + 1_000_003 * run.info.rank if loader.dataset.transform is not None else None
-    loader.sampler.set_epoch(run.state.epoch, epoch_seed, seed)
+    feed = loader.sampler if isinstance(loader, DataLoader) else loader
+    feed.set_epoch(run.state.epoch, epoch_seed, epoch_seed + 1_000_003 * run.info.rank)
 
 
-def one_epoch(run: Run, data: TrainData, loader: DataLoader, shown: np.ndarray) -> Epoch:
+def one_epoch(run: Run, data: TrainData, loader: DataLoader | DeviceFeed, shown: np.ndarray) -> Epoch:
     """Train over `loader`, step the schedule, validate (rank 0 scores; the others take its numbers, so
     all agree on the best epoch and on stopping) and count the epoch."""
     set_epoch_order(run, loader)
@@ -491,8 +498,9 @@ def _validate(run: Run, data: TrainData, shown: np.ndarray) -> tuple[float, floa
     counts = torch.zeros(2, dtype=torch.int64, device=device)  # binary: intersection, pred + truth pixels
     hits = np.zeros((len(classes.names), 2), np.int64)  # per class: intersection, pred + truth pixels
     picked, grid = torch.from_numpy(np.isin(np.arange(len(data.val_images)), shown)).to(device), []
-    for rows, logits in batch_logits(model, data.val_images, device, cfg.batch_size, amp_dtype):
-        target = torch.from_numpy(data.val_masks[rows, None]).to(device).float()
+    images, masks = run.val or (data.val_images, data.val_masks)
+    for rows, logits in batch_logits(model, images, device, cfg.batch_size, amp_dtype):
+        target = (masks[rows, None] if run.val else torch.from_numpy(masks[rows, None])).to(device).float()
         total += criterion(logits, target).double() * len(logits)
         if not classes.multi:
             probs = torch.sigmoid(logits)[:, 0]

@@ -226,3 +226,18 @@ def test_last_pt_is_written_in_the_background_and_waited_for_at_the_end(tmp_path
             writer.submit(failing, tmp_path / "b")
             time.sleep(0.1)
             writer.check()
+
+
+def test_the_device_data_path_learns_as_the_loader_path_does(tmp_path, data):
+    """train.data_path: device on a CPU: the slices held as tensors, augmented in batches (their draws
+    fixed by the seeds: test_device_data); it learns about as well as the loader path."""
+    header = Header("unet", {"width": 8}, 1, {"size": data.train_images.shape[1], "channels": 1})
+    curves = {}
+    for name, path in (("a", "device"), ("c", "loader")):
+        torch.manual_seed(0)
+        cfg = config(8).with_values(data_path=path)
+        train(build_model("unet", 1, width=8), header, data,
+              Recipe(cfg, shipped(LossParams), no_augment().with_values(hflip=0.5, affine=0.5, noise=0.3)),
+              RunDirs(tmp_path / name / "models", tmp_path / name / "live"))
+        curves[name] = np.loadtxt(tmp_path / name / "live/plots/metrics/val_dice.tsv", skiprows=1, usecols=1)
+    assert curves["a"].max() > 0.5 and curves["a"].max() > curves["c"].max() - 0.15
