@@ -57,6 +57,12 @@ def synthetic(count: int, size: int, channels: int, seed: int = 0) -> tuple[np.n
     return images, masks
 
 
+def draws(images: np.ndarray, masks: np.ndarray, count: int) -> TrainData:
+    """The slices as training data drawn `count` times an epoch in all (each about equally often)."""
+    repeats = np.bincount(np.arange(count) % len(images), minlength=len(images))
+    return TrainData(images, masks, repeats, images[:1], masks[:1])
+
+
 def train_row(name: str, params: dict[str, Any], size: int, batch: int, steps: int, ctx: Context, mode: str) -> dict:
     """images/s of medseg's training step for one model, fed by the device data path."""
     images, masks = synthetic(4 * batch, size, 3)
@@ -65,8 +71,7 @@ def train_row(name: str, params: dict[str, Any], size: int, batch: int, steps: i
     run = build_run(build_model(name, 3, **params), Header(name, params, 3, {}), Recipe(cfg, ctx.loss_cfg, ctx.aug_cfg))
     run.model = compiled(run.core, mode)
     warmup = 3 if mode != "off" else 2  # a compiled step's first calls compile
-    order = np.resize(np.arange(len(images)), (warmup + steps) * batch)
-    feed = DeviceFeed(images, masks, order, ctx.aug_cfg, batch, ctx.device)
+    feed = DeviceFeed(draws(images, masks, (warmup + steps) * batch), ctx.aug_cfg, batch, ctx.device)
     timed = loops.TimedLoader(feed, warmup + steps, warmup)
     started = time.perf_counter()
     train_epoch(run, timed)
@@ -79,8 +84,7 @@ def train_row(name: str, params: dict[str, Any], size: int, batch: int, steps: i
 def data_path_rate(size: int, batch: int, steps: int, ctx: Context) -> float:
     """images/s of the device data path alone (draw, augment), no model."""
     images, masks = synthetic(4 * batch, size, 3)
-    feed = DeviceFeed(images, masks, np.resize(np.arange(len(images)), (steps + 1) * batch), ctx.aug_cfg, batch,
-                      ctx.device)
+    feed = DeviceFeed(draws(images, masks, (steps + 1) * batch), ctx.aug_cfg, batch, ctx.device)
     timed = loops.TimedLoader(feed, steps + 1, 1)
     for _ in timed:
         pass

@@ -14,13 +14,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medseg.distributed import DistInfo
 from medseg.errors import MedsegError
 from medseg.params import AugmentParams, TrainParams
+
+if TYPE_CHECKING:
+    from medseg.training import TrainData
 
 LOADER_ONLY = ("elastic", "grid_distortion")  # augment families with no device version
 
@@ -113,19 +118,20 @@ class DeviceAugment:
 
 
 class DeviceFeed:
-    """Each epoch's training batches from slices held on the device: the positions (`order`: a slice
-    per draw, repeats included) shuffled by a generator seeded with the epoch seed, this rank's share
+    """Each epoch's training batches from the train slices of `data` held on the device: the positions (a
+    slice per draw, its repeats included) shuffled by a generator seeded with the epoch seed, this rank's share
     under DDP, each batch augmented by DeviceAugment under a device generator seeded with the
     epoch's augmentation seed. Iterates (images float [0, 1], masks float) on the device."""
 
-    def __init__(self, images: np.ndarray, masks: np.ndarray, order: np.ndarray, augment: AugmentParams,
-                 batch_size: int, device: torch.device, world_size: int = 1, rank: int = 0) -> None:
-        self.images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
-        self.masks = torch.from_numpy(np.ascontiguousarray(masks[:, None])).to(device)
+    def __init__(self, data: TrainData, augment: AugmentParams, batch_size: int, device: torch.device,
+                 info: DistInfo = DistInfo()) -> None:
+        self.images = torch.from_numpy(np.ascontiguousarray(data.train_images.transpose(0, 3, 1, 2))).to(device)
+        self.masks = torch.from_numpy(np.ascontiguousarray(data.train_masks[:, None])).to(device)
+        order = np.repeat(np.arange(len(data.train_images)), data.repeats)  # one position per draw
         self.order = torch.from_numpy(order.astype(np.int64)).to(device)
         self.augment, self.batch_size, self.device = DeviceAugment(augment), batch_size, device
-        self.world_size, self.rank = world_size, rank
-        self.per_rank = len(order) // world_size if world_size > 1 else len(order)
+        self.world_size, self.rank = info.world_size, info.rank
+        self.per_rank = len(order) // info.world_size if info.world_size > 1 else len(order)
         self.drop_last = self.per_rank > batch_size
         self.epoch_seed, self.augment_seed = 0, 0
 

@@ -239,8 +239,7 @@ def train(model: nn.Module, header: Header, data: TrainData, recipe: Recipe, dir
     loader, shown = train_loader(run, data, recipe.augment), grid_slices(data.val_masks)
     if resume and run.info.is_main:
         rewind_live(dirs.live, run.state.epoch)
-    with contextlib.ExitStack() as opened:
-        writer = opened.enter_context(BackgroundWriter())
+    with contextlib.ExitStack() as opened, BackgroundWriter() as writer:
         live = None  # opened at the first epoch's log: a fresh Live wipes the log folder, so the previous log stays till then
         while run.state.epoch < run.cfg.epochs and not run.state.finished:
             epoch = one_epoch(run, data, loader, shown)
@@ -322,11 +321,10 @@ def train_loader(run: Run, data: TrainData, augment: AugmentParams) -> DataLoade
     """One shuffled, augmented source of batches for the whole run: a DataLoader (workers started once)
     or, on the device path, the slices held on the device (the val slices too, in `run.val`); each
     epoch's order and draws are set by set_epoch_order."""
-    order = np.repeat(np.arange(len(data.train_images)), data.repeats)
     if uses_device_path(run.cfg, augment, run.device):
         run.val = (torch.from_numpy(data.val_images).to(run.device), torch.from_numpy(data.val_masks).to(run.device))
-        return DeviceFeed(data.train_images, data.train_masks, order, augment, run.cfg.batch_size, run.device,
-                          run.info.world_size, run.info.rank)
+        return DeviceFeed(data, augment, run.cfg.batch_size, run.device, run.info)
+    order = np.repeat(np.arange(len(data.train_images)), data.repeats)
     dataset = SliceDataset(data.train_images, data.train_masks, order, build_augmentation(augment, run.cfg.seed))
     return make_loader(dataset, run.cfg, run.device, run.info)
 

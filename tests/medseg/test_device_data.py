@@ -6,8 +6,10 @@ import torch
 
 from medseg.augment import build_augmentation
 from medseg.device_data import DeviceAugment, DeviceFeed, uses_device_path
+from medseg.distributed import DistInfo
 from medseg.errors import MedsegError
 from medseg.params import AugmentParams, TrainParams
+from medseg.training import TrainData
 from tests.conftest import no_augment, shipped
 
 FAMILIES = ("hflip", "vflip", "affine", "brightness_contrast", "noise", "coarse_dropout")
@@ -50,10 +52,10 @@ def test_geometric_families_keep_masks_binary_and_on_their_images():
     assert agree > 0.9, agree  # bilinear image edges against nearest masks: they differ only along boundaries
 
 
-def feed(augment: AugmentParams, world: int = 1, rank: int = 0, n: int = 40) -> DeviceFeed:
+def feed(augment: AugmentParams, n: int = 40) -> DeviceFeed:
     images, masks = random_slices(n)
-    order = np.repeat(np.arange(n), np.where(np.arange(n) % 4 == 0, 2, 1))  # some slices drawn twice
-    return DeviceFeed(images, masks, order, augment, 8, CPU, world, rank)
+    repeats = np.where(np.arange(n) % 4 == 0, 2, 1)  # some slices drawn twice
+    return DeviceFeed(TrainData(images, masks, repeats, images[:1], masks[:1]), augment, 8, CPU)
 
 
 def test_batches_follow_the_seeds_and_nothing_else():
@@ -85,7 +87,8 @@ def test_ranks_take_disjoint_shares_of_one_order():
     images, masks = random_slices(40)
     seen = []
     for rank in (0, 1):
-        data = DeviceFeed(images, masks, np.arange(40), no_augment(), 8, CPU, world_size=2, rank=rank)
+        data = DeviceFeed(TrainData(images, masks, np.ones(40, np.int64), images[:1], masks[:1]), no_augment(), 8, CPU,
+                          DistInfo(rank=rank, local_rank=rank, world_size=2))
         data.set_epoch(0, 3, 3)
         held = data.images.float() / 255
         seen.append({int((held == item).flatten(1).all(1).nonzero()[0]) for x, _ in data for item in x})
