@@ -239,7 +239,7 @@ def train(model: nn.Module, header: Header, data: TrainData, recipe: Recipe, dir
     loader, shown = train_loader(run, data, recipe.augment), grid_slices(data.val_masks)
     if resume and run.info.is_main:
         rewind_live(dirs.live, run.state.epoch)
-    with contextlib.ExitStack() as opened, BackgroundWriter() as writer:
+    with contextlib.ExitStack() as opened, BackgroundWriter(run.device.type == "cuda") as writer:
         live = None  # opened at the first epoch's log: a fresh Live wipes the log folder, so the previous log stays till then
         while run.state.epoch < run.cfg.epochs and not run.state.finished:
             epoch = one_epoch(run, data, loader, shown)
@@ -278,14 +278,19 @@ class Epoch:
 class BackgroundWriter(contextlib.AbstractContextManager):
     """File writes on one background thread, one at a time: the loop hands over a host copy of what
     to write and goes on. The next write, and leaving the context, wait for the previous one (whose
-    error is raised then); each file is written through a temp name, so a kill leaves the last whole one."""
+    error is raised then); each file is written through a temp name, so a kill leaves the last whole one.
+    With `background` False (a CPU run: the write would share the cores the step uses, there is
+    nothing to overlap) each write happens at once, as the loop hands it over."""
 
-    def __init__(self) -> None:
-        self.pool, self.pending = ThreadPoolExecutor(max_workers=1), None
+    def __init__(self, background: bool = True) -> None:
+        self.pool, self.pending = ThreadPoolExecutor(max_workers=1) if background else None, None
         self.pending: Future | None
 
     def submit(self, write: Callable[..., None], *args: Any) -> None:
         self.wait()
+        if self.pool is None:
+            write(*args)
+            return
         self.pending = self.pool.submit(write, *args)
 
     def check(self) -> None:
@@ -302,7 +307,8 @@ class BackgroundWriter(contextlib.AbstractContextManager):
         try:
             self.wait()
         finally:
-            self.pool.shutdown()
+            if self.pool is not None:
+                self.pool.shutdown()
 
 
 def host_copy(state: Any) -> Any:

@@ -159,3 +159,16 @@ def test_a_device_is_auto_cpu_cuda_or_cuda_n(tmp_path, section):
     with pytest.raises(MedsegError, match=rf"{section}\.device='gpu0' is not allowed; use auto, cpu, cuda or cuda:N"):
         load_section(section, path)
     assert load_section(section, write_params(tmp_path, lambda p: p[section].update(device="cuda:1"))).device == "cuda:1"
+
+
+def test_values_dvc_writes_unquoted_read_back_as_dvc_meant_them(tmp_path):
+    """`dvc exp run -S train.compile=off` rewrites params.yaml as YAML 1.2, unquoted: `off` is a string there,
+    a boolean to PyYAML's YAML 1.1. medseg reads booleans as YAML 1.2 does: true and false only."""
+    text = (REPO / "params.yaml").read_text().replace("compile: 'off'", "compile: off").replace("amp: auto", "amp: off", 1)
+    path = tmp_path / "params.yaml"
+    path.write_text(text.replace("tta: false", "tta: False"))
+    train = TrainParams.load(path)
+    assert (train.compile, train.amp) == ("off", "off")
+    assert yaml.safe_load(text)["train"]["compile"] is False  # what a plain YAML 1.1 read gave
+    from medseg.params import EvaluateParams
+    assert EvaluateParams.load(path).tta is False
