@@ -276,8 +276,8 @@ class Epoch:
 
 
 class BackgroundWriter(contextlib.AbstractContextManager):
-    """File writes on one background thread, one at a time: the loop hands over a host copy of what
-    to write and goes on. The next write, and leaving the context, wait for the previous one (whose
+    """File writes on one background thread, one at a time: the loop hands over what to write, of which
+    the writer keeps a host copy (the loop goes on changing the tensors), and goes on. The next write, and leaving the context, wait for the previous one (whose
     error is raised then); each file is written through a temp name, so a kill leaves the last whole one.
     With `background` False (a CPU run: the write would share the cores the step uses, there is
     nothing to overlap) each write happens at once, as the loop hands it over."""
@@ -291,7 +291,7 @@ class BackgroundWriter(contextlib.AbstractContextManager):
         if self.pool is None:
             write(*args)
             return
-        self.pending = self.pool.submit(write, *args)
+        self.pending = self.pool.submit(write, *host_copy(args))
 
     def check(self) -> None:
         """Raise the error of a write that already failed (the loop stops at once, not at the next write)."""
@@ -401,16 +401,16 @@ def log_epoch(run: Run, live: Live, epoch: Epoch, data: TrainData, shown: np.nda
 def save_last(run: Run, last: Path, fingerprint: str, writer: BackgroundWriter) -> None:
     """last.pt: everything an exact resume needs (weights, optimizer, schedule, scaler, EMA, run state),
     every train.checkpoint_every epochs, at the last one, and whenever best.pt was just written (a
-    resume never starts behind the best.pt on disk); copied to the host and written in the background."""
+    resume never starts behind the best.pt on disk); through `writer` (in the background on CUDA)."""
     writer.check()
     state = run.state
     if not (due(run.cfg.checkpoint_every, state.epoch, state.finished) or state.best_epoch == state.epoch):
         return
-    resume = host_copy({"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
-                        "scaler": run.scaler.state_dict(), "fingerprint": fingerprint,
-                        "ema": run.ema.state_dict() if run.ema is not None else {}, "amp": amp_name(run.amp_dtype),
-                        "train_state": vars(state).copy()})
-    writer.submit(write_last, last, run.header, host_copy(run.core.state_dict()), resume)
+    resume = {"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+              "scaler": run.scaler.state_dict(), "fingerprint": fingerprint,
+              "ema": run.ema.state_dict() if run.ema is not None else {}, "amp": amp_name(run.amp_dtype),
+              "train_state": vars(state).copy()}
+    writer.submit(write_last, last, run.header, run.core.state_dict(), resume)
 
 
 def make_loader(dataset: SliceDataset, cfg: TrainParams, device: torch.device, info: DistInfo) -> DataLoader:
