@@ -48,6 +48,7 @@ from medseg.networks import build_network, model_section
 from medseg.outputs import write_json
 from medseg.params import AugmentParams, BalanceParams, ConvertParams, EvaluateParams, Section, TrainParams
 from medseg.plans import build_plan, fingerprint, resolve, resolve_profile
+from medseg.prediction import resize_probs
 from medseg.postprocess import clean_predictions, clean_stack, clean_volumes
 from medseg.sampling import sampling_table
 from medseg.slices import load_arrays, read_manifest
@@ -74,11 +75,27 @@ def prepare(dataset: str, source: Path, size: int, normalize: str, out: Path) ->
     shutil.rmtree(tmp, ignore_errors=True)
     manifest, _ = convert_all(fmt.__name__, fmt.list_cases(source), cfg, convert, source, tmp)
     manifest[MANIFEST_COLUMNS].to_csv(tmp / "manifest.csv", index=False)
+    save_native_masks(fmt, source, cfg, tmp)
     write_json(tmp / "info.json", {"dataset": dataset, "channels": int(manifest["channels"].iloc[0]), "size": size,
-                                   "normalize": normalize})
+                                   "normalize": normalize, "masks": "majority"})
     tmp.rename(out)
     log.info("%d groups, %d slices (%d with foreground) in %s", manifest["group"].nunique(), len(manifest),
              int((manifest["fg_pixels"] > 0).sum()), out)
+
+
+def save_native_masks(fmt: Any, source: Path, cfg: Any, out: Path) -> None:
+    """The masks at the source's own size (`native.npz`, by slice id), to score on the grid the field
+    scores on (Buda et al.: the 256-px masks) as well as on the slice store's; only when every slice
+    has one shape."""
+    ids, masks = [], []
+    for case in fmt.list_cases(source):
+        for sl in fmt.read_case(case, cfg):
+            ids.append(f"{case.case_id}_{sl.index:04d}")
+            masks.append(sl.mask > 0)
+    if len({m.shape for m in masks}) != 1:
+        log.info("slices of several sizes: no native.npz, runs score on the store's grid only")
+        return
+    np.savez_compressed(out / "native.npz", slice_id=np.array(ids), masks=np.stack(masks))
 
 
 def recipe(model: str, overrides: list[str], plan: dict[str, Any]) -> dict[str, Section]:
@@ -173,7 +190,7 @@ def run(slices: Path, model: str, name: str, out: Path, overrides: list[str], fo
     rows[["slice_id", "group", "index", "fold", "fg_pixels", "spacing"]].to_csv(work / "rows.csv", index=False)
     shutil.rmtree(work / "models")  # checkpoints are large; the out-of-fold probabilities are what is scored
     meta = {"name": name, "model": model, "slices": str(slices), "overrides": overrides, "context": context,
-            "normalize": info.get("normalize", "none"), "channels": channels,
+            "normalize": info.get("normalize", "none"), "masks": info.get("masks", "nearest"), "channels": channels,
             "size": int(images.shape[1]), "folds": folds, "scored_folds": chosen, "seed": seed, "recipe": {s: c.as_dict() for s, c in cfg.items()},
             "device": device_name(device), "amp": amp_name(amp), "torch": torch.__version__,
             "train_minutes": sum(f["train_seconds"] for f in fold_stats) / 60, "per_fold": fold_stats}
@@ -182,6 +199,7 @@ def run(slices: Path, model: str, name: str, out: Path, overrides: list[str], fo
 
 
 POSTPROCESS = ("none", "min_area_2d", "largest_3d", "min_volume_3d", "auto")
+NATIVE_POSTPROCESS = ("none", "largest_3d", "auto")  # on the source's grid: what the tables compare
 
 
 def _post(variant: str, binary: np.ndarray, rows: pd.DataFrame, fold: np.ndarray, probs: np.ndarray,
@@ -216,30 +234,53 @@ def score(work: Path) -> None:
     oof = np.load(work / "oof.npz")
     gt = _masks(meta, rows)
     fold = rows["fold"].to_numpy()
+    native = _native_masks(meta, rows)
     variants = {}
     for tta in (False, True):
         probs = (oof["probs_tta"] if tta else oof["probs"]).astype(np.float32) / 255
         threshold = best_threshold(probs, gt, 0)  # as ensemble.json: best pixel F1 over the out-of-fold predictions
-        binary = probs >= threshold
-        for variant in POSTPROCESS:
-            pred, chose = _post(variant, binary, rows, fold, probs, gt, threshold)
-            label = variant + ("+tta" if tta else "")
-            cases = per_case_table(rows, pred, gt, "one")
-            cases.insert(1, "fold", cases["group"].map(dict(zip(rows["group"], rows["fold"]))))
-            images = per_image_table(rows, pred, gt, "one")
-            cases.to_csv(work / f"per_case_{label}.csv", index=False, float_format="%.6f")
-            low, high = mean_ci(cases["dice"], 10_000, 0)
-            empty = images[images["gt_pixels"] == 0]
-            variants[label] = {"dice": float(cases["dice"].mean()), "dice_ci_low": low, "dice_ci_high": high,
-                               "dice_fg": float(cases.loc[cases["gt_voxels"] > 0, "dice"].mean()),
-                               "fp_image_rate": float((empty["pred_pixels"] > 0).mean()) if len(empty) else None,
-                               "zero_cases": int((cases["dice"] == 0).sum()), "threshold": threshold,
-                               "chosen": chose}
+        grids = [("", probs, gt, POSTPROCESS)]
+        if native is not None:  # the probabilities resized to the source's grid, scored on its own masks
+            grids.append(("@native", resize_probs(probs, native.shape[1:]), native, NATIVE_POSTPROCESS))
+        for grid, grid_probs, grid_gt, post in grids:
+            variants |= _score_grid(work, rows, fold, grid_probs, grid_gt, threshold, post, ("+tta" if tta else "") + grid)
     meta["variants"] = variants
     write_json(work / "run.json", meta)
     best = max(variants, key=lambda v: variants[v]["dice"])
     log.info("%s: %s", meta["name"], ", ".join(f"{v} {s['dice']:.4f}" for v, s in variants.items()))
     log.info("%s: best variant %s", meta["name"], best)
+
+
+def _score_grid(work: Path, rows: pd.DataFrame, fold: np.ndarray, probs: np.ndarray, gt: np.ndarray,
+                threshold: float, post: tuple[str, ...], suffix: str) -> dict[str, dict[str, Any]]:
+    """Each post-processing variant of `post` on one grid: its per-patient table (written) and scores."""
+    variants = {}
+    binary = probs >= threshold
+    for variant in post:
+        pred, chose = _post(variant, binary, rows, fold, probs, gt, threshold)
+        label = variant + suffix
+        cases = per_case_table(rows, pred, gt, "one")
+        cases.insert(1, "fold", cases["group"].map(dict(zip(rows["group"], rows["fold"]))))
+        images = per_image_table(rows, pred, gt, "one")
+        cases.to_csv(work / f"per_case_{label}.csv", index=False, float_format="%.6f")
+        low, high = mean_ci(cases["dice"], 10_000, 0)
+        empty = images[images["gt_pixels"] == 0]
+        variants[label] = {"dice": float(cases["dice"].mean()), "dice_ci_low": low, "dice_ci_high": high,
+                           "dice_fg": float(cases.loc[cases["gt_voxels"] > 0, "dice"].mean()),
+                           "fp_image_rate": float((empty["pred_pixels"] > 0).mean()) if len(empty) else None,
+                           "zero_cases": int((cases["dice"] == 0).sum()), "threshold": threshold,
+                           "chosen": chose}
+    return variants
+
+
+def _native_masks(meta: dict[str, Any], rows: pd.DataFrame) -> np.ndarray | None:
+    """The run's ground-truth masks at the source's size (the slice store's native.npz), or None."""
+    path = Path(meta["slices"]) / "native.npz"
+    if not path.exists():
+        return None
+    saved = np.load(path)
+    where = {sid: n for n, sid in enumerate(saved["slice_id"].astype(str))}
+    return saved["masks"][[where[sid] for sid in rows["slice_id"]]]
 
 
 def _masks(meta: dict[str, Any], rows: pd.DataFrame) -> np.ndarray:
@@ -269,6 +310,8 @@ def lever(meta: dict[str, Any]) -> str:
     levers = meta["overrides"] + ([f"2.5D ±{meta['context']}"] if meta["context"] else [])
     if meta.get("normalize", "none") != "none":
         levers.append(f"convert.normalize={meta['normalize']}")
+    if meta.get("masks", "nearest") == "nearest":  # stores prepared before convert took each pixel's majority label
+        levers.append("masks resized by nearest neighbour")
     return ", ".join(levers) or "current recipe"
 
 

@@ -5,7 +5,7 @@ Written by hand because the augmentation must run as batched tensor operations u
 device generator (a CUDA run would otherwise wait on CPU workers running albumentations per item);
 MONAI's and torchvision's transforms draw per item from the global generator. The families and their
 ranges are those of medseg.augment (albumentations), each applied to an item with its `augment`
-probability: flips, an affine (scale 0.9-1.1 per axis, shift 5 %, rotation 15 degrees; bilinear for the
+probability: a missing channel (others replaced by augment.fill_channel), flips, an affine (scale 0.9-1.1 per axis, shift 5 %, rotation 15 degrees; bilinear for the
 image, nearest for the mask, zeros outside), brightness and contrast (15 %), Gaussian noise (std 2-6 %
 of the range) and 1-4 dropped holes (5-10 % of each side; the mask kept). Elastic and grid
 distortions have no device version: with either on, `auto` keeps the loader.
@@ -56,7 +56,7 @@ class DeviceAugment:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         self.applied = {}
-        for family in ("hflip", "vflip", "affine", "brightness_contrast", "noise", "coarse_dropout"):
+        for family in ("missing_channels", "hflip", "vflip", "affine", "brightness_contrast", "noise", "coarse_dropout"):
             p = getattr(self.cfg, family)
             if p == 0:
                 continue
@@ -66,6 +66,19 @@ class DeviceAugment:
             y = torch.where(chosen[:, None, None, None], changed_y, y)
             self.applied[family] = chosen
         return x, y
+
+    def missing_channels(self, x, y, generator):
+        """A non-empty random subset of the channels other than augment.fill_channel replaced by it."""
+        n, channels = x.shape[:2]
+        fill = self.cfg.fill_channel
+        others = torch.tensor([c for c in range(channels) if c != fill], device=x.device, dtype=torch.long)
+        if len(others) == 0:
+            return x, y
+        code = torch.randint(1, 2 ** len(others), (n,), generator=generator, device=x.device)
+        bits = (code[:, None] >> torch.arange(len(others), device=x.device)) & 1  # (n, others)
+        replaced = torch.zeros((n, channels), dtype=torch.bool, device=x.device)
+        replaced[:, others] = bits.bool()
+        return torch.where(replaced[:, :, None, None], x[:, fill: fill + 1], x), y
 
     def hflip(self, x, y, generator):
         return x.flip(-1), y.flip(-1)

@@ -240,6 +240,9 @@ class AugmentParams(Section):
     brightness_contrast: float = key(num(0, 1), "probability of a brightness and contrast change")
     noise: float = key(num(0, 1), "probability of Gaussian noise")
     coarse_dropout: float = key(num(0, 1), "probability of dropping rectangular holes")
+    missing_channels: float = key(num(0, 1), "probability that an image shows a missing MR sequence as a set that "
+                                  "fills one with another stores it: other channels replaced by augment.fill_channel")
+    fill_channel: int = key(integer(0, 63), "the channel such a set copies into a missing one (LGG: 1, FLAIR)")
 
 
 @dataclass(frozen=True)

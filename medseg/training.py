@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from medseg import paths
-from medseg.augment import build_augmentation
+from medseg.augment import build_augmentation, check_fill_channel
 from medseg.model_card import Compute, Header, Threshold, finalise_best, load_checkpoint, write_best, write_last
 from medseg.classes import Classes
 from medseg.distributed import (DistInfo, barrier, broadcast_from_main, current, gradient_sync,
@@ -327,6 +327,7 @@ def train_loader(run: Run, data: TrainData, augment: AugmentParams) -> DataLoade
     """One shuffled, augmented source of batches for the whole run: a DataLoader (workers started once)
     or, on the device path, the slices held on the device (the val slices too, in `run.val`); each
     epoch's order and draws are set by set_epoch_order."""
+    check_fill_channel(augment, data.train_images.shape[3])
     if uses_device_path(run.cfg, augment, run.device):
         run.val = (torch.from_numpy(data.val_images).to(run.device), torch.from_numpy(data.val_masks).to(run.device))
         return DeviceFeed(data, augment, run.cfg.batch_size, run.device, run.info)

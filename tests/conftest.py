@@ -102,7 +102,7 @@ def shipped(section: type[S], **changes: Any) -> S:
 
 
 def no_augment() -> AugmentParams:
-    return shipped(AugmentParams, **{k: 0.0 for k in AugmentParams.schema()})
+    return shipped(AugmentParams, **{k: 0.0 for k in AugmentParams.schema() if k != "fill_channel"})
 
 
 def reader(**values: Any) -> ReaderConfig:

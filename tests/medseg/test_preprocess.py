@@ -11,7 +11,7 @@ import pytest
 from medseg.conversion import convert_all
 from medseg.datasets.registry import format_for
 from medseg.prediction import model_inputs, unit_images
-from medseg.preprocess import dicom_unit_range, match_channels, model_input, normalise_volume
+from medseg.preprocess import dicom_unit_range, match_channels, model_input, model_mask, normalise_volume
 from medseg.params import ConvertParams
 from medseg.slices import read_png
 from tests.conftest import REPO, reader
@@ -73,6 +73,30 @@ def test_ct_window_and_mr_percentile():
     assert np.allclose(ct, [0.0, 0.5, 1.0, 1.0])
     mr = normalise_volume(np.concatenate([np.zeros(50), np.linspace(1, 100, 1000)]), "MR", (-600, 1500))
     assert mr.min() == 0.0 and mr.max() == 1.0 and np.isclose(np.median(mr[50:]), 0.5, atol=0.01)
+
+
+def test_model_mask_keeps_the_majority_label_of_each_pixel_not_a_nearest_sample():
+    """256 -> 96 px: a pixel is foreground when most of its area is; nearest sampling would alias a
+    thin structure into a dotted line (or drop it), majority keeps its share."""
+    yy, xx = np.mgrid[0:256, 0:256]
+    disc = (yy - 128) ** 2 + (xx - 100) ** 2 < 40 ** 2
+    small = model_mask(disc, 96)
+    assert small.dtype == np.uint8 and set(np.unique(small)) == {0, 1}
+    assert abs(small.sum() * (256 / 96) ** 2 / disc.sum() - 1) < 0.03  # the area is kept within 3 %
+    stripe = np.zeros((256, 256), bool)
+    stripe[:, 123:125] = True  # 2 px wide, between two nearest samples (columns 122 and 125)
+    assert model_mask(stripe, 96).any(axis=1).all()  # one unbroken line, row after row
+    labels = np.zeros((256, 256), np.uint8)
+    labels[:, :128], labels[:128, 128:] = 2, 4  # a label map: no value is ever averaged into a new one
+    coded = model_mask(labels, 96)
+    assert set(np.unique(coded)) == {0, 2, 4} and coded[10, 10] == 2 and coded[10, 90] == 4 and coded[90, 90] == 0
+    half = np.zeros((2, 2), bool)
+    half[0] = True  # an even tie of two labels goes to the lower code (background)
+    assert model_mask(half, 1).item() == 0
+    assert np.array_equal(model_mask(disc, 256), disc.astype(np.uint8))  # same size: unchanged
+    quadrant = np.zeros((32, 32), bool)
+    quadrant[:16, :16] = True  # enlarging: the quadrant stays the quadrant
+    assert np.array_equal(model_mask(quadrant, 64)[:31, :31], np.kron(quadrant, np.ones((2, 2), bool))[:31, :31])
 
 
 def test_model_input_matches_channels_and_quantises():
