@@ -6,7 +6,8 @@ scored once, by the fold model that did not train on it): medseg.conversion (the
 `--dataset`), medseg.splitting.assign_folds (the `split` stage's folds), medseg.sampling (the
 `balance` stage), medseg.training.train (the train stages' loop), and medseg.evaluation's
 per-case table. Each run writes its out-of-fold probabilities and, for every post-processing
-variant, the per-patient table; `table` pairs every run with a baseline through
+variant, the per-patient table, on the slice store's grid and (`@native`, where `prepare` kept the
+source's masks in native.npz) on the source's own masks, as the field scores; `table` pairs every run with a baseline through
 medseg.uncertainty.paired_comparison (Wilcoxon, Holm) -- medseg's comparison machinery applied
 to its own recipe.
 

@@ -21,6 +21,15 @@ def store(make_phantom, tmp_path_factory):
     return out
 
 
+def test_prepare_keeps_the_source_masks_for_scoring_on_their_own_grid(store):
+    native = np.load(store / "native.npz")
+    manifest = pd.read_csv(store / "manifest.csv", dtype={"slice_id": str})
+    assert sorted(native["slice_id"].astype(str)) == sorted(manifest["slice_id"])
+    assert native["masks"].shape == (len(manifest), 32, 32) and native["masks"].dtype == bool
+    positive = dict(zip(native["slice_id"].astype(str), native["masks"].sum(axis=(1, 2))))
+    assert all(positive[s] == n for s, n in zip(manifest["slice_id"], manifest["fg_pixels"]))  # same size: same masks
+
+
 def test_a_run_scores_every_patient_out_of_fold_and_the_tables_pair_its_variants(store, tmp_path):
     runs = tmp_path / "runs"
     recipe_cv.run(store, "unet", "ctx", runs, TINY, folds=2, seed=0, context=1, size=None)
@@ -42,7 +51,10 @@ def test_a_run_scores_every_patient_out_of_fold_and_the_tables_pair_its_variants
     ablation = json.loads((out / "ablation.json").read_text())
     assert ablation["baseline"] == "ctx/min_area_2d"
     rows = {(r["run"], r["variant"]): r for r in ablation["rows"]}
-    assert len(rows) == 2 * len(recipe_cv.POSTPROCESS)  # each variant with and without TTA
+    # each variant with and without TTA, on the store's grid and on the source's masks (native.npz)
+    assert len(rows) == 2 * (len(recipe_cv.POSTPROCESS) + len(recipe_cv.NATIVE_POSTPROCESS))
+    for variant in ("none", "none+tta", "largest_3d"):  # the source is 32 px like the store: the same masks, the same scores
+        assert rows[("ctx", variant + "@native")]["dice"] == pytest.approx(rows[("ctx", variant)]["dice"], abs=1e-6)
     assert rows[("ctx", "min_area_2d")]["diff_to_baseline"] is None
     assert rows[("ctx", "none")]["diff_to_baseline"] is not None
     assert rows[("ctx", "auto")]["full_set_minutes"] > 0 and "2.5D ±1" in rows[("ctx", "auto")]["lever"]
