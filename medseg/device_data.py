@@ -5,10 +5,11 @@ Written by hand because the augmentation must run as batched tensor operations u
 device generator (a CUDA run would otherwise wait on CPU workers running albumentations per item);
 MONAI's and torchvision's transforms draw per item from the global generator. The families and their
 ranges are those of medseg.augment (albumentations), each applied to an item with its `augment`
-probability: a missing channel (others replaced by augment.fill_channel), flips, an affine (scale 0.9-1.1 per axis, shift 5 %, rotation 15 degrees; bilinear for the
-image, nearest for the mask, zeros outside), brightness and contrast (15 %), Gaussian noise (std 2-6 %
-of the range) and 1-4 dropped holes (5-10 % of each side; the mask kept). Elastic and grid
-distortions have no device version: with either on, `auto` keeps the loader.
+probability: a missing channel (others replaced by augment.fill_channel), flips, an affine (scale
+0.9-1.1 per axis, shift 5 %, rotation 15 degrees; bilinear for the image, nearest for the mask, zeros
+outside), brightness and contrast (15 %), Gaussian noise (std 2-6 % of the range) and 1-4 dropped
+holes (5-10 % of each side; the mask kept). Elastic and grid distortions have no device version: with
+either on, `auto` keeps the loader.
 """
 from __future__ import annotations
 

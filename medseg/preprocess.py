@@ -191,11 +191,13 @@ def model_mask(mask: np.ndarray, size: int) -> np.ndarray:
     """(H, W) label codes -> (size, size) uint8 codes: each code's share of every output pixel
     (area-averaged when shrinking, bilinear when enlarging), the largest share wins, ties to the lower
     code. A label is never averaged into a new value, and unlike nearest-neighbour sampling a
-    boundary is not aliased: at 256 -> 96 px nearest sampling moved the LGG masks by 0.93 Dice
-    against their own area shares. nnU-Net resamples segmentations one label at a time likewise."""
+    boundary is not aliased: at 256 -> 96 px the nearest samples of the LGG masks agree with their
+    majority labels at only 0.93 Dice. nnU-Net resamples segmentations one label at a time likewise."""
+    if mask.shape == (size, size):
+        return mask.astype(np.uint8)
     codes = np.unique(mask)
-    if mask.shape == (size, size) or len(codes) == 1:
-        return cv2.resize(mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
+    if len(codes) == 1:
+        return np.full((size, size), codes[0], np.uint8)
     shrink = size < max(mask.shape)
     interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
     shares = np.stack([cv2.resize((mask == code).astype(np.float32), (size, size), interpolation=interpolation)

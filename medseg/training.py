@@ -276,9 +276,10 @@ class Epoch:
 
 
 class BackgroundWriter(contextlib.AbstractContextManager):
-    """File writes on one background thread, one at a time: the loop hands over what to write, of which
-    the writer keeps a host copy (the loop goes on changing the tensors), and goes on. The next write, and leaving the context, wait for the previous one (whose
-    error is raised then); each file is written through a temp name, so a kill leaves the last whole one.
+    """File writes on one background thread, one at a time: the loop hands over what to write and goes
+    on; the writer keeps a host copy (the loop goes on changing the tensors). The next write, and
+    leaving the context, wait for the previous one (whose error is raised then); each file is written
+    through a temp name, so a kill leaves the last whole one.
     With `background` False (a CPU run: the write would share the cores the step uses, there is
     nothing to overlap) each write happens at once, as the loop hands it over."""
 

@@ -51,7 +51,7 @@ def test_off_by_default_and_the_default_pipeline_draws_as_before():
     assert "MissingChannels" not in names  # a probability of 0 adds no transform, so no draw moves
 
 
-def test_a_fill_channel_beyond_the_slices_or_an_unresolved_auto_is_refused():
+def test_a_fill_channel_beyond_the_slices_is_refused():
     with pytest.raises(MedsegError, match=r"augment.fill_channel=3 but the slices have 3 channel"):
         check_fill_channel(no_augment().with_values(missing_channels=0.1, fill_channel=3), 3)
     check_fill_channel(no_augment().with_values(missing_channels=0.0, fill_channel=3), 3)  # off: nothing to check
