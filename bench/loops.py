@@ -215,10 +215,10 @@ def write_pngs(images: np.ndarray, masks: np.ndarray, folder: Path) -> list[str]
     return ids
 
 
-def matmul_ceiling(device: torch.device, amp: torch.dtype | None, seconds: float = 1.0) -> float:
-    """FLOP/s of square 2048 matrix products in `amp` (fp32 without): about the most this machine's
-    convolutions can reach, the ceiling a CPU row's share is measured against."""
-    n = 2048
+def matmul_ceiling(device: torch.device, amp: torch.dtype | None, seconds: float = 1.0, n: int = 2048) -> float:
+    """FLOP/s of square n x n matrix products in `amp` (fp32 without): about the most this machine's
+    convolutions can reach, the ceiling a CPU row's share is measured against (a card needs n = 8192
+    to leave launch overhead behind)."""
     a, b = (torch.randn(n, n, device=device, dtype=amp or torch.float32) for _ in range(2))
     a @ b  # warm-up (thread pool, kernel choice)
     synchronize()
