@@ -99,6 +99,9 @@ def save_native_masks(fmt: Any, source: Path, cfg: Any, out: Path) -> None:
     np.savez_compressed(out / "native.npz", slice_id=np.array(ids), masks=np.stack(masks))
 
 
+INNER_VAL = 0.125  # the pipeline's val share of train + val (0.1 of 0.8)
+
+
 def recipe(model: str, overrides: list[str], plan: dict[str, Any]) -> dict[str, Section]:
     """params.yaml's sections a train stage reads, with `section.key=value` overrides, validated, and
     every remaining `auto` resolved by `plan` as the stages resolve it."""
@@ -132,11 +135,24 @@ def with_context(images: np.ndarray, rows: pd.DataFrame, context: int) -> np.nda
     return np.concatenate([images, *stacks], axis=-1)
 
 
+def inner_val(groups: pd.Series, share: float, seed: int) -> np.ndarray:
+    """Which rows of a fold's training pool validate instead of training: `share` of its patients
+    (at least one), drawn by `seed`. The fold model's checkpoint and early stop are chosen on them, as
+    the pipeline chooses on its val split, never on the held-out patients it is scored on."""
+    if share <= 0:
+        return np.zeros(len(groups), bool)
+    names = np.array(sorted(groups.unique()))
+    picked = np.random.default_rng(seed).choice(names, max(1, round(share * len(names))), replace=False)
+    return groups.isin(picked).to_numpy()
+
+
 def run(slices: Path, model: str, name: str, out: Path, overrides: list[str], folds: int, seed: int,
-        context: int, size: int | None, only: list[int] | None = None) -> None:
+        context: int, size: int | None, only: list[int] | None = None, val_share: float = INNER_VAL) -> None:
     """Train `folds` fold models of `model` under the recipe (or only the folds in `only`, scoring only
-    their patients) and write the run's out-of-fold results. A fold whose finished checkpoint of the
-    same recipe and data is already in the run's folder is kept, not retrained (a killed run resumes)."""
+    their patients) and write the run's out-of-fold results. Each fold model trains on the other folds'
+    patients less `val_share` of them, which choose its checkpoint (0: the held-out fold chooses, an
+    optimistic score kept only to compare with runs made before). A fold whose finished checkpoint of
+    the same recipe and data is already in the run's folder is kept, not retrained (a killed run resumes)."""
     info = json.loads((slices / "info.json").read_text())
     manifest = read_manifest(slices)
     profile, profile_why = resolve_profile(ConvertParams.load().profile)
@@ -165,12 +181,15 @@ def run(slices: Path, model: str, name: str, out: Path, overrides: list[str], fo
     chosen = list(range(folds)) if only is None else sorted(set(only))
     for k in chosen:
         held = (rows["fold"] == k).to_numpy()
-        train_rows = rows[~held]
+        val = np.zeros(len(rows), bool)
+        val[~held] = inner_val(rows.loc[~held, "group"], val_share, seed + k)
+        chooser = val if val.any() else held
+        train_rows = rows[~held & ~val]
         bal = cfg["balance"]
         repeats = sampling_table(train_rows, bal.neg_keep, bal.pos_repeat, bal.seed)["repeats"].to_numpy()
         keep = repeats > 0
-        ti = np.flatnonzero(~held)[keep]
-        data = TrainData(images[ti], masks[ti], repeats[keep].astype(np.int64), images[held], masks[held])
+        ti = np.flatnonzero(~held & ~val)[keep]
+        data = TrainData(images[ti], masks[ti], repeats[keep].astype(np.int64), images[chooser], masks[chooser])
         torch.manual_seed(cfg["train"].seed)
         network = build_network(model, channels, cfg["model"].as_dict())
         header = Header(model, cfg["model"].as_dict(), channels, info, fold=k, folds=folds)
@@ -181,6 +200,7 @@ def run(slices: Path, model: str, name: str, out: Path, overrides: list[str], fo
         for tta in (False, True):
             probs[tta][held] = predict_probs(fitted, images[held], device, cfg["train"].batch_size, amp, tta)
         fold_stats.append({"fold": k, "epochs": state.epoch, "best_epoch": state.best_epoch,
+                           "val_patients": int(rows.loc[chooser, "group"].nunique()),
                            "train_seconds": state.train_seconds, "draws_per_epoch": int(repeats.sum())})
         log.info("%s fold %d: %d epochs, %.0f s", name, k, state.epoch, state.train_seconds)
     scored = rows["fold"].isin(chosen).to_numpy()
@@ -192,7 +212,9 @@ def run(slices: Path, model: str, name: str, out: Path, overrides: list[str], fo
     shutil.rmtree(work / "models")  # checkpoints are large; the out-of-fold probabilities are what is scored
     meta = {"name": name, "model": model, "slices": str(slices), "overrides": overrides, "context": context,
             "normalize": info.get("normalize", "none"), "masks": info.get("masks", "nearest"), "channels": channels,
-            "size": int(images.shape[1]), "folds": folds, "scored_folds": chosen, "seed": seed, "recipe": {s: c.as_dict() for s, c in cfg.items()},
+            "size": int(images.shape[1]), "folds": folds, "scored_folds": chosen, "seed": seed,
+            "checkpoint_chosen_on": f"{val_share:g} of each fold's training patients" if val_share > 0
+            else "the held-out fold (optimistic)", "recipe": {s: c.as_dict() for s, c in cfg.items()},
             "device": device_name(device), "amp": amp_name(amp), "torch": torch.__version__,
             "train_minutes": sum(f["train_seconds"] for f in fold_stats) / 60, "per_fold": fold_stats}
     write_json(work / "run.json", meta)
@@ -313,6 +335,8 @@ def lever(meta: dict[str, Any]) -> str:
         levers.append(f"convert.normalize={meta['normalize']}")
     if meta.get("masks", "nearest") == "nearest":  # stores prepared before convert took each pixel's majority label
         levers.append("masks resized by nearest neighbour")
+    if "checkpoint_chosen_on" not in meta or "held-out" in meta["checkpoint_chosen_on"]:  # runs before 2026-12-04
+        levers.append("checkpoint chosen on the held-out fold")
     return ", ".join(levers) or "current recipe"
 
 
@@ -414,6 +438,9 @@ def main() -> None:
     r.add_argument("--context", type=int, default=0, help="2.5D: neighbour slices on each side as extra channels")
     r.add_argument("--size", type=int, default=None, help="resize the slices to this side first")
     r.add_argument("--only-folds", type=int, nargs="+", default=None, help="train and score only these folds")
+    r.add_argument("--val-share", type=float, default=INNER_VAL,
+                   help="share of each fold's training patients that chooses its checkpoint (0: the held-out fold, "
+                        "optimistic; runs before 2026-12-04 did this)")
     mt = sub.add_parser("models", help="the models table over finished runs of the same recipe")
     mt.add_argument("--runs", type=Path, required=True)
     mt.add_argument("--names", nargs="+", required=True)
@@ -437,7 +464,7 @@ def main() -> None:
         prepare(args.dataset, args.source, args.size, args.normalize, args.out)
     elif args.command == "run":
         run(args.slices, args.model, args.name, args.out, args.set, args.folds, args.seed, args.context, args.size,
-            args.only_folds)
+            args.only_folds, args.val_share)
     elif args.command == "models":
         models_table(args.runs, args.names, args.variant, args.out, tuple(args.full))
     elif args.command == "score":

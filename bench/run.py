@@ -35,7 +35,7 @@ from medseg.cli import run_stage
 from medseg.hardware import amp_name, device_name, pick_amp_dtype, pick_device
 from medseg.inference import forward_flops
 from medseg.outputs import write_json
-from medseg import paths
+from medseg import paths, plans
 from medseg.losses import LossParams
 from medseg.networks import load_model_params
 from medseg.params import AugmentParams, ConvertParams, TrainParams
@@ -186,7 +186,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke test: 1+1 steps, default setting only")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
-    cfg = TrainParams.load()
+    cfg = plans.apply(TrainParams.load())  # data/slices' plan: the batch the pipeline trains with
     device = pick_device(cfg.device)
     gpu = device.type == "cuda"
     ctx = Context(cfg, LossParams.load(), AugmentParams.load(), device, pick_amp_dtype("auto", device))

@@ -78,8 +78,30 @@ def lgg_models() -> str:
                    "est. training, all 110 patients (min)"], rows)
 
 
+def dataset_plans() -> str:
+    """What each dataset's `auto` params resolve to per profile (medseg/datasets/registry.py's plans)."""
+    from medseg.datasets.registry import DATASET_PLANS
+    from medseg.plans import PROFILES, REAL_FRACTIONS
+
+    rows = []
+    for name, plan in DATASET_PLANS.items():
+        if name.startswith("phantom_"):
+            continue
+        fractions = "/".join(f"{v:g}" for v in (plan.fractions or REAL_FRACTIONS).values())
+        per = {p: [str(plan.size[p]), fractions, *(f"{getattr(plan, k)[p]:g}" for k in
+                                                   ("neg_keep", "pos_repeat", "epochs", "patience", "batch_size"))]
+               for p in PROFILES}
+        label = "`phantom` (and `phantom_*`)" if name == "phantom" else f"`{name}`"
+        if per["cpu"] == per["gpu"]:
+            rows.append([label, "cpu, gpu", *per["cpu"]])
+        else:
+            rows += [[label, p, *per[p]] for p in PROFILES]
+    return _table(["dataset.name", "profile", "convert.size", "split.fractions (train/val/test)", "balance.neg_keep",
+                   "balance.pos_repeat", "train.epochs", "train.patience", "train.batch_size"], rows)
+
+
 TABLES: dict[str, Callable[[], str]] = {f.__name__: f for f in (phantom_scores, phantom_compute, phantom_pairs,
-                                                                 lgg_models)}
+                                                                 lgg_models, dataset_plans)}
 
 
 def rendered(text: str, where: Path) -> str:

@@ -14,6 +14,7 @@ from torch import nn
 from medseg import paths
 from medseg.errors import MedsegError, first_line
 from medseg.params import PARAMS_FILE, Section, Spec, TrainParams, key
+from medseg.plans import read_plan
 from models import ARCHITECTURES, MODEL_NAMES, build_model
 from models.encoders import WeightsUnavailable, fixed_input_side, known_encoder
 from models.padding import padded_side
@@ -34,8 +35,19 @@ def load_model_params(name: str, path: Path = PARAMS_FILE) -> Section:
     """The validated `models.<name>` section of params.yaml, checked against what the network will
     train with (train.batch_size; the slice size, once data/slices exists) before any work."""
     params = model_section(name).load(path)
-    check_model_params(name, params.as_dict(), TrainParams.load(path).batch_size, converted_size())
+    check_model_params(name, params.as_dict(), training_batch(TrainParams.load(path)), converted_size())
     return params
+
+
+def training_batch(cfg: TrainParams, slices: Path = paths.SLICES) -> int | None:
+    """train.batch_size, `auto` resolved by the plan in `slices`; None while no plan exists (before
+    `convert`: the train stage checks again once it has resolved the value)."""
+    if cfg.batch_size != "auto":
+        return cfg.batch_size
+    try:
+        return int(read_plan(slices)["values"]["train.batch_size"]["value"])
+    except (MedsegError, KeyError, TypeError, ValueError):
+        return None
 
 
 def converted_size(slices: Path = paths.SLICES) -> int | None:
@@ -46,11 +58,11 @@ def converted_size(slices: Path = paths.SLICES) -> int | None:
         return None
 
 
-def check_model_params(name: str, params: dict[str, Any], batch_size: int, size: int | None) -> None:
+def check_model_params(name: str, params: dict[str, Any], batch_size: int | None, size: int | None) -> None:
     """Refuse, naming the key, what the network would fail on later: a batch too small for its
     BatchNorm, an encoder neither smp nor timm knows, a fixed-size encoder and another slice size."""
     arch = ARCHITECTURES[name]
-    if batch_size < arch.min_batch:
+    if batch_size is not None and batch_size < arch.min_batch:
         raise MedsegError(f"params.yaml: train.batch_size={batch_size} is too small for {name}: "
                           f"{arch.min_batch_why} needs at least {arch.min_batch} images per training batch")
     encoder = params.get("encoder")

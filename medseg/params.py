@@ -249,7 +249,8 @@ class AugmentParams(Section):
 class TrainParams(Section):
     NAME: ClassVar[str] = "train"
     epochs: int | str = key(auto(integer(1, 100_000)), "training epochs (at most, with patience); auto: from the plan")
-    batch_size: int = key(integer(1, 4_096), "images per optimizer step (per process under DDP)")
+    batch_size: int | str = key(auto(integer(1, 4_096)), "images per optimizer step (per process under DDP); auto: "
+                                "from the plan")
     optimizer: str = key(Spec(str, ("adam", "adamw", "sgd")), "the optimizer (sgd: Nesterov, train.momentum)")
     lr: float = key(num(0, 10, open_low=True), "peak learning rate")
     weight_decay: float = key(num(0, 1), "weight decay")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,7 +33,7 @@ PLANS_FILE = "plans.json"
 P = TypeVar("P", bound=Section)
 # the params that take `auto` and are planned here ("section.key"); evaluate's `auto`s are chosen on val instead
 PLANNED = ("convert.size", "convert.normalize", "split.fractions", "balance.neg_keep", "balance.pos_repeat", "train.epochs",
-           "train.patience")
+           "train.patience", "train.batch_size")
 REAL_FRACTIONS = {"train": 0.7, "val": 0.1, "test": 0.2}
 
 
@@ -51,6 +51,7 @@ class DatasetPlan:
     fractions: dict[str, float] | None = None
     normalize: str = "none"  # convert.normalize, for readers that have the choice (DatasetFormat.normalizes)
     normalize_why: str = "the files' own intensity scale"
+    batch_size: dict[str, int] = field(default_factory=lambda: {"cpu": 16, "gpu": 16})
 
 
 def resolve_profile(profile: str) -> tuple[str, str]:
@@ -105,7 +106,7 @@ def build_plan(plan: DatasetPlan, dataset: str, profile: str, profile_why: str, 
     values = {**converted,
               "split.fractions": {"value": fractions, "why": frac_why},
               **{f"balance.{k}": {"value": getattr(plan, k)[profile], "why": why} for k in ("neg_keep", "pos_repeat")},
-              **{f"train.{k}": {"value": getattr(plan, k)[profile], "why": why} for k in ("epochs", "patience")}}
+              **{f"train.{k}": {"value": getattr(plan, k)[profile], "why": why} for k in ("epochs", "patience", "batch_size")}}
     return {"dataset": dataset, "profile": profile, "profile_why": profile_why, "fingerprint": prints,
             "values": values}
 

@@ -37,6 +37,8 @@ def test_a_run_scores_every_patient_out_of_fold_and_the_tables_pair_its_variants
     assert meta["channels"] == 9 and meta["folds"] == 2 and len(meta["per_fold"]) == 2  # 2.5D: 3 slices x 3
     assert meta["recipe"]["train"]["epochs"] == 1 and meta["recipe"]["balance"]["pos_repeat"] == 1.5  # plan: phantom
     assert meta["normalize"] == json.loads((store / "info.json").read_text())["normalize"] == "volume"
+    # 3 training patients per fold: one of them (at least one) chooses the checkpoint, not the scored fold
+    assert [f["val_patients"] for f in meta["per_fold"]] == [1, 1] and "training patients" in meta["checkpoint_chosen_on"]
     manifest = pd.read_csv(store / "manifest.csv")
     for variant in recipe_cv.POSTPROCESS:
         cases = pd.read_csv(runs / "ctx" / f"per_case_{variant}.csv", dtype={"group": str})
@@ -59,12 +61,24 @@ def test_a_run_scores_every_patient_out_of_fold_and_the_tables_pair_its_variants
     assert rows[("ctx", "none")]["diff_to_baseline"] is not None
     assert rows[("ctx", "auto")]["full_set_minutes"] > 0 and "2.5D ±1" in rows[("ctx", "auto")]["lever"]
     assert "convert.normalize=volume" in rows[("ctx", "auto")]["lever"]
+    assert "held-out fold" not in rows[("ctx", "auto")]["lever"]
     recipe_cv.table(runs, "ctx", out, (3929, 1373, 0.7), "auto", ["auto", "auto+tta"])  # against another variant
     only = {r["variant"]: r for r in json.loads((out / "ablation.json").read_text())["rows"]}
     assert set(only) == {"auto", "auto+tta"} and only["auto"]["diff_to_baseline"] is None
     recipe_cv.models_table(runs, ["ctx"], "auto", out, (3929, 1373, 0.7))
     models = json.loads((out / "models.json").read_text())
     assert models["models"]["unet"]["dice"] == rows[("ctx", "auto")]["dice"] and models["pairs"] == []
+
+
+def test_inner_validation_takes_whole_patients_of_the_training_pool_by_seed():
+    groups = pd.Series(np.repeat([f"p{i:02d}" for i in range(32)], 3))
+    picked = recipe_cv.inner_val(groups, 0.125, seed=4)
+    chosen = set(groups[picked])
+    assert len(chosen) == 4 and all(picked[groups == g].all() for g in chosen)  # 1/8 of 32 patients, every slice of each
+    assert (recipe_cv.inner_val(groups, 0.125, seed=4) == picked).all()
+    assert set(groups[recipe_cv.inner_val(groups, 0.125, seed=5)]) != chosen
+    assert recipe_cv.inner_val(groups[:6], 0.125, seed=0).sum() == 3  # 2 patients: still one validates
+    assert not recipe_cv.inner_val(groups, 0, seed=0).any()  # 0: none (the held-out fold chooses)
 
 
 def test_context_stacks_neighbours_within_each_volume_only():

@@ -38,3 +38,14 @@ def test_relative_links_resolve_and_the_readme_stays_a_front_door():
             if target and not target.startswith(("http://", "https://")):
                 assert (path.parent / target).exists(), f"{path}: broken link {target}"
     assert len(Path("README.md").read_text().splitlines()) <= 160
+
+
+def test_the_plans_table_is_the_registry():
+    from medseg.datasets.registry import DATASET_PLANS
+
+    rows = {tuple(cell.strip() for cell in line.split("|")[1:3]): line for line in TABLES["dataset_plans"]().splitlines()[2:]}
+    lgg_cpu = rows[("`lgg`", "cpu")].split("|")[3:-1]
+    plan = DATASET_PLANS["lgg"]
+    assert [c.strip() for c in lgg_cpu] == [str(plan.size["cpu"]), "0.7/0.1/0.2", *(
+        f"{getattr(plan, k)['cpu']:g}" for k in ("neg_keep", "pos_repeat", "epochs", "patience", "batch_size"))]
+    assert ("`phantom` (and `phantom_*`)", "cpu, gpu") in rows  # one row where both profiles plan the same

@@ -15,10 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from medseg.errors import MedsegError
-from medseg.networks import check_model_params
-from medseg.params import Section, Spec, is_number
+from medseg.networks import check_model_params, training_batch
+from medseg.params import Section, Spec, TrainParams, is_number
 from medseg.params_reference import all_sections
-from medseg.plans import REAL_FRACTIONS
+from medseg.plans import REAL_FRACTIONS, write_plan
 from tests.conftest import REPO
 
 SECTIONS = all_sections()
@@ -175,3 +175,13 @@ def test_model_params_against_what_the_network_trains_with(name, params, batch, 
 ])
 def test_model_params_that_train_are_accepted(name, params, batch, size):
     check_model_params(name, params, batch, size)
+
+
+def test_an_auto_batch_is_checked_as_the_plan_resolves_it(tmp_path):
+    train = TrainParams.load(REPO / "params.yaml")
+    assert train.batch_size == "auto" and training_batch(train, tmp_path) is None  # before convert: train checks later
+    write_plan(tmp_path, {"values": {"train.batch_size": {"value": 1, "why": "test"}}})
+    assert training_batch(train, tmp_path) == 1
+    with pytest.raises(MedsegError, match=r"train\.batch_size=1 is too small for deeplab"):
+        check_model_params("deeplab", {"encoder": "resnet18"}, training_batch(train, tmp_path), 96)
+    assert training_batch(train.with_values(batch_size=4), tmp_path) == 4  # explicit: the plan is not read
