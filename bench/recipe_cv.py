@@ -146,6 +146,13 @@ def inner_val(groups: pd.Series, share: float, seed: int) -> np.ndarray:
     return groups.isin(picked).to_numpy()
 
 
+def checkpoint_choice(select: str, val_share: float) -> str:
+    """What chose each fold model's weights, for run.json and the tables."""
+    if select == "final":
+        return "the final epoch (no selection; val only monitored)"
+    return f"{val_share:g} of each fold's training patients" if val_share > 0 else "the held-out fold (optimistic)"
+
+
 def run(slices: Path, model: str, name: str, out: Path, overrides: list[str], folds: int, seed: int,
         context: int, size: int | None, only: list[int] | None = None, val_share: float = INNER_VAL) -> None:
     """Train `folds` fold models of `model` under the recipe (or only the folds in `only`, scoring only
@@ -213,8 +220,7 @@ def run(slices: Path, model: str, name: str, out: Path, overrides: list[str], fo
     meta = {"name": name, "model": model, "slices": str(slices), "overrides": overrides, "context": context,
             "normalize": info.get("normalize", "none"), "masks": info.get("masks", "nearest"), "channels": channels,
             "size": int(images.shape[1]), "folds": folds, "scored_folds": chosen, "seed": seed,
-            "checkpoint_chosen_on": f"{val_share:g} of each fold's training patients" if val_share > 0
-            else "the held-out fold (optimistic)", "recipe": {s: c.as_dict() for s, c in cfg.items()},
+            "checkpoint_chosen_on": checkpoint_choice(cfg["train"].select, val_share), "recipe": {s: c.as_dict() for s, c in cfg.items()},
             "device": device_name(device), "amp": amp_name(amp), "torch": torch.__version__,
             "train_minutes": sum(f["train_seconds"] for f in fold_stats) / 60, "per_fold": fold_stats}
     write_json(work / "run.json", meta)

@@ -284,6 +284,9 @@ class TrainParams(Section):
                                  "the last one); auto: 1 on CPU, 5 on CUDA")
     threshold: float = key(num(0, 1, open_low=True, open_high=True), "probability cut-off of the val Dice that "
                            "selects the epoch")
+    select: str = key(Spec(str, ("auto", "best", "final")), "the weights best.pt keeps: best (the epoch of the best val "
+                      "Dice; train.patience stops early) or final (the last epoch of the schedule, as nnU-Net keeps; "
+                      "no early stop); auto: from the plan")
 
     def check(self) -> None:
         _check_device("train.device", self.device)

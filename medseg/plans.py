@@ -33,7 +33,7 @@ PLANS_FILE = "plans.json"
 P = TypeVar("P", bound=Section)
 # the params that take `auto` and are planned here ("section.key"); evaluate's `auto`s are chosen on val instead
 PLANNED = ("convert.size", "convert.normalize", "split.fractions", "balance.neg_keep", "balance.pos_repeat", "train.epochs",
-           "train.patience", "train.batch_size")
+           "train.patience", "train.batch_size", "train.select")
 REAL_FRACTIONS = {"train": 0.7, "val": 0.1, "test": 0.2}
 
 
@@ -52,6 +52,7 @@ class DatasetPlan:
     normalize: str = "none"  # convert.normalize, for readers that have the choice (DatasetFormat.normalizes)
     normalize_why: str = "the files' own intensity scale"
     batch_size: dict[str, int] = field(default_factory=lambda: {"cpu": 16, "gpu": 16})
+    select: dict[str, str] = field(default_factory=lambda: {"cpu": "best", "gpu": "best"})
 
 
 def resolve_profile(profile: str) -> tuple[str, str]:
@@ -106,7 +107,7 @@ def build_plan(plan: DatasetPlan, dataset: str, profile: str, profile_why: str, 
     values = {**converted,
               "split.fractions": {"value": fractions, "why": frac_why},
               **{f"balance.{k}": {"value": getattr(plan, k)[profile], "why": why} for k in ("neg_keep", "pos_repeat")},
-              **{f"train.{k}": {"value": getattr(plan, k)[profile], "why": why} for k in ("epochs", "patience", "batch_size")}}
+              **{f"train.{k}": {"value": getattr(plan, k)[profile], "why": why} for k in ("epochs", "patience", "batch_size", "select")}}
     return {"dataset": dataset, "profile": profile, "profile_why": profile_why, "fingerprint": prints,
             "values": values}
 

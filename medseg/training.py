@@ -363,11 +363,13 @@ def one_epoch(run: Run, data: TrainData, loader: DataLoader | DeviceFeed, shown:
 
 
 def select_and_stop(run: Run, epoch: Epoch, best: Path, stale_best: bool) -> bool:
-    """Keep the epoch in `best` when its val Dice is the best so far (rank 0 writes), count the epochs
-    without one for early stopping, and drop the previous run's best.pt unless this epoch replaced it.
+    """Keep the epoch in `best` when its val Dice is the best so far, or with `train.select: final` the
+    schedule's last epoch only (rank 0 writes); count the epochs without a better one for early
+    stopping (not with final), and drop the previous run's best.pt unless this epoch replaced it.
     Returns whether a stale best.pt may still be there."""
     state = run.state
-    if epoch.val_dice > state.best_dice:
+    final = run.cfg.select == "final"  # anything else (an unresolved auto too) keeps the best val epoch
+    if state.epoch >= run.cfg.epochs if final else epoch.val_dice > state.best_dice:
         state.best_dice, state.best_epoch, state.bad_epochs = epoch.val_dice, state.epoch, 0
         if run.info.is_main:
             write_best(best, run.header, run.scored.state_dict(), state.epoch, epoch.val_dice, run.cfg.threshold)
@@ -377,7 +379,7 @@ def select_and_stop(run: Run, epoch: Epoch, best: Path, stale_best: bool) -> boo
         if state.best_epoch != state.epoch:
             best.unlink(missing_ok=True)
         stale_best = False
-    if run.cfg.patience and state.bad_epochs >= run.cfg.patience:
+    if not final and run.cfg.patience and state.bad_epochs >= run.cfg.patience:
         state.finished = True
         log.info("early stop after epoch %d (best val Dice %.4f at epoch %d)", state.epoch, state.best_dice,
                  state.best_epoch)

@@ -64,7 +64,7 @@ DATASET_PLANS: dict[str, DatasetPlan] = {
     "phantom": _PHANTOM, "phantom_lgg": _PHANTOM, "phantom_isic": _PHANTOM, "phantom_siim": _PHANTOM,
     "phantom_folder": _PHANTOM,
     "lgg": DatasetPlan(size=_per(96, 256), epochs=_per(32, 100), neg_keep=_per(0.1, 1.0), pos_repeat=_per(1.0, 1.0),
-                       patience=_per(8, 20), batch_size=_per(8, 16), normalize="volume",
+                       patience=_per(0, 20), batch_size=_per(8, 16), select=_per("final", "best"), normalize="volume",
                        normalize_why="the set's 8-bit files keep each scanner's brightness; each patient is rescaled "
                                      "to its own MR range, as Buda et al. 2019 did (measured: docs/realdata.md)",
                        why="cpu: measured by 5-fold CV on 40 real patients, docs/realdata.md; gpu: Buda et al. 2019, 256 px"),

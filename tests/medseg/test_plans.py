@@ -61,7 +61,7 @@ def test_phantoms_keep_the_recipe_they_always_had():
         assert values.pop("convert.normalize", "none") == "none"  # the files' own scale, as always
         assert values == {"convert.size": 96, "split.fractions": {"train": 0.22, "val": 0.18, "test": 0.6},
                           "balance.neg_keep": 0.3, "balance.pos_repeat": 1.5, "train.epochs": 12,
-                          "train.patience": 5, "train.batch_size": 16}
+                          "train.patience": 5, "train.batch_size": 16, "train.select": "best"}
 
 
 def test_real_data_trains_on_most_patients_and_the_gpu_profile_goes_to_paper_scale():
@@ -114,7 +114,7 @@ def test_apply_replaces_only_auto_values_of_its_section(tmp_path, caplog):
     train = shipped(TrainParams, epochs="auto", patience=3)
     with caplog.at_level("INFO"):
         out = apply(train, tmp_path)
-    assert out == train.with_values(epochs=32, batch_size=8) and train.epochs == "auto"
+    assert out == train.with_values(epochs=32, batch_size=8, select="final") and train.epochs == "auto"
     assert "train.epochs: auto -> 32" in caplog.text and "train.batch_size: auto -> 8" in caplog.text
     split = apply(shipped(SplitParams, fractions="auto", seed=0, folds=5), tmp_path)
     assert split.fractions == REAL_FRACTIONS and split.folds == 5

@@ -244,3 +244,23 @@ def test_the_device_data_path_learns_as_the_loader_path_does(tmp_path, data):
               RunDirs(tmp_path / name / "models", tmp_path / name / "live"))
         curves[name] = np.loadtxt(tmp_path / name / "live/plots/metrics/val_dice.tsv", skiprows=1, usecols=1)
     assert curves["a"].max() > 0.5 and curves["a"].max() > curves["c"].max() - 0.15
+
+
+@pytest.mark.parametrize("select, kept, stopped_at", [("best", [1, 2], 4), ("final", [6], 6)])
+def test_select_keeps_the_best_val_epoch_or_the_schedules_last(tmp_path, monkeypatch, select, kept, stopped_at):
+    """best: the epoch of the best val Dice, and patience 2 stops two epochs after it; final: only the last
+    epoch of the schedule goes to best.pt, however val moved, and patience does not stop it."""
+    from types import SimpleNamespace
+
+    from medseg.resume import RunState
+
+    written = []
+    monkeypatch.setattr(training, "write_best", lambda path, header, weights, epoch, dice, thr: written.append(epoch))
+    run = SimpleNamespace(state=RunState(), cfg=config(6).with_values(patience=2, select=select),
+                          info=SimpleNamespace(is_main=True), header=None, scored=torch.nn.Linear(1, 1))
+    for dice in (0.5, 0.6, 0.55, 0.4, 0.58, 0.59):
+        run.state.epoch += 1
+        training.select_and_stop(run, training.Epoch(0.0, 0.0, 0.0, 0.0, dice, None), tmp_path / "best.pt", False)
+        if run.state.finished:
+            break
+    assert written == kept and run.state.epoch == stopped_at and run.state.best_epoch == kept[-1]
