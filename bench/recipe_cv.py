@@ -341,8 +341,9 @@ def lever(meta: dict[str, Any]) -> str:
         levers.append(f"convert.normalize={meta['normalize']}")
     if meta.get("masks", "nearest") == "nearest":  # stores prepared before convert took each pixel's majority label
         levers.append("masks resized by nearest neighbour")
-    if "checkpoint_chosen_on" not in meta or "held-out" in meta["checkpoint_chosen_on"]:  # runs before 2026-12-04
-        levers.append("checkpoint chosen on the held-out fold")
+    chosen = meta.get("checkpoint_chosen_on", "the held-out fold (optimistic)")  # runs before 2026-12-04: that
+    if not chosen.startswith("the final epoch"):
+        levers.append(f"checkpoint chosen on {chosen}")
     return ", ".join(levers) or "current recipe"
 
 
