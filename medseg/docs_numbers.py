@@ -89,15 +89,15 @@ def dataset_plans() -> str:
             continue
         fractions = "/".join(f"{v:g}" for v in (plan.fractions or REAL_FRACTIONS).values())
         per = {p: [str(plan.size[p]), fractions, *(f"{getattr(plan, k)[p]:g}" for k in
-                                                   ("neg_keep", "pos_repeat", "epochs", "patience", "batch_size"))]
-               for p in PROFILES}
+                                                   ("neg_keep", "pos_repeat", "epochs", "patience", "batch_size")),
+                   plan.select[p]] for p in PROFILES}
         label = "`phantom` (and `phantom_*`)" if name == "phantom" else f"`{name}`"
         if per["cpu"] == per["gpu"]:
             rows.append([label, "cpu, gpu", *per["cpu"]])
         else:
             rows += [[label, p, *per[p]] for p in PROFILES]
     return _table(["dataset.name", "profile", "convert.size", "split.fractions (train/val/test)", "balance.neg_keep",
-                   "balance.pos_repeat", "train.epochs", "train.patience", "train.batch_size"], rows)
+                   "balance.pos_repeat", "train.epochs", "train.patience", "train.batch_size", "train.select"], rows)
 
 
 TABLES: dict[str, Callable[[], str]] = {f.__name__: f for f in (phantom_scores, phantom_compute, phantom_pairs,

@@ -47,5 +47,5 @@ def test_the_plans_table_is_the_registry():
     lgg_cpu = rows[("`lgg`", "cpu")].split("|")[3:-1]
     plan = DATASET_PLANS["lgg"]
     assert [c.strip() for c in lgg_cpu] == [str(plan.size["cpu"]), "0.7/0.1/0.2", *(
-        f"{getattr(plan, k)['cpu']:g}" for k in ("neg_keep", "pos_repeat", "epochs", "patience", "batch_size"))]
+        f"{getattr(plan, k)['cpu']:g}" for k in ("neg_keep", "pos_repeat", "epochs", "patience", "batch_size")), "final"]
     assert ("`phantom` (and `phantom_*`)", "cpu, gpu") in rows  # one row where both profiles plan the same
