@@ -113,7 +113,8 @@ def test_the_rules_across_keys_allow_what_they_should(tmp_path):
 def test_a_planned_epoch_count_is_checked_against_the_warm_up():
     from medseg.plans import resolve
 
-    plan = {"values": {"train.epochs": {"value": 4, "why": "test"}, "train.patience": {"value": 2, "why": "test"}}}
+    plan = {"values": {"train.epochs": {"value": 4, "why": "test"}, "train.patience": {"value": 2, "why": "test"},
+                       "train.batch_size": {"value": 8, "why": "test"}, "train.select": {"value": "best", "why": "test"}}}
     train = TrainParams.load(REPO / "params.yaml").with_values(epochs="auto", warmup_epochs=4)
     with pytest.raises(MedsegError, match=r"warmup_epochs=4 is not below train\.epochs=4"):
         resolve(train, plan, "plans.json")
