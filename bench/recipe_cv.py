@@ -341,7 +341,7 @@ def lever(meta: dict[str, Any]) -> str:
         levers.append(f"convert.normalize={meta['normalize']}")
     if meta.get("masks", "nearest") == "nearest":  # stores prepared before convert took each pixel's majority label
         levers.append("masks resized by nearest neighbour")
-    chosen = meta.get("checkpoint_chosen_on", "the held-out fold (optimistic)")  # runs before 2026-12-04: that
+    chosen = meta.get("checkpoint_chosen_on", checkpoint_choice("best", 0))  # runs before 2026-12-04 chose so
     if not chosen.startswith("the final epoch"):
         levers.append(f"checkpoint chosen on {chosen}")
     return ", ".join(levers) or "current recipe"
