@@ -116,8 +116,12 @@ def default_setting(batch: int) -> Setting:
     ids = sampling.loc[sampling["repeats"] > 0, "slice_id"].tolist()
     images, masks = load_arrays(SLICES, ids, channels)
     test, _ = load_arrays(SLICES, split_rows("test")["slice_id"].tolist(), channels)
-    models = {name: load_model_params(name) for name in MODEL_NAMES}
-    return Setting("default", models, images, masks, ids, SLICES, test, batch)
+    return Setting("default", default_models(), images, masks, ids, SLICES, test, batch)
+
+
+def default_models() -> dict[str, dict[str, Any]]:
+    """Each network's `models.<name>` section of params.yaml as the keyword arguments build_model takes."""
+    return {name: load_model_params(name).as_dict() for name in MODEL_NAMES}
 
 
 def upsampled(base: Setting, name: str, models: dict, size: int, channels: int, batch: int, folder: Path) -> Setting:

@@ -8,7 +8,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from bench.loops import Setting, TimedLoader, bf16_peak, matmul_ceiling, write_pngs
-from bench.run import Context, bench_setting, efficiency, summarize, table
+from bench.run import Context, bench_setting, default_models, efficiency, summarize, table
+from models import build_model
 from medseg.losses import LossParams
 from medseg.params import AugmentParams, TrainParams
 from tests.conftest import shipped
@@ -82,3 +83,12 @@ def test_core_on_a_toy_setting(tmp_path):
     assert unet["flops_per_image"] > 0 and unet["flops_per_image"] % 3 == 0  # 3 x the forward's
     assert unet["ceiling_share"] == pytest.approx(unet["flops_per_image"] * unet["ours_ips"] / 1e11)
     assert "| default | unet |" in table(result)
+
+
+def test_the_default_models_are_built_from_params_yaml():
+    """`make bench` builds every network from params.yaml's typed sections (a typed section passed
+    as keyword arguments once crashed it before the first step)."""
+    for name, params in default_models().items():
+        assert isinstance(params, dict)
+        net = build_model(name, 3, **params).eval()
+        assert net(torch.zeros(1, 3, 32, 32)).shape == (1, 1, 32, 32), name
