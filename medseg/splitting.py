@@ -99,7 +99,7 @@ def split_groups(manifest: pd.DataFrame, fractions: dict[str, float], seed: int)
         ):
             raise MedsegError(
                 f"split: no group with foreground lands in '{name}' "
-                f"({int(positive.sum())} positive groups of {len(positive)}); add cases or change split.fractions"
+                f"({int(positive.sum())} positive groups of {len(positive)}); {_too_few_positive_hint(positive)}"
             )
     out = pd.DataFrame({"slice_id": original["slice_id"], "group": original["group"]})
     out["split"] = manifest["group"].map(assignment)
@@ -115,6 +115,14 @@ def check_classes_trained(manifest: pd.DataFrame, trains: pd.Series, where: str)
             held = int((manifest.groupby("group")[column].sum() > 0).sum())
             raise MedsegError(f"split: class {column[len(CLASS_PREFIX):]!r} ({held} group(s) hold it) does not occur "
                               f"in {where}; add cases or change split.fractions or split.seed")
+
+
+def _too_few_positive_hint(positive: pd.Series) -> str:
+    """What to change: with no foreground anywhere the labels are the likely cause, not the split."""
+    if not positive.any():
+        return ("no volume has any foreground: for label volumes, dataset.labels picks the foreground values "
+                "(check them against the data)")
+    return "add cases or change split.fractions"
 
 
 def check_group_integrity(split: pd.DataFrame) -> None:
@@ -143,7 +151,8 @@ def assign_folds(manifest: pd.DataFrame, split: pd.DataFrame, folds: int, seed: 
     labels = positive if (strata[positive] == 0).all() else strata  # binary: by foreground, as always
     if positive.sum() < folds:
         raise MedsegError(f"split: {int(positive.sum())} non-test groups with foreground cannot give each of "
-                          f"split.folds={folds} folds one; lower split.folds or add cases")
+                          f"split.folds={folds} folds one; "
+                          + ("lower split.folds or add cases" if positive.any() else _too_few_positive_hint(positive)))
     with warnings.catch_warnings():  # fewer lesion-free groups than folds: some folds get none, as intended
         warnings.simplefilter("ignore", UserWarning)
         held_out = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(positive, labels)

@@ -34,6 +34,14 @@ def test_deterministic_by_seed():
 def test_too_few_positive_groups_fails_loudly():
     with pytest.raises(MedsegError, match="no group with foreground lands in"):
         split_groups(manifest(10, positive={4}), FRACTIONS, 0)
+    with pytest.raises(MedsegError, match="change split.fractions"):
+        split_groups(manifest(10, positive={4}), FRACTIONS, 0)
+
+
+def test_no_foreground_anywhere_names_dataset_labels():
+    """Empty masks everywhere point at the labels that made them, not at the split."""
+    with pytest.raises(MedsegError, match=r"no volume has any foreground: .*dataset\.labels"):
+        split_groups(manifest(10, positive=set()), FRACTIONS, 0)
 
 
 def test_integrity_check_catches_a_leak():
