@@ -12,6 +12,8 @@ import warnings
 
 import numpy as np
 import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedKFold
 
 from medseg.errors import MedsegError
@@ -33,23 +35,20 @@ def _allocate(n: int, fractions: dict[str, float]) -> dict[str, int]:
 
 
 def merged_groups(manifest: pd.DataFrame) -> pd.Series:
-    """Per slice, its group merged with every group that holds an identical slice (union-find on
-    `pixel_hash`), so the same image stored under two ids never lands in two splits."""
-    parent = {g: g for g in manifest["group"].unique()}
-
-    def root(g: str) -> str:
-        while parent[g] != g:
-            parent[g] = parent[parent[g]]
-            g = parent[g]
-        return g
-
-    if "pixel_hash" in manifest:
-        hashed = manifest[manifest["pixel_hash"].astype(str) != ""]
-        for _, groups in hashed.groupby("pixel_hash")["group"]:
-            first = root(groups.iloc[0])
-            for g in groups.iloc[1:]:
-                parent[root(g)] = first
-    return manifest["group"].map(root)
+    """Per slice, its group merged with every group that holds an identical slice (scipy's connected
+    components over groups linked by a shared `pixel_hash`), so the same image stored under two ids
+    never lands in two splits. A merged group is named after its first group in manifest order."""
+    if "pixel_hash" not in manifest:
+        return manifest["group"]
+    groups = pd.Index(manifest["group"].unique())
+    code = pd.Series(np.arange(len(groups)), index=groups)
+    hashed = manifest[manifest["pixel_hash"].astype(str) != ""]
+    first = hashed.groupby("pixel_hash")["group"].transform("first")
+    links = coo_matrix((np.ones(len(hashed)), (code[first].to_numpy(), code[hashed["group"]].to_numpy())),
+                       shape=(len(groups), len(groups)))
+    _, component = connected_components(links, directed=False)
+    name = pd.Series(groups, index=groups).groupby(component).transform("first")
+    return manifest["group"].map(name)
 
 
 CLASS_PREFIX = "class_"  # manifest columns of per-class foreground pixels (multi-class stores)

@@ -67,7 +67,8 @@ POLY_EXPONENT = 0.9  # nnU-Net's learning-rate decay
 
 def lr_factor(epoch: int, cfg: TrainParams) -> float:
     """Multiplier of train.lr at `epoch`: linear warmup, then cosine, or nnU-Net's polynomial
-    (1 - progress)^0.9, down to train.min_lr."""
+    (1 - progress)^0.9, down to train.min_lr. Hand-written under one LambdaLR rather than torch's
+    SequentialLR(LinearLR, CosineAnnealingLR | PolynomialLR): PolynomialLR has no floor for min_lr."""
     if cfg.scheduler == "none":
         return 1.0
     warm = cfg.warmup_epochs

@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from medseg.errors import MedsegError
-from medseg.splitting import NO_FOLD, assign_folds, check_group_integrity, split_groups
+from medseg.splitting import NO_FOLD, assign_folds, check_group_integrity, merged_groups, split_groups
 
 FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
 
@@ -60,6 +60,15 @@ def test_groups_sharing_an_identical_image_stay_together():
         split = split_groups(m, FRACTIONS, seed).drop_duplicates("group").set_index("group")["split"]
         assert split["g1"] == split["g2"] == split["g9"]
         assert split.index.nunique() == 20
+
+
+def test_identical_images_merge_groups_through_chains():
+    """g1 shares an image with g2 and g2 another with g3: all three are one unit, named after g1;
+    g4 stays alone, and a slice without a hash links nothing."""
+    m = pd.DataFrame({"slice_id": list("abcdefg"), "group": ["g1", "g2", "g2", "g3", "g4", "g4", "g5"],
+                      "pixel_hash": ["h1", "h1", "h2", "h2", "", "", ""]})
+    assert merged_groups(m).tolist() == ["g1", "g1", "g1", "g1", "g4", "g4", "g5"]
+    assert merged_groups(m.drop(columns="pixel_hash")).equals(m["group"])
 
 
 @pytest.mark.parametrize("folds", [2, 3, 5])
