@@ -173,3 +173,19 @@ def test_values_dvc_writes_unquoted_read_back_as_dvc_meant_them(tmp_path):
     assert yaml.safe_load(text)["train"]["compile"] is False  # what a plain YAML 1.1 read gave
     from medseg.params import EvaluateParams
     assert EvaluateParams.load(path).tta is False
+
+
+@pytest.mark.parametrize("section", ["split", "balance", "train", "evaluate"])
+def test_every_seed_is_bounded_to_what_numpy_and_torch_accept(tmp_path, section):
+    """numpy's generators take seeds in [0, 2**32 - 1]: every section's seed is refused past that, naming it."""
+    for bad in (2**32, -1):
+        path = write_params(tmp_path, lambda p, s=bad: p[section].update(seed=s))
+        with pytest.raises(MedsegError, match=rf"{section}\.seed"):
+            load_section(section, path)
+    assert load_section(section, write_params(tmp_path, lambda p: p[section].update(seed=2**32 - 1)))
+
+
+def test_the_phantom_seed_is_bounded_too(tmp_path):
+    path = write_params(tmp_path, lambda p: p["dataset"]["phantom"].update(seed=2**32))
+    with pytest.raises(MedsegError, match="seed"):
+        load_section("dataset", path)
