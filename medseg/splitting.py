@@ -98,7 +98,8 @@ def split_groups(manifest: pd.DataFrame, fractions: dict[str, float], seed: int)
         ):
             raise MedsegError(
                 f"split: no group with foreground lands in '{name}' "
-                f"({int(positive.sum())} positive groups of {len(positive)}); {_too_few_positive_hint(positive)}"
+                f"({int(positive.sum())} positive groups of {len(positive)}); "
+                f"{_too_few_positive_hint(positive, 'add cases or change split.fractions')}"
             )
     out = pd.DataFrame({"slice_id": original["slice_id"], "group": original["group"]})
     out["split"] = manifest["group"].map(assignment)
@@ -116,12 +117,13 @@ def check_classes_trained(manifest: pd.DataFrame, trains: pd.Series, where: str)
                               f"in {where}; add cases or change split.fractions or split.seed")
 
 
-def _too_few_positive_hint(positive: pd.Series) -> str:
-    """What to change: with no foreground anywhere the labels are the likely cause, not the split."""
+def _too_few_positive_hint(positive: pd.Series, otherwise: str) -> str:
+    """What to change: with no foreground anywhere the labels are the likely cause, not the split;
+    else `otherwise`."""
     if not positive.any():
         return ("no volume has any foreground: for label volumes, dataset.labels picks the foreground values "
                 "(check them against the data)")
-    return "add cases or change split.fractions"
+    return otherwise
 
 
 def check_group_integrity(split: pd.DataFrame) -> None:
@@ -151,7 +153,7 @@ def assign_folds(manifest: pd.DataFrame, split: pd.DataFrame, folds: int, seed: 
     if positive.sum() < folds:
         raise MedsegError(f"split: {int(positive.sum())} non-test groups with foreground cannot give each of "
                           f"split.folds={folds} folds one; "
-                          + ("lower split.folds or add cases" if positive.any() else _too_few_positive_hint(positive)))
+                          f"{_too_few_positive_hint(positive, 'lower split.folds or add cases')}")
     with warnings.catch_warnings():  # fewer lesion-free groups than folds: some folds get none, as intended
         warnings.simplefilter("ignore", UserWarning)
         held_out = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(positive, labels)

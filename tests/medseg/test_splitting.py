@@ -32,9 +32,7 @@ def test_deterministic_by_seed():
 
 
 def test_too_few_positive_groups_fails_loudly():
-    with pytest.raises(MedsegError, match="no group with foreground lands in"):
-        split_groups(manifest(10, positive={4}), FRACTIONS, 0)
-    with pytest.raises(MedsegError, match="change split.fractions"):
+    with pytest.raises(MedsegError, match=r"no group with foreground lands in .*change split\.fractions"):
         split_groups(manifest(10, positive={4}), FRACTIONS, 0)
 
 
